@@ -1,0 +1,184 @@
+import { readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { resolve } from 'node:path';
+import { ConfigError } from '../errors.ts';
+import { PRIORITY_MAX, PRIORITY_MIN } from '../tasks/priority.ts';
+import { parseConfigFile, type ConfigFile, type ScheduleConfig } from './config-file.ts';
+
+/** How many times a task runs before it fails for good, and how long between tries. */
+export interface RetryPolicy {
+  /** @defaultValue 3 */
+  attempts: number;
+  /** Exponential back-off base in ms. @defaultValue 1000 */
+  backoffMs: number;
+}
+
+/** Limits applied to every batch, whatever the edge it came in by. */
+export interface Limits {
+  /** Tasks in one batch. @defaultValue 10000 */
+  maxBatch: number;
+  /** Bytes of one batch as JSON. @defaultValue 16 MiB */
+  maxPayloadBytes: number;
+}
+
+/** The resolved configuration: built once at start, frozen, passed to every component. */
+export interface Config {
+  /** @defaultValue redis://127.0.0.1:6379 */
+  redisUrl: string;
+  /** Whether REDIS_URL was given (if not, `start` may run a private redis-server). */
+  redisUrlExplicit: boolean;
+  /** Unset: no archive. */
+  mongoUrl?: string;
+  /** @defaultValue 3232 */
+  port: number;
+  /** Interface to listen on. @defaultValue 0.0.0.0 (all), as the 2015 master did */
+  host: string;
+  token?: string;
+  feederToken?: string;
+  runnerToken?: string;
+  /** Absolute path. @defaultValue ./tasks */
+  tasksDir: string;
+  /** @defaultValue tasks */
+  queue: string;
+  /** @defaultValue taskmaster */
+  prefix: string;
+  /** @defaultValue number of CPU cores */
+  workers: number;
+  /** @defaultValue 1 */
+  concurrency: number;
+  /** @defaultValue info */
+  logLevel: string;
+  /** Task defaults applied when a task does not say. */
+  defaults: { priority: number; timeout: number };
+  retry: RetryPolicy;
+  limits: Limits;
+  /** Finished jobs kept in Redis (by count), for the status page and when there is no archive. */
+  keep: { completed: number; failed: number };
+  /** Folder for a private redis-server's data. @defaultValue ./.taskmaster/redis */
+  dataDir: string;
+  schedules: readonly ScheduleConfig[];
+  /** Path of the config file that was read, if any. */
+  configFile?: string;
+}
+
+type Env = Record<string, string | undefined>;
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+/** Queue names become part of Redis keys; ':' would break BullMQ's key scheme. */
+const QUEUE_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
+
+function bad(name: string, allowed: string, got: string): never {
+  throw new ConfigError(`${name} must be ${allowed}, got ${JSON.stringify(got)}`);
+}
+
+function int(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const n = Number(raw);
+  if (!/^-?\d+$/.test(raw.trim()) || !Number.isSafeInteger(n) || n < min || n > max) {
+    bad(name, `an integer from ${min} to ${max}`, raw);
+  }
+  return n;
+}
+
+function url(env: Env, name: string, schemes: string[]): string | undefined {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return undefined;
+  let parsed: URL;
+  try {
+    parsed = new URL(raw);
+  } catch {
+    bad(name, `a URL starting with ${schemes.join(' or ')}`, redactUrl(raw));
+  }
+  if (!schemes.includes(parsed.protocol.replace(/:$/, '') + '://')) {
+    bad(name, `a URL starting with ${schemes.join(' or ')}`, redactUrl(raw));
+  }
+  return raw;
+}
+
+function str(env: Env, name: string): string | undefined {
+  const raw = env[name];
+  return raw === undefined || raw === '' ? undefined : raw;
+}
+
+/** Hides the password of a connection URL, for logs and error messages. */
+export function redactUrl(raw: string): string {
+  return raw.replace(/\/\/([^:@/]*):[^@/]*@/, '//$1:***@');
+}
+
+/**
+ * Reads the environment (and the optional config file it names) once, checks every value
+ * and returns a frozen object. A bad value throws a ConfigError naming the setting.
+ */
+export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config {
+  const configPath = str(env, 'TASKMASTER_CONFIG');
+  let file: ConfigFile = {};
+  if (configPath) {
+    let text: string;
+    try {
+      text = readFileSync(resolve(cwd, configPath), 'utf8');
+    } catch (err) {
+      throw new ConfigError(`TASKMASTER_CONFIG: cannot read ${configPath}: ${(err as Error).message}`, {
+        cause: err,
+      });
+    }
+    file = parseConfigFile(text, configPath);
+  }
+  const fd = file.defaults ?? {};
+
+  const queue = str(env, 'TASKMASTER_QUEUE') ?? 'tasks';
+  if (!QUEUE_NAME.test(queue)) bad('TASKMASTER_QUEUE', 'letters, digits, "_", "." or "-" (1-64 characters)', queue);
+  const prefix = str(env, 'TASKMASTER_PREFIX') ?? 'taskmaster';
+  if (!/^[A-Za-z0-9_{}.-]{1,64}$/.test(prefix)) {
+    bad('TASKMASTER_PREFIX', 'letters, digits, "_", ".", "-", "{" or "}" (1-64 characters)', prefix);
+  }
+  const logLevel = (str(env, 'LOG_LEVEL') ?? 'info').toLowerCase();
+  if (!LOG_LEVELS.includes(logLevel)) bad('LOG_LEVEL', `one of ${LOG_LEVELS.join(', ')}`, logLevel);
+
+  const redisUrl = url(env, 'REDIS_URL', ['redis://', 'rediss://']);
+  const config: Config = {
+    redisUrl: redisUrl ?? 'redis://127.0.0.1:6379',
+    redisUrlExplicit: redisUrl !== undefined,
+    mongoUrl: url(env, 'MONGO_URL', ['mongodb://', 'mongodb+srv://']),
+    port: int(env, 'TASKMASTER_PORT', 3232, 0, 65535),
+    host: str(env, 'TASKMASTER_HOST') ?? '0.0.0.0',
+    token: str(env, 'TASKMASTER_TOKEN'),
+    feederToken: str(env, 'TASKMASTER_FEEDER_TOKEN'),
+    runnerToken: str(env, 'TASKMASTER_RUNNER_TOKEN'),
+    tasksDir: resolve(cwd, str(env, 'TASKMASTER_TASKS_DIR') ?? './tasks'),
+    queue,
+    prefix,
+    workers: int(env, 'TASKMASTER_WORKERS', availableParallelism(), 0, 1024),
+    concurrency: int(env, 'TASKMASTER_CONCURRENCY', 1, 1, 10000),
+    logLevel,
+    defaults: {
+      priority: int(env, 'TASKMASTER_DEFAULT_PRIORITY', fd.priority ?? 50, PRIORITY_MIN, PRIORITY_MAX),
+      timeout: int(env, 'TASKMASTER_DEFAULT_TIMEOUT', fd.timeout ?? 300_000, 1, 2_147_483_647),
+    },
+    retry: {
+      attempts: int(env, 'TASKMASTER_ATTEMPTS', fd.attempts ?? 3, 1, 1000),
+      backoffMs: int(env, 'TASKMASTER_BACKOFF_MS', fd.backoffMs ?? 1000, 0, 86_400_000),
+    },
+    limits: {
+      maxBatch: int(env, 'TASKMASTER_MAX_BATCH', fd.maxBatch ?? 10_000, 1, 1_000_000),
+      maxPayloadBytes: int(env, 'TASKMASTER_MAX_PAYLOAD_BYTES', fd.maxPayloadBytes ?? 16 * 1024 * 1024, 1024, 512 * 1024 * 1024),
+    },
+    keep: {
+      completed: int(env, 'TASKMASTER_KEEP_COMPLETED', fd.keepCompleted ?? 10_000, 0, 10_000_000),
+      failed: int(env, 'TASKMASTER_KEEP_FAILED', fd.keepFailed ?? 50_000, 0, 10_000_000),
+    },
+    dataDir: resolve(cwd, str(env, 'TASKMASTER_DATA_DIR') ?? './.taskmaster'),
+    schedules: Object.freeze(file.schedules ?? []),
+    configFile: configPath,
+  };
+  return deepFreeze(config);
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object') {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
+}

@@ -1,0 +1,32 @@
+/**
+ * Taskmaster's own Redis keys, beside BullMQ's and under the same prefix so that on Redis
+ * Cluster a hash-tagged prefix (`{taskmaster}`) keeps them in one slot with the jobs.
+ */
+export interface Keys {
+  /** hash taskKey → "claimedAtMs|jobKey": the live task holding that identity (dedup). */
+  live: string;
+  /** hash dependencyKey → JSON {jobId, at}: identities that have completed (durable). */
+  done: string;
+  /** hash dependencyKey → JSON {jobId, at, reason}: identities whose last run failed for good. */
+  failed: string;
+  /** set of dependencyKeys whose gates are being opened (re-run by the reconciler after a crash). */
+  opening: string;
+  /** set of gate job ids waiting on one dependencyKey. */
+  waiters(dependencyKey: string): string;
+  /** BullMQ job hash key of a job. */
+  job(queue: string, jobId: string): string;
+}
+
+/** Internal queue holding one "gate" job per dependency edge that is not a direct flow child. */
+export const GATE_QUEUE = '_gates';
+
+export function keysFor(prefix: string): Keys {
+  return {
+    live: `${prefix}:tm:live`,
+    done: `${prefix}:tm:done`,
+    failed: `${prefix}:tm:failed`,
+    opening: `${prefix}:tm:opening`,
+    waiters: (dk) => `${prefix}:tm:waiters:${dk}`,
+    job: (queue, id) => `${prefix}:${queue}:${id}`,
+  };
+}

@@ -1,0 +1,203 @@
+import type { Redis } from 'ioredis';
+import type { Keys } from '../queue/keys.ts';
+
+/**
+ * Claims identities for a batch in one round trip.
+ * KEYS[1] live hash, KEYS[2] failed hash
+ * ARGV[1] now (ms), ARGV[2] how long a claim whose job does not exist yet is honoured (ms),
+ * then triples: taskKey, dependencyKey, jobKey
+ * Returns, per triple, the job key that holds the identity: the given one when it was claimed,
+ * another one when a live task already has it. A holder is live while its job hash exists
+ * without `finishedOn`, or, before the job is written, while its claim is young; so a crash
+ * between claim and add, or a finished job whose claim was never released, heals itself.
+ */
+const CLAIM = `
+local out = {}
+local now = tonumber(ARGV[1])
+local stale = tonumber(ARGV[2])
+for i = 3, #ARGV, 3 do
+  local tk, dk, jk = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local cur = redis.call('HGET', KEYS[1], tk)
+  local holder = false
+  if cur then
+    local sep = string.find(cur, '|', 1, true)
+    local at = tonumber(string.sub(cur, 1, sep - 1))
+    local curKey = string.sub(cur, sep + 1)
+    if redis.call('EXISTS', curKey) == 1 then
+      if not redis.call('HGET', curKey, 'finishedOn') then holder = curKey end
+    elseif now - at < stale then
+      holder = curKey
+    end
+  end
+  if holder then
+    out[#out + 1] = holder
+  else
+    redis.call('HSET', KEYS[1], tk, now .. '|' .. jk)
+    redis.call('HDEL', KEYS[2], dk)
+    out[#out + 1] = jk
+  end
+end
+return out
+`;
+
+/**
+ * Releases claims that still point at the given job keys (a failed add, a finished task).
+ * KEYS[1] live hash; ARGV pairs: taskKey, jobKey
+ */
+const RELEASE = `
+for i = 1, #ARGV, 2 do
+  local cur = redis.call('HGET', KEYS[1], ARGV[i])
+  if cur and string.sub(cur, string.find(cur, '|', 1, true) + 1) == ARGV[i + 1] then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+  end
+end
+return 0
+`;
+
+/**
+ * Records the final outcome of an identity and marks its gates as to be opened, in one step,
+ * so that a crash after it leaves work the reconciler finds (the `opening` set).
+ * KEYS[1] live, KEYS[2] done, KEYS[3] failed, KEYS[4] opening
+ * ARGV[1] 'completed' | 'failed', ARGV[2] taskKey, ARGV[3] dependencyKey, ARGV[4] jobKey,
+ * ARGV[5] record JSON
+ */
+const SETTLE = `
+local cur = redis.call('HGET', KEYS[1], ARGV[2])
+if cur and string.sub(cur, string.find(cur, '|', 1, true) + 1) == ARGV[4] then
+  redis.call('HDEL', KEYS[1], ARGV[2])
+end
+if ARGV[1] == 'completed' then
+  redis.call('HSET', KEYS[2], ARGV[3], ARGV[5])
+  redis.call('HDEL', KEYS[3], ARGV[3])
+else
+  redis.call('HSET', KEYS[3], ARGV[3], ARGV[5])
+end
+redis.call('SADD', KEYS[4], ARGV[3])
+return 0
+`;
+
+type Scripted = Redis & {
+  tmClaim(live: string, failed: string, ...args: (string | number)[]): Promise<string[]>;
+  tmRelease(live: string, ...args: string[]): Promise<number>;
+  tmSettle(live: string, done: string, failed: string, opening: string, ...args: string[]): Promise<number>;
+};
+
+function scripted(redis: Redis): Scripted {
+  const r = redis as Scripted;
+  if (typeof r.tmClaim !== 'function') {
+    redis.defineCommand('tmClaim', { numberOfKeys: 2, lua: CLAIM });
+    redis.defineCommand('tmRelease', { numberOfKeys: 1, lua: RELEASE });
+    redis.defineCommand('tmSettle', { numberOfKeys: 4, lua: SETTLE });
+  }
+  return r;
+}
+
+export interface ClaimItem {
+  taskKey: string;
+  dependencyKey: string;
+  jobKey: string;
+}
+
+export interface Outcome {
+  jobId: string;
+  at: number;
+  reason?: string;
+}
+
+/** A claim younger than this whose job is not written yet is an add in progress elsewhere. */
+const CLAIM_GRACE_MS = 30_000;
+const CHUNK = 1000;
+
+/**
+ * Durable records about task identities: which live task holds each one (dedup), which
+ * dependency keys completed or failed for good, and which gates wait on each.
+ */
+export class IdentityStore {
+  private readonly redis: Scripted;
+  constructor(
+    redis: Redis,
+    readonly keys: Keys,
+  ) {
+    this.redis = scripted(redis);
+  }
+
+  /** Claims each identity; returns the holder's job key per item (its own when claimed). */
+  async claim(items: ClaimItem[], now = Date.now()): Promise<string[]> {
+    const out: string[] = [];
+    for (let i = 0; i < items.length; i += CHUNK) {
+      const args: (string | number)[] = [now, CLAIM_GRACE_MS];
+      for (const it of items.slice(i, i + CHUNK)) args.push(it.taskKey, it.dependencyKey, it.jobKey);
+      out.push(...(await this.redis.tmClaim(this.keys.live, this.keys.failed, ...args)));
+    }
+    return out;
+  }
+
+  async release(items: { taskKey: string; jobKey: string }[]): Promise<void> {
+    for (let i = 0; i < items.length; i += CHUNK) {
+      const args = items.slice(i, i + CHUNK).flatMap((it) => [it.taskKey, it.jobKey]);
+      if (args.length) await this.redis.tmRelease(this.keys.live, ...args);
+    }
+  }
+
+  async settle(outcome: 'completed' | 'failed', item: ClaimItem, record: Outcome): Promise<void> {
+    await this.redis.tmSettle(
+      this.keys.live,
+      this.keys.done,
+      this.keys.failed,
+      this.keys.opening,
+      outcome,
+      item.taskKey,
+      item.dependencyKey,
+      item.jobKey,
+      JSON.stringify(record),
+    );
+  }
+
+  /** Outcome per dependency key: completed wins over failed; undefined while neither. */
+  async outcomes(dependencyKeys: string[]): Promise<({ state: 'completed' | 'failed' } & Outcome | undefined)[]> {
+    if (!dependencyKeys.length) return [];
+    const [done, failed] = (await this.redis
+      .multi()
+      .hmget(this.keys.done, ...dependencyKeys)
+      .hmget(this.keys.failed, ...dependencyKeys)
+      .exec())!.map(([err, v]) => {
+      if (err) throw err;
+      return v as (string | null)[];
+    });
+    return dependencyKeys.map((_, i) => {
+      if (done![i]) return { state: 'completed' as const, ...(JSON.parse(done![i]!) as Outcome) };
+      if (failed![i]) return { state: 'failed' as const, ...(JSON.parse(failed![i]!) as Outcome) };
+      return undefined;
+    });
+  }
+
+  async addWaiters(edges: { dependencyKey: string; gateId: string }[]): Promise<void> {
+    if (!edges.length) return;
+    const m = this.redis.pipeline();
+    for (const e of edges) m.sadd(this.keys.waiters(e.dependencyKey), e.gateId);
+    await m.exec();
+  }
+
+  async removeWaiters(edges: { dependencyKey: string; gateId: string }[]): Promise<void> {
+    if (!edges.length) return;
+    const m = this.redis.pipeline();
+    for (const e of edges) m.srem(this.keys.waiters(e.dependencyKey), e.gateId);
+    await m.exec();
+  }
+
+  waiters(dependencyKey: string): Promise<string[]> {
+    return this.redis.smembers(this.keys.waiters(dependencyKey));
+  }
+
+  async forgetWaiters(dependencyKey: string, gateIds: string[]): Promise<void> {
+    if (gateIds.length) await this.redis.srem(this.keys.waiters(dependencyKey), ...gateIds);
+  }
+
+  opening(): Promise<string[]> {
+    return this.redis.smembers(this.keys.opening);
+  }
+
+  async opened(dependencyKey: string): Promise<void> {
+    await this.redis.srem(this.keys.opening, dependencyKey);
+  }
+}

@@ -1,0 +1,211 @@
+import { FlowProducer, Queue, type FlowJobNode, type FlowJob, type JobsOptions } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { Config } from '../config/config.ts';
+import { keysFor, GATE_QUEUE, type Keys } from '../queue/keys.ts';
+import { GATE_NAME, GATE_SLEEP_MS, promoteGates, type GateData } from './gates.ts';
+import { dependencyKey, newTaskId, taskKey } from './identity.ts';
+import { IdentityStore } from './identity-store.ts';
+import { toBullPriority } from './priority.ts';
+import { toJobData, type Task } from './task.ts';
+import { validateTasks } from './validate.ts';
+
+/** What the client answers for each task of a batch, in the batch's order. */
+export interface AddedTask {
+  /** The BullMQ job id that holds this task (an existing one when `duplicate`). */
+  id: string;
+  queue: string;
+  /** True when an identical task was already waiting, delayed, blocked or running. */
+  duplicate: boolean;
+  task: Task;
+}
+
+export type ClientConfig = Pick<Config, 'queue' | 'prefix' | 'defaults' | 'limits' | 'retry' | 'keep' | 'tasksDir'>;
+
+interface Planned {
+  task: Task;
+  queue: string;
+  taskKey: string;
+  dependencyKey: string;
+  id: string;
+  jobKey: string;
+  /** Index of the first identical task in the batch, when this one repeats it. */
+  sameAs?: number;
+  duplicate: boolean;
+}
+
+interface GateEdge {
+  dependencyKey: string;
+  gateId: string;
+  node: FlowJobNode;
+}
+
+/**
+ * Adds tasks: validation, identity and dedup, priorities and dependencies, all-or-nothing per
+ * batch. The bridge, the CLI and schedules all add through it; BullMQ-native producers can add
+ * to the same queues without it (they get no dedup and no dependencies).
+ */
+export class TaskClient {
+  readonly keys: Keys;
+  readonly store: IdentityStore;
+  private readonly flows: FlowProducer;
+  private readonly queues = new Map<string, Queue>();
+
+  constructor(
+    private readonly config: ClientConfig,
+    private readonly connection: Redis,
+  ) {
+    this.keys = keysFor(config.prefix);
+    this.store = new IdentityStore(connection, this.keys);
+    this.flows = new FlowProducer({ connection, prefix: config.prefix });
+  }
+
+  /** Validates `input` (a task, an array, or a JSON string of either) and adds it atomically. */
+  add(input: unknown): Promise<AddedTask[]> {
+    return this.addTasks(validateTasks(input, this.config));
+  }
+
+  /** BullMQ queue object for a queue name, created once. */
+  queue(name = this.config.queue): Queue {
+    let q = this.queues.get(name);
+    if (!q) {
+      q = new Queue(name, { connection: this.connection, prefix: this.config.prefix });
+      q.on('error', () => {});
+      this.queues.set(name, q);
+    }
+    return q;
+  }
+
+  /** Adds already validated tasks as one atomic step (one MULTI): all of them or none. */
+  async addTasks(tasks: Task[]): Promise<AddedTask[]> {
+    const planned = this.plan(tasks);
+    const fresh = planned.filter((p) => p.sameAs === undefined);
+    const holders = await this.store.claim(fresh);
+    fresh.forEach((p, i) => {
+      if (holders[i] !== p.jobKey) {
+        p.duplicate = true;
+        p.jobKey = holders[i]!;
+        p.id = holders[i]!.slice(holders[i]!.lastIndexOf(':') + 1);
+      }
+    });
+    const toAdd = fresh.filter((p) => !p.duplicate);
+    const gates: GateEdge[] = [];
+    try {
+      const flows = this.buildFlows(toAdd, gates);
+      await this.store.addWaiters(gates);
+      // A dependency that settled before this point gets an open gate; one that settles
+      // between this read and the add is caught by the second read below, and one that
+      // settles after that finds the gate in its waiters set (registered above).
+      const settled = await this.store.outcomes(gates.map((g) => g.dependencyKey));
+      gates.forEach((g, i) => {
+        if (settled[i]) g.node.opts!.delay = 0;
+      });
+      if (flows.length) await this.flows.addBulk(flows);
+    } catch (err) {
+      await this.store.release(toAdd).catch(() => undefined);
+      await this.store.removeWaiters(gates).catch(() => undefined);
+      throw err;
+    }
+    await this.openSettledGates(gates);
+    return planned.map((p) => {
+      const first = p.sameAs === undefined ? p : planned[p.sameAs]!;
+      return { id: first.id, queue: first.queue, duplicate: p.duplicate || p.sameAs !== undefined, task: p.task };
+    });
+  }
+
+  private plan(tasks: Task[]): Planned[] {
+    const seen = new Map<string, number>();
+    return tasks.map((task, i) => {
+      const queue = task.queue ?? this.config.queue;
+      const depKeys = task.dependencies.map((d) => dependencyKey(d.module, d.params));
+      const tk = taskKey(task.module, task.params, depKeys);
+      const id = newTaskId();
+      const p: Planned = {
+        task,
+        queue,
+        taskKey: tk,
+        dependencyKey: dependencyKey(task.module, task.params),
+        id,
+        jobKey: this.keys.job(queue, id),
+        duplicate: false,
+      };
+      const first = seen.get(tk);
+      if (first !== undefined) p.sameAs = first;
+      else seen.set(tk, i);
+      return p;
+    });
+  }
+
+  private jobOpts(p: Planned): JobsOptions {
+    return {
+      jobId: p.id,
+      priority: toBullPriority(p.task.priority),
+      attempts: this.config.retry.attempts,
+      backoff: { type: 'exponential', delay: this.config.retry.backoffMs },
+      removeOnComplete: { count: this.config.keep.completed },
+      removeOnFail: { count: this.config.keep.failed },
+    };
+  }
+
+  /**
+   * Tasks of the batch that others in the batch depend on become direct flow children (one
+   * parent each, as flows are trees); every other edge becomes a gate.
+   */
+  private buildFlows(toAdd: Planned[], gates: GateEdge[]): FlowJob[] {
+    const byDepKey = new Map<string, Planned>();
+    for (const p of toAdd) if (!byDepKey.has(p.dependencyKey)) byDepKey.set(p.dependencyKey, p);
+    const nodes = new Map<Planned, FlowJob>();
+    const childOf = new Map<Planned, Planned>();
+    for (const p of toAdd) {
+      nodes.set(p, { name: p.task.module, queueName: p.queue, data: toJobData(p.task), opts: this.jobOpts(p) });
+    }
+    for (const p of toAdd) {
+      const node = nodes.get(p)!;
+      p.task.dependencies.forEach((d, i) => {
+        const dk = dependencyKey(d.module, d.params);
+        const target = byDepKey.get(dk);
+        if (target && !childOf.has(target) && !this.isAncestor(target, p, childOf)) {
+          childOf.set(target, p);
+          const child = nodes.get(target)!;
+          child.opts = { ...child.opts, continueParentOnFailure: true };
+          (node.children ??= []).push(child as FlowJobNode);
+          return;
+        }
+        const data: GateData = { dependencyKey: dk, dependency: d };
+        const gate: FlowJobNode = {
+          name: GATE_NAME,
+          queueName: GATE_QUEUE,
+          data,
+          opts: {
+            jobId: `${p.id}-${i}`,
+            delay: GATE_SLEEP_MS,
+            attempts: 1,
+            continueParentOnFailure: true,
+            removeOnComplete: true,
+            removeOnFail: true,
+          },
+        };
+        (node.children ??= []).push(gate);
+        gates.push({ dependencyKey: dk, gateId: gate.opts!.jobId!, node: gate });
+      });
+    }
+    return toAdd.filter((p) => !childOf.has(p)).map((p) => nodes.get(p)!);
+  }
+
+  /** Whether `a` is `b` or one of `b`'s ancestors in the flow being built. */
+  private isAncestor(a: Planned, b: Planned, childOf: Map<Planned, Planned>): boolean {
+    for (let cur: Planned | undefined = b; cur; cur = childOf.get(cur)) if (cur === a) return true;
+    return false;
+  }
+
+  private async openSettledGates(gates: GateEdge[]): Promise<void> {
+    const late = gates.filter((g) => g.node.opts!.delay);
+    if (!late.length) return;
+    const settled = await this.store.outcomes(late.map((g) => g.dependencyKey));
+    await promoteGates(this.queue(GATE_QUEUE), late.filter((_, i) => settled[i]).map((g) => g.gateId));
+  }
+
+  async close(): Promise<void> {
+    await this.flows.close();
+    await Promise.all([...this.queues.values()].map((q) => q.close()));
+  }
+}

@@ -1,0 +1,94 @@
+import { dependencyKey, taskKey } from './identity.ts';
+import { fromBullPriority } from './priority.ts';
+
+/** A dependency names a task by module and parameters (as in 2015). */
+export interface DependencyRef {
+  module: string;
+  params: unknown[];
+}
+
+/** A validated task, ready to be added. */
+export interface Task {
+  module: string;
+  params: unknown[];
+  /** Legacy scale: higher runs sooner. */
+  priority: number;
+  /** ms before a run is abandoned and retried. */
+  timeout: number;
+  dependencies: DependencyRef[];
+  /** Unix seconds. */
+  created: number;
+  /** Queue to add to; the configured queue when absent. */
+  queue?: string;
+}
+
+/**
+ * Job data key that marks a job as carrying a Taskmaster envelope. Anything else a producer puts
+ * in `data` is the task's one parameter, so a BullMQ-native `queue.add('sampleTask', { ticker })`
+ * runs `sampleTask({ ticker })`, and an envelope's `params` array is spread as arguments.
+ */
+export const ENVELOPE_KEY = '$taskmaster';
+
+/** What Taskmaster stores under ENVELOPE_KEY. */
+export interface Envelope {
+  v: 1;
+  params: unknown[];
+  timeout?: number;
+  dependencies?: DependencyRef[];
+  created?: number;
+}
+
+export type JobData = { [ENVELOPE_KEY]: Envelope } | unknown;
+
+export function toJobData(task: Task): JobData {
+  const envelope: Envelope = { v: 1, params: task.params, timeout: task.timeout, created: task.created };
+  if (task.dependencies.length) envelope.dependencies = task.dependencies;
+  return { [ENVELOPE_KEY]: envelope };
+}
+
+function envelopeOf(data: unknown): Envelope | undefined {
+  if (data && typeof data === 'object' && !Array.isArray(data) && Object.hasOwn(data, ENVELOPE_KEY)) {
+    const env = (data as Record<string, unknown>)[ENVELOPE_KEY];
+    if (env && typeof env === 'object' && Array.isArray((env as Envelope).params)) return env as Envelope;
+  }
+  return undefined;
+}
+
+/** The minimal view of a BullMQ job that the task model needs. */
+export interface JobLike {
+  id?: string;
+  name: string;
+  data: unknown;
+  timestamp?: number;
+  opts?: { priority?: number };
+}
+
+/** A job as a task, whatever produced it (legacy feeder, client API or a plain BullMQ producer). */
+export interface JobTask {
+  module: string;
+  params: unknown[];
+  priority: number;
+  /** Undefined when the producer did not set one; the runner's default applies. */
+  timeout?: number;
+  dependencies: DependencyRef[];
+  created: number;
+  dependencyKey: string;
+  taskKey: string;
+}
+
+export function taskFromJob(job: JobLike): JobTask {
+  const env = envelopeOf(job.data);
+  const params = env ? env.params : job.data === undefined || job.data === null ? [] : [job.data];
+  const dependencies = env?.dependencies ?? [];
+  const depKeys = dependencies.map((d) => dependencyKey(d.module, d.params));
+  return {
+    module: job.name,
+    params,
+    priority: fromBullPriority(job.opts?.priority),
+    timeout: env?.timeout,
+    dependencies,
+    created: env?.created ?? Math.floor((job.timestamp ?? Date.now()) / 1000),
+    dependencyKey: dependencyKey(job.name, params),
+    taskKey: taskKey(job.name, params, depKeys),
+  };
+}

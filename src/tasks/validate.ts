@@ -1,0 +1,226 @@
+import { resolve, sep } from 'node:path';
+import { InvalidTaskError, type TaskProblem } from '../errors.ts';
+import { dependencyKey } from './identity.ts';
+import { PRIORITY_MAX, PRIORITY_MIN } from './priority.ts';
+import type { DependencyRef, Task } from './task.ts';
+
+export interface ValidateOptions {
+  defaults: { priority: number; timeout: number };
+  limits: { maxBatch: number; maxPayloadBytes: number };
+  /** When given, module names must resolve inside it. */
+  tasksDir?: string;
+  /** Seconds since the epoch to stamp on tasks without `created`. */
+  now?: number;
+}
+
+/** Module names: plain path segments of letters, digits, '-', '_', '.', joined by '/'. */
+const MODULE_SEGMENT = /^[A-Za-z0-9_-][A-Za-z0-9_.-]*$/;
+export const MODULE_RULE =
+  'letters, digits, "-", "_", "." and "/" between folder names (no "..", no leading "/" or ".", at most 200 characters)';
+
+const KNOWN_FIELDS = new Set(['module', 'params', 'priority', 'timeout', 'dependencies', 'queue', 'created']);
+/** Fields a 2016 feeder may echo back from a stored task; accepted and ignored. */
+const IGNORED_LEGACY_FIELDS = new Set(['_id', 'assigned', '__v', 'id']);
+/** Keys that could reach Object.prototype when an object is merged or assigned. */
+const POISON_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
+const MAX_DEPTH = 64;
+const MAX_DEPENDENCIES = 1000;
+export const MAX_TIMEOUT = 2_147_483_647;
+
+export function moduleNameProblem(name: unknown, tasksDir?: string): string | undefined {
+  if (typeof name !== 'string') return `must be a string (${MODULE_RULE}), got ${typeName(name)}`;
+  if (name.length === 0 || name.length > 200) return `must be 1 to 200 characters (${MODULE_RULE})`;
+  const segments = name.split('/');
+  if (!segments.every((s) => MODULE_SEGMENT.test(s))) {
+    return `${JSON.stringify(name)} is not allowed: ${MODULE_RULE}`;
+  }
+  if (tasksDir) {
+    const root = resolve(tasksDir);
+    if (!resolve(root, name).startsWith(root + sep)) return `${JSON.stringify(name)} resolves outside the tasks folder`;
+  }
+  return undefined;
+}
+
+function typeName(v: unknown): string {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'an array';
+  return typeof v === 'object' ? 'an object' : `${typeof v} ${JSON.stringify(v)}`;
+}
+
+/** Finds a poisonous key or excessive nesting anywhere inside `value`; returns its path. */
+function poisonPath(value: unknown, path: string, depth: number): string | undefined {
+  if (depth > MAX_DEPTH) return `${path}: nested deeper than ${MAX_DEPTH} levels`;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) {
+      const p = poisonPath(value[i], `${path}[${i}]`, depth + 1);
+      if (p) return p;
+    }
+  } else if (value && typeof value === 'object') {
+    for (const key of Object.keys(value)) {
+      if (POISON_KEYS.has(key)) return `${path}.${key}: the key "${key}" is not allowed`;
+      const p = poisonPath((value as Record<string, unknown>)[key], `${path}.${key}`, depth + 1);
+      if (p) return p;
+    }
+  }
+  return undefined;
+}
+
+/** `params`: an array is the argument list; any other value is one argument (as mongoose cast it). */
+function normaliseParams(value: unknown): unknown[] {
+  if (value === undefined || value === null) return [];
+  return Array.isArray(value) ? value : [value];
+}
+
+/**
+ * Turns what a producer sent (a task, an array of tasks, or a JSON string of either) into
+ * validated tasks. Every problem is collected, each naming the task's index and the field, and
+ * the whole batch is refused if any task is wrong.
+ */
+export function validateTasks(input: unknown, opts: ValidateOptions): Task[] {
+  let payload = input;
+  if (typeof payload === 'string') {
+    if (Buffer.byteLength(payload) > opts.limits.maxPayloadBytes) {
+      throw new InvalidTaskError([{ index: -1, field: '(payload)', message: `larger than ${opts.limits.maxPayloadBytes} bytes` }]);
+    }
+    try {
+      payload = JSON.parse(payload);
+    } catch (err) {
+      throw new InvalidTaskError([{ index: -1, field: '(payload)', message: `not valid JSON: ${(err as Error).message}` }]);
+    }
+  } else {
+    let size: number;
+    try {
+      size = Buffer.byteLength(JSON.stringify(payload) ?? '');
+    } catch (err) {
+      throw new InvalidTaskError([{ index: -1, field: '(payload)', message: `cannot be serialised as JSON: ${(err as Error).message}` }]);
+    }
+    if (size > opts.limits.maxPayloadBytes) {
+      throw new InvalidTaskError([{ index: -1, field: '(payload)', message: `larger than ${opts.limits.maxPayloadBytes} bytes` }]);
+    }
+  }
+  const batch = Array.isArray(payload) ? payload : [payload];
+  if (batch.length === 0) throw new InvalidTaskError([{ index: -1, field: '(batch)', message: 'is empty: send at least one task' }]);
+  if (batch.length > opts.limits.maxBatch) {
+    throw new InvalidTaskError([
+      { index: -1, field: '(batch)', message: `has ${batch.length} tasks; at most ${opts.limits.maxBatch} are allowed in one batch` },
+    ]);
+  }
+  const problems: TaskProblem[] = [];
+  const now = opts.now ?? Math.floor(Date.now() / 1000);
+  const tasks = batch.map((raw, index) => validateOne(raw, index, opts, now, problems));
+  if (!problems.length) problems.push(...findCycles(tasks as Task[]));
+  if (problems.length) throw new InvalidTaskError(problems);
+  return tasks as Task[];
+}
+
+function validateOne(raw: unknown, index: number, opts: ValidateOptions, now: number, problems: TaskProblem[]): Task | undefined {
+  const fail = (field: string, message: string) => {
+    problems.push({ index, field, message });
+    return undefined;
+  };
+  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) {
+    return fail('(task)', `must be an object like {"module": "name", "params": [...]}, got ${typeName(raw)}`);
+  }
+  const t = raw as Record<string, unknown>;
+  const before = problems.length;
+  for (const key of Object.keys(t)) {
+    if (!KNOWN_FIELDS.has(key) && !IGNORED_LEGACY_FIELDS.has(key)) {
+      fail(key, `unknown field; allowed: ${[...KNOWN_FIELDS].join(', ')}`);
+    }
+  }
+  const moduleProblem = moduleNameProblem(t.module, opts.tasksDir);
+  if (moduleProblem) fail('module', moduleProblem);
+
+  const poisoned = poisonPath(t.params, 'params', 0) ?? poisonPath(t.dependencies, 'dependencies', 0);
+  if (poisoned) {
+    const [field, ...rest] = poisoned.split(': ');
+    fail(field!, rest.join(': '));
+  }
+
+  let priority = opts.defaults.priority;
+  if (t.priority !== undefined) {
+    if (typeof t.priority !== 'number' || !Number.isInteger(t.priority) || t.priority < PRIORITY_MIN || t.priority > PRIORITY_MAX) {
+      fail('priority', `must be an integer from ${PRIORITY_MIN} to ${PRIORITY_MAX} (higher runs sooner), got ${typeName(t.priority)}`);
+    } else priority = t.priority;
+  }
+  let timeout = opts.defaults.timeout;
+  if (t.timeout !== undefined) {
+    if (typeof t.timeout !== 'number' || !Number.isInteger(t.timeout) || t.timeout < 1 || t.timeout > MAX_TIMEOUT) {
+      fail('timeout', `must be a whole number of milliseconds from 1 to ${MAX_TIMEOUT}, got ${typeName(t.timeout)}`);
+    } else timeout = t.timeout;
+  }
+  let created = now;
+  if (t.created !== undefined) {
+    if (typeof t.created !== 'number' || !Number.isFinite(t.created) || t.created < 0) {
+      fail('created', `must be unix seconds (a non-negative number), got ${typeName(t.created)}`);
+    } else created = t.created;
+  }
+  if (t.queue !== undefined && (typeof t.queue !== 'string' || !/^[A-Za-z0-9_.-]{1,64}$/.test(t.queue))) {
+    fail('queue', `must be a queue name of letters, digits, "_", "." or "-" (1-64 characters), got ${typeName(t.queue)}`);
+  }
+
+  const dependencies: DependencyRef[] = [];
+  if (t.dependencies !== undefined && t.dependencies !== null) {
+    if (!Array.isArray(t.dependencies)) {
+      fail('dependencies', `must be an array of {"module", "params"}, got ${typeName(t.dependencies)}`);
+    } else if (t.dependencies.length > MAX_DEPENDENCIES) {
+      fail('dependencies', `has ${t.dependencies.length} entries; at most ${MAX_DEPENDENCIES} are allowed`);
+    } else {
+      t.dependencies.forEach((d, i) => {
+        const field = `dependencies[${i}]`;
+        if (!d || typeof d !== 'object' || Array.isArray(d)) {
+          return fail(field, `must be an object {"module", "params"}, got ${typeName(d)}`);
+        }
+        const dep = d as Record<string, unknown>;
+        const extra = Object.keys(dep).filter((k) => k !== 'module' && k !== 'params' && !IGNORED_LEGACY_FIELDS.has(k));
+        if (extra.length) return fail(`${field}.${extra[0]}`, 'unknown field; allowed: module, params');
+        const p = moduleNameProblem(dep.module, opts.tasksDir);
+        if (p) return fail(`${field}.module`, p);
+        dependencies.push({ module: dep.module as string, params: normaliseParams(dep.params) });
+      });
+    }
+  }
+  if (problems.length > before) return undefined;
+  const params = normaliseParams(t.params);
+  const task: Task = { module: t.module as string, params, priority, timeout, dependencies, created };
+  if (t.queue !== undefined) task.queue = t.queue as string;
+  const own = dependencyKey(task.module, params);
+  if (dependencies.some((d) => dependencyKey(d.module, d.params) === own)) {
+    return fail('dependencies', 'a task cannot depend on itself (same module and params)');
+  }
+  return task;
+}
+
+/** Dependencies inside one batch must not form a cycle: such tasks could never start. */
+function findCycles(tasks: Task[]): TaskProblem[] {
+  const byKey = new Map<string, number>();
+  tasks.forEach((t, i) => byKey.set(dependencyKey(t.module, t.params), i));
+  const edges = tasks.map((t) =>
+    t.dependencies.map((d) => byKey.get(dependencyKey(d.module, d.params))).filter((i): i is number => i !== undefined),
+  );
+  const state = new Uint8Array(tasks.length); // 0 new, 1 on stack, 2 done
+  for (let start = 0; start < tasks.length; start++) {
+    if (state[start]) continue;
+    const stack: [number, number][] = [[start, 0]];
+    state[start] = 1;
+    while (stack.length) {
+      const top = stack[stack.length - 1]!;
+      const [node, next] = top;
+      if (next < edges[node]!.length) {
+        top[1]++;
+        const to = edges[node]![next]!;
+        if (state[to] === 1) {
+          return [{ index: node, field: 'dependencies', message: `forms a cycle with task[${to}] in the same batch` }];
+        }
+        if (!state[to]) {
+          state[to] = 1;
+          stack.push([to, 0]);
+        }
+      } else {
+        state[node] = 2;
+        stack.pop();
+      }
+    }
+  }
+  return [];
+}

@@ -1,0 +1,107 @@
+import { readdir, stat } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { join, relative, resolve, sep } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { TaskmasterError, UnknownModuleError } from '../errors.ts';
+import { moduleNameProblem } from '../tasks/validate.ts';
+
+/** A task module's function: legacy `function (...params)` or modern `async (params, ctx)`. */
+export type TaskFunction = (...args: unknown[]) => unknown;
+
+/** The module exists but could not be loaded (syntax error, missing import, no function). */
+export class ModuleLoadError extends TaskmasterError {
+  override readonly code = 'MODULE_LOAD_FAILED';
+}
+
+/** File endings tried, in order, for a module name. */
+export const MODULE_EXTENSIONS = ['.js', '.cjs', '.mjs', '.ts', '.mts', '.cts'];
+const require = createRequire(import.meta.url);
+
+interface Loaded {
+  file: string;
+  mtimeMs: number;
+  fn: TaskFunction;
+}
+
+/**
+ * Loads task modules from the tasks folder. Each load checks the file's modification time, so
+ * a new file runs without a restart and an edited one applies to runs that start after the
+ * edit; an unchanged module comes from the cache.
+ */
+export class ModuleLoader {
+  private readonly cache = new Map<string, Loaded>();
+  readonly dir: string;
+
+  constructor(tasksDir: string) {
+    this.dir = resolve(tasksDir);
+  }
+
+  async load(name: string): Promise<TaskFunction> {
+    const problem = moduleNameProblem(name, this.dir);
+    if (problem) throw new UnknownModuleError(`module ${problem}`);
+    const found = await this.find(name);
+    if (!found) {
+      const known = await this.list();
+      throw new UnknownModuleError(
+        `unknown module "${name}": no ${name}{${MODULE_EXTENSIONS.join(',')}} in ${this.dir}; modules there: ${known.join(', ') || '(none)'}`,
+      );
+    }
+    const cached = this.cache.get(name);
+    if (cached && cached.file === found.file && cached.mtimeMs === found.mtimeMs) return cached.fn;
+    const fn = await this.import(name, found.file, found.mtimeMs);
+    this.cache.set(name, { ...found, fn });
+    return fn;
+  }
+
+  private async find(name: string): Promise<{ file: string; mtimeMs: number } | undefined> {
+    for (const ext of MODULE_EXTENSIONS) {
+      const file = join(this.dir, name + ext);
+      const s = await stat(file).catch(() => undefined);
+      if (s?.isFile()) return { file, mtimeMs: s.mtimeMs };
+    }
+    return undefined;
+  }
+
+  private async import(name: string, file: string, mtimeMs: number): Promise<TaskFunction> {
+    // CommonJS modules live in require.cache whatever URL imports them: drop the old entry so
+    // the edited file is read again. ESM modules are keyed by URL, hence the version query.
+    delete require.cache[file];
+    let mod: Record<string, unknown>;
+    try {
+      mod = await import(`${pathToFileURL(file).href}?v=${mtimeMs}`);
+    } catch (err) {
+      throw new ModuleLoadError(`module "${name}" (${file}) failed to load: ${(err as Error).message}`, { cause: err });
+    }
+    const fn = pickFunction(mod);
+    if (!fn) {
+      throw new ModuleLoadError(
+        `module "${name}" (${file}) exports no function: use module.exports = function (...) {...} or export default async function (params, ctx) {...}`,
+      );
+    }
+    return fn;
+  }
+
+  /** Module names available in the tasks folder (sub-folders as "a/b"). */
+  async list(): Promise<string[]> {
+    const entries = await readdir(this.dir, { recursive: true, withFileTypes: true }).catch(() => []);
+    const names = new Set<string>();
+    for (const e of entries) {
+      if (!e.isFile()) continue;
+      const ext = MODULE_EXTENSIONS.find((x) => e.name.endsWith(x) && !e.name.endsWith('.d.ts'));
+      if (!ext) continue;
+      const rel = relative(this.dir, join(e.parentPath ?? (e as unknown as { path: string }).path, e.name));
+      const name = rel.slice(0, -ext.length).split(sep).join('/');
+      if (!moduleNameProblem(name, this.dir)) names.add(name);
+    }
+    return [...names].sort();
+  }
+}
+
+/** `module.exports = fn`, `export default fn`, and either compiled to the other. */
+function pickFunction(mod: Record<string, unknown>): TaskFunction | undefined {
+  let candidate: unknown = mod.default ?? mod;
+  for (let i = 0; i < 3 && candidate && typeof candidate !== 'function'; i++) {
+    candidate = (candidate as Record<string, unknown>).default;
+  }
+  return typeof candidate === 'function' ? (candidate as TaskFunction) : undefined;
+}

@@ -1,0 +1,137 @@
+import { EventEmitter } from 'node:events';
+import type { Logger } from 'pino';
+import { TaskmasterError, TaskTimeoutError } from '../errors.ts';
+import type { TaskFunction } from './module-loader.ts';
+
+/** What a modern task receives as its last argument (and a legacy one as `this`). */
+export interface TaskContext {
+  /** Aborted when the run times out or is cancelled; stop work when it fires. */
+  signal: AbortSignal;
+  log: Logger;
+  jobId: string;
+  module: string;
+  /** 1 for the first run, 2 for the first retry, … */
+  attempt: number;
+  /** Reports progress (a number 0-100 or an object), visible on the status page. */
+  progress(value: number | object): Promise<void>;
+  /** Adds tasks (one, or an array) as a feeder would; resolves to their ids. */
+  add(tasks: unknown): Promise<string[]>;
+}
+
+/** The result is not JSON: it could not be stored, so the run fails (and is not retried). */
+export class ResultNotSerialisableError extends TaskmasterError {
+  override readonly code = 'RESULT_NOT_SERIALISABLE';
+}
+
+/**
+ * The 2015 worker object: legacy modules run with it as `this` and call `this.done(result)`,
+ * `this.error(err)` or `this.add(task)`. It is an EventEmitter as the original was.
+ */
+export class LegacyWorkerApi extends EventEmitter {
+  constructor(
+    readonly ctx: TaskContext,
+    private readonly settle: (err: unknown, value?: unknown, how?: string) => void,
+  ) {
+    super();
+  }
+  done(result?: unknown): void {
+    this.settle(undefined, result, 'done');
+  }
+  error(err?: unknown): void {
+    this.settle(err ?? new Error('task called this.error() without an error'), undefined, 'error');
+  }
+  add(tasks: unknown): Promise<string[]> {
+    return this.ctx.add(tasks);
+  }
+  progress(value: number | object): Promise<void> {
+    return this.ctx.progress(value);
+  }
+  get log(): Logger {
+    return this.ctx.log;
+  }
+  get signal(): AbortSignal {
+    return this.ctx.signal;
+  }
+}
+
+/**
+ * Runs one task function and settles on the first of: `this.done()` / `this.error()`, the
+ * returned promise, a synchronous throw, or the timeout. Outcomes, defined:
+ * - `done` (or `error`) called again after settling: ignored, with a warning;
+ * - a function that returns a promise: its value is the result, unless `done`/`error` came
+ *   first; a rejection fails the run;
+ * - a plain function that returns a value other than undefined: that value is the result;
+ *   one that returns undefined runs until it calls `done`/`error` or times out;
+ * - a result that is not JSON-serialisable fails the run without retry.
+ */
+export function runTask(
+  fn: TaskFunction,
+  params: unknown[],
+  ctx: TaskContext,
+  timeoutMs: number,
+  abort: AbortController,
+): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    let settled = false;
+    let timer: NodeJS.Timeout | undefined;
+    const settle = (err: unknown, value?: unknown, how = 'return') => {
+      if (settled) {
+        if (how === 'done' || how === 'error') {
+          ctx.log.warn({ how }, `task called this.${how}() after it had already finished; ignored`);
+        }
+        return;
+      }
+      settled = true;
+      clearTimeout(timer);
+      if (err !== undefined) return reject(toError(err));
+      try {
+        resolve(serialisable(value));
+      } catch (e) {
+        reject(e);
+      }
+    };
+    timer = setTimeout(() => {
+      const err = new TaskTimeoutError(`task ${ctx.module} exceeded its timeout of ${timeoutMs} ms`);
+      abort.abort(err);
+      settle(err);
+    }, timeoutMs);
+    abort.signal.addEventListener('abort', () => settle(abort.signal.reason ?? new Error('aborted')), { once: true });
+
+    const legacyThis = new LegacyWorkerApi(ctx, settle);
+    let returned: unknown;
+    try {
+      returned = fn.apply(legacyThis, [...params, ctx]);
+    } catch (err) {
+      return settle(err ?? new Error('task threw a falsy value'), undefined, 'throw');
+    }
+    if (returned && typeof (returned as PromiseLike<unknown>).then === 'function') {
+      (returned as PromiseLike<unknown>).then(
+        (v) => settle(undefined, v, 'resolve'),
+        (e) => settle(e ?? new Error('task rejected with a falsy value'), undefined, 'reject'),
+      );
+    } else if (returned !== undefined) {
+      settle(undefined, returned, 'return');
+    }
+  });
+}
+
+function toError(err: unknown): Error {
+  if (err instanceof Error) return err;
+  if (typeof err === 'string') return new Error(err);
+  try {
+    return new Error(JSON.stringify(err));
+  } catch {
+    return new Error(String(err));
+  }
+}
+
+/** Round-trips the result through JSON so that what is stored is what a reader will get. */
+function serialisable(value: unknown): unknown {
+  if (value === undefined) return null;
+  try {
+    const text = JSON.stringify(value);
+    return text === undefined ? null : JSON.parse(text);
+  } catch (err) {
+    throw new ResultNotSerialisableError(`task result is not JSON-serialisable: ${(err as Error).message}`, { cause: err });
+  }
+}
