@@ -45,9 +45,17 @@ export class Gates {
     this.queue.on('error', (err) => opts.log.error({ err }, 'gate queue error'));
   }
 
-  /** Promotes every gate waiting on `dependencyKey`; the gate worker then reads the outcome. */
-  async open(dependencyKey: string): Promise<void> {
-    const ids = await this.opts.store.waiters(dependencyKey);
+  /**
+   * Promotes every gate waiting on `dependencyKey` (or the given ones, as `settle` returned
+   * them); the gate worker then reads the outcome.
+   */
+  async open(dependencyKey: string, waiting?: string[]): Promise<void> {
+    const ids = waiting ?? (await this.opts.store.waiters(dependencyKey));
+    if (!ids.length) {
+      // Nothing waits: only the reconciler's call (no list given) has an `opening` entry to clear.
+      if (!waiting) await this.opts.store.opened(dependencyKey);
+      return;
+    }
     await promoteGates(this.queue, ids);
     await this.opts.store.forgetWaiters(dependencyKey, ids);
     await this.opts.store.opened(dependencyKey);

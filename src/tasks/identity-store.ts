@@ -55,9 +55,11 @@ return 0
 `;
 
 /**
- * Records the final outcome of an identity and marks its gates as to be opened, in one step,
- * so that a crash after it leaves work the reconciler finds (the `opening` set).
- * KEYS[1] live, KEYS[2] done, KEYS[3] failed, KEYS[4] opening
+ * Records the final outcome of an identity and returns the gates waiting on it. When there are
+ * any, the identity is also put in the `opening` set in the same step, so that a crash before
+ * they are promoted leaves work the reconciler finds. Most tasks have no waiters, and then
+ * this is the only round trip a completion costs.
+ * KEYS[1] live, KEYS[2] done, KEYS[3] failed, KEYS[4] opening, KEYS[5] waiters of this identity
  * ARGV[1] 'completed' | 'failed', ARGV[2] taskKey, ARGV[3] dependencyKey, ARGV[4] jobKey,
  * ARGV[5] record JSON
  */
@@ -72,14 +74,15 @@ if ARGV[1] == 'completed' then
 else
   redis.call('HSET', KEYS[3], ARGV[3], ARGV[5])
 end
-redis.call('SADD', KEYS[4], ARGV[3])
-return 0
+local waiters = redis.call('SMEMBERS', KEYS[5])
+if #waiters > 0 then redis.call('SADD', KEYS[4], ARGV[3]) end
+return waiters
 `;
 
 type Scripted = Redis & {
   tmClaim(live: string, failed: string, ...args: (string | number)[]): Promise<string[]>;
   tmRelease(live: string, ...args: string[]): Promise<number>;
-  tmSettle(live: string, done: string, failed: string, opening: string, ...args: string[]): Promise<number>;
+  tmSettle(live: string, done: string, failed: string, opening: string, waiters: string, ...args: string[]): Promise<string[]>;
 };
 
 function scripted(redis: Redis): Scripted {
@@ -87,7 +90,7 @@ function scripted(redis: Redis): Scripted {
   if (typeof r.tmClaim !== 'function') {
     redis.defineCommand('tmClaim', { numberOfKeys: 2, lua: CLAIM });
     redis.defineCommand('tmRelease', { numberOfKeys: 1, lua: RELEASE });
-    redis.defineCommand('tmSettle', { numberOfKeys: 4, lua: SETTLE });
+    redis.defineCommand('tmSettle', { numberOfKeys: 5, lua: SETTLE });
   }
   return r;
 }
@@ -139,12 +142,14 @@ export class IdentityStore {
     }
   }
 
-  async settle(outcome: 'completed' | 'failed', item: ClaimItem, record: Outcome): Promise<void> {
-    await this.redis.tmSettle(
+  /** Records the outcome; returns the ids of the gates waiting on this identity. */
+  settle(outcome: 'completed' | 'failed', item: ClaimItem, record: Outcome): Promise<string[]> {
+    return this.redis.tmSettle(
       this.keys.live,
       this.keys.done,
       this.keys.failed,
       this.keys.opening,
+      this.keys.waiters(item.dependencyKey),
       outcome,
       item.taskKey,
       item.dependencyKey,

@@ -107,8 +107,8 @@ export class TaskWorker {
 
   private async settle(outcome: 'completed' | 'failed', task: JobTask, jobKey: string, jobId: string, reason?: string) {
     const store = this.opts.client.store;
-    await store.settle(outcome, { taskKey: task.taskKey, dependencyKey: task.dependencyKey, jobKey }, { jobId, at: Date.now(), reason });
-    await this.gates.open(task.dependencyKey);
+    const waiting = await store.settle(outcome, { taskKey: task.taskKey, dependencyKey: task.dependencyKey, jobKey }, { jobId, at: Date.now(), reason });
+    await this.gates.open(task.dependencyKey, waiting);
   }
 }
 
