@@ -1,13 +1,17 @@
 import { hostname } from 'node:os';
-import { Job, UnrecoverableError, Worker, type Job as BullJob } from 'bullmq';
+import { randomBytes } from 'node:crypto';
+import { DelayedError, Job, UnrecoverableError, Worker, type Job as BullJob } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.ts';
 import { DependencyFailedError, UnknownModuleError } from '../errors.ts';
 import { describeDependency, Gates } from '../tasks/gates.ts';
+import { CANCELLED_REASON, Cancellations, TaskCancelledError } from '../tasks/cancellations.ts';
+import { Outcomes } from '../tasks/outcomes.ts';
 import type { TaskClient } from '../tasks/task-client.ts';
-import { taskFromJob, type JobTask } from '../tasks/task.ts';
+import { taskFromJob } from '../tasks/task.ts';
 import { ModuleLoader } from './module-loader.ts';
+import { ConsumerRegistry } from './registry.ts';
 import { ResultNotSerialisableError, runTask, type TaskContext } from './run-task.ts';
 
 export interface TaskWorkerOptions {
@@ -20,6 +24,27 @@ export interface TaskWorkerOptions {
   queue?: string;
   /** Overrides config.concurrency. */
   concurrency?: number;
+  /** Told when a run starts and ends (the worker pool uses them to enforce hard timeouts). */
+  hooks?: RunHooks;
+  /**
+   * How long a job's lock lasts without renewal: a process that dies silently gives its jobs
+   * back after about this long plus `stalledIntervalMs`. @defaultValue 10000
+   */
+  lockDurationMs?: number;
+  /** @defaultValue 5000 */
+  stalledIntervalMs?: number;
+}
+
+export interface RunInfo {
+  jobId: string;
+  queue: string;
+  token: string;
+  timeoutMs: number;
+}
+
+export interface RunHooks {
+  onStart?(run: RunInfo): void;
+  onEnd?(run: RunInfo): void;
 }
 
 /**
@@ -31,43 +56,110 @@ export class TaskWorker {
   readonly worker: Worker;
   readonly loader: ModuleLoader;
   readonly gates: Gates;
+  readonly outcomes: Outcomes;
+  readonly cancellations: Cancellations;
   private readonly log: Logger;
+  /** Runs in flight in this process, by job id, so a cancel can reach them. */
+  private readonly runs = new Map<string, AbortController>();
+  private subscriber?: Redis;
+  readonly registry: ConsumerRegistry;
+  readonly consumerId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
+  private stopHeartbeat?: () => Promise<void>;
 
   constructor(private readonly opts: TaskWorkerOptions) {
     const { config, connection } = opts;
     this.log = opts.log.child({ component: 'worker' });
     this.loader = new ModuleLoader(config.tasksDir);
     this.gates = new Gates({ connection, prefix: config.prefix, store: opts.client.store, log: this.log });
-    this.worker = new Worker(opts.queue ?? config.queue, (job) => this.process(job), {
+    this.outcomes = new Outcomes(opts.client.store, this.gates);
+    this.cancellations = new Cancellations(connection, config.prefix, this.gates, this.outcomes);
+    this.worker = new Worker(opts.queue ?? config.queue, (job, token) => this.process(job, token!), {
       connection,
       prefix: config.prefix,
       concurrency: opts.concurrency ?? config.concurrency,
       name: `${hostname()}:${process.pid}`,
       autorun: false,
+      lockDuration: opts.lockDurationMs ?? 10_000,
+      stalledInterval: opts.stalledIntervalMs ?? 5_000,
     });
     this.worker.on('error', (err) => this.log.error({ err }, 'worker error'));
+    this.registry = new ConsumerRegistry(connection, config.prefix);
+  }
+
+  private get queueName(): string {
+    return this.opts.queue ?? this.opts.config.queue;
   }
 
   /** Starts taking jobs (and runs the gate worker in this process too). */
   start(): this {
     this.gates.start(this.opts.connection);
+    this.listenForCancels();
+    const startedAt = Date.now();
+    this.stopHeartbeat = this.registry.heartbeat(async () => ({
+      id: this.consumerId,
+      kind: 'worker',
+      host: hostname(),
+      pid: process.pid,
+      queues: [this.queueName],
+      modules: await this.loader.list(),
+      concurrency: this.opts.concurrency ?? this.opts.config.concurrency,
+      startedAt,
+      running: [...this.runs.keys()],
+    }));
     void this.worker.run().catch((err) => this.log.error({ err }, 'worker stopped with an error'));
     return this;
   }
 
+  /** Stops taking jobs and waits for the runs in flight (all of them, unless `force`). */
   async close(force = false): Promise<void> {
     await this.worker.close(force);
+    await this.stopHeartbeat?.();
     await this.gates.close();
+    this.subscriber?.disconnect();
   }
 
-  private async process(job: BullJob): Promise<unknown> {
+  /** Aborts a run in this process, if it is here. */
+  abort(jobId: string, reason: Error): boolean {
+    const run = this.runs.get(jobId);
+    run?.abort(reason);
+    return Boolean(run);
+  }
+
+  private listenForCancels(): void {
+    const sub = (this.subscriber = this.opts.connection.duplicate());
+    sub.on('error', () => {});
+    const cancel = (id: string) => this.abort(id, new TaskCancelledError(`task ${id} was cancelled`));
+    sub.on('message', (_channel, id: string) => cancel(id));
+    // On every (re)subscription, catch up on requests announced while this was not listening.
+    sub.on('ready', () => {
+      void sub.subscribe(this.cancellations.channel).catch(() => undefined);
+      void this.cancellations
+        .pending([...this.runs.keys()])
+        .then((ids) => ids.forEach(cancel))
+        .catch(() => undefined);
+    });
+  }
+
+  private async process(job: BullJob, token: string): Promise<unknown> {
     const task = taskFromJob(job as BullJob & { id: string });
     const log = this.log.child({ jobId: job.id, module: task.module });
-    const jobKey = this.opts.client.keys.job(job.queueName, job.id!);
+    const abort = new AbortController();
+    const run: RunInfo = { jobId: job.id!, queue: job.queueName, token, timeoutMs: task.timeout ?? this.opts.config.defaults.timeout };
+    this.runs.set(run.jobId, abort);
+    this.opts.hooks?.onStart?.(run);
     try {
+      if ((await this.cancellations.pending([run.jobId])).size) throw new TaskCancelledError(`task ${run.jobId} was cancelled`);
       if (task.dependencies.length) await this.checkDependencies(job);
-      const fn = await this.loader.load(task.module);
-      const abort = new AbortController();
+      const fn = await this.loader.load(task.module).catch(async (err) => {
+        // Consumers are expected to hold the same modules; where they differ, one that lacks
+        // a module hands the job back (no attempt spent) while another live one announces it.
+        if (err instanceof UnknownModuleError && (await this.registry.canRun(task.module, job.queueName, this.consumerId))) {
+          log.info('module not here but another consumer has it; handing the job back');
+          await job.moveToDelayed(Date.now() + 1000, token);
+          throw new DelayedError();
+        }
+        throw err;
+      });
       const ctx: TaskContext = {
         signal: abort.signal,
         log,
@@ -77,15 +169,20 @@ export class TaskWorker {
         progress: (value) => job.updateProgress(value),
         add: async (tasks) => (await this.opts.client.add(tasks)).map((t) => t.id),
       };
-      const result = await runTask(fn, task.params, ctx, task.timeout ?? this.opts.config.defaults.timeout, abort);
-      await this.settle('completed', task, jobKey, job.id!);
+      const result = await runTask(fn, task.params, ctx, run.timeoutMs, abort);
+      await this.outcomes.record('completed', job as BullJob & { id: string });
       return result;
     } catch (err) {
+      if (err instanceof DelayedError) throw err;
       const final = isUnrecoverable(err) || job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
       log.warn({ err, attempt: job.attemptsMade + 1, final }, 'task failed');
       const error = isUnrecoverable(err) ? new UnrecoverableError((err as Error).message) : err;
-      if (final) await this.settle('failed', task, jobKey, job.id!, (err as Error).message);
+      if (final) await this.outcomes.record('failed', job as BullJob & { id: string }, failureReason(err));
+      if (err instanceof TaskCancelledError) await this.cancellations.done(run.jobId);
       throw error;
+    } finally {
+      this.runs.delete(run.jobId);
+      this.opts.hooks?.onEnd?.(run);
     }
   }
 
@@ -104,20 +201,20 @@ export class TaskWorker {
     }
     throw new DependencyFailedError(reason.startsWith('dependency ') ? reason : `dependency ${name} failed for good: ${reason}`);
   }
-
-  private async settle(outcome: 'completed' | 'failed', task: JobTask, jobKey: string, jobId: string, reason?: string) {
-    const store = this.opts.client.store;
-    const waiting = await store.settle(outcome, { taskKey: task.taskKey, dependencyKey: task.dependencyKey, jobKey }, { jobId, at: Date.now(), reason });
-    await this.gates.open(task.dependencyKey, waiting);
-  }
 }
 
 /** Errors for which another attempt cannot help. */
 function isUnrecoverable(err: unknown): boolean {
   return (
     err instanceof UnrecoverableError ||
+    err instanceof TaskCancelledError ||
     err instanceof UnknownModuleError ||
     err instanceof DependencyFailedError ||
     err instanceof ResultNotSerialisableError
   );
+}
+
+/** What dependents and the archive see: cancellations say so plainly. */
+function failureReason(err: unknown): string {
+  return err instanceof TaskCancelledError ? CANCELLED_REASON : (err as Error).message;
 }

@@ -1,0 +1,76 @@
+import { Job, type Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { TaskmasterError } from '../errors.ts';
+import { GATE_QUEUE } from '../queue/keys.ts';
+import type { Gates } from './gates.ts';
+import type { Outcomes } from './outcomes.ts';
+
+/** A run was stopped because someone cancelled its task; it is not retried. */
+export class TaskCancelledError extends TaskmasterError {
+  override readonly code = 'TASK_CANCELLED';
+}
+
+export const CANCELLED_REASON = 'cancelled';
+
+export type CancelResult =
+  | { id: string; state: 'removed'; was: string }
+  | { id: string; state: 'cancelling' }
+  | { id: string; state: 'finished'; was: 'completed' | 'failed' }
+  | { id: string; state: 'not-found' };
+
+/**
+ * Durable cancel requests. A request is stored in a hash before anything else, and announced
+ * on a channel for speed; a worker that missed the announcement (it was reconnecting) finds
+ * the request when it resubscribes, and every run checks it before starting.
+ */
+export class Cancellations {
+  readonly hashKey: string;
+  readonly channel: string;
+
+  constructor(
+    private readonly redis: Redis,
+    prefix: string,
+    private readonly gates: Gates,
+    private readonly outcomes: Outcomes,
+  ) {
+    this.hashKey = `${prefix}:tm:cancel`;
+    this.channel = `${prefix}:tm:cancel`;
+  }
+
+  /**
+   * Cancels a task: a waiting, delayed or blocked one is removed at once; a running one is
+   * asked to stop wherever it runs (the worker aborts it, then kills it if it does not stop).
+   */
+  async request(queue: Queue, id: string): Promise<CancelResult> {
+    const job = await Job.fromId(queue, id);
+    if (!job) return { id, state: 'not-found' };
+    const state = await job.getState();
+    if (state === 'completed' || state === 'failed') return { id, state: 'finished', was: state };
+    await this.redis.multi().hset(this.hashKey, id, JSON.stringify({ at: Date.now() })).publish(this.channel, id).exec();
+    if (state === 'active') return { id, state: 'cancelling' };
+    try {
+      // Dependencies are tasks in their own right: keep them; gates exist only for this job.
+      const deps = await job.getDependencies();
+      await job.remove({ removeChildren: false });
+      const gateIds = (deps.unprocessed ?? []).filter((k) => k.includes(`:${GATE_QUEUE}:`)).map((k) => k.slice(k.lastIndexOf(':') + 1));
+      await Promise.all(gateIds.map((gid) => this.gates.queue.remove(gid).catch(() => 0)));
+    } catch {
+      // It started meanwhile: the stored request reaches the worker running it.
+      return { id, state: 'cancelling' };
+    }
+    await this.outcomes.record('failed', { ...job, id, queueName: job.queueName }, CANCELLED_REASON);
+    await this.done(id);
+    return { id, state: 'removed', was: state };
+  }
+
+  /** Which of these job ids have a pending cancel request. */
+  async pending(ids: string[]): Promise<Set<string>> {
+    if (!ids.length) return new Set();
+    const found = await this.redis.hmget(this.hashKey, ...ids);
+    return new Set(ids.filter((_, i) => found[i]));
+  }
+
+  async done(id: string): Promise<void> {
+    await this.redis.hdel(this.hashKey, id);
+  }
+}

@@ -1,0 +1,73 @@
+import { Job } from 'bullmq';
+import { loadConfig } from '../config/config.ts';
+import { createLogger } from '../logger.ts';
+import { createRedis } from '../queue/connection.ts';
+import { TaskClient } from '../tasks/task-client.ts';
+import { TaskWorker, type RunInfo } from './task-worker.ts';
+
+/** Messages between the pool's primary and a worker process (over the cluster IPC channel). */
+export type ToPrimary = { t: 'start'; run: RunInfo } | { t: 'end'; jobId: string } | { t: 'ready' };
+export type ToWorker = { t: 'shutdown'; graceMs: number };
+
+/**
+ * One worker process of the pool: a TaskWorker that reports each run's start and end to the
+ * primary (which enforces hard timeouts and keeps locks alive while this process's event loop
+ * is busy). On `shutdown` it stops taking jobs, lets runs finish within the grace period, and
+ * gives back any still running so that another process picks them up; then it exits 0.
+ */
+export async function runWorkerProcess(): Promise<void> {
+  const config = loadConfig();
+  const slot = process.env.TASKMASTER_WORKER_SLOT ?? '0';
+  const log = createLogger({ level: config.logLevel }).child({ component: 'worker-process', slot });
+  const send = (msg: ToPrimary) => process.connected && process.send?.(msg);
+  const connection = createRedis(config.redisUrl, { name: `worker-${slot}` });
+  const client = new TaskClient(config, connection);
+  const active = new Map<string, RunInfo>();
+  const worker = new TaskWorker({
+    config,
+    connection,
+    client,
+    log,
+    hooks: {
+      onStart: (run) => {
+        active.set(run.jobId, run);
+        send({ t: 'start', run });
+      },
+      onEnd: (run) => {
+        active.delete(run.jobId);
+        send({ t: 'end', jobId: run.jobId });
+      },
+    },
+  }).start();
+
+  let stopping = false;
+  const shutdown = async (graceMs: number) => {
+    if (stopping) {
+      process.exit(1);
+    }
+    stopping = true;
+    log.info({ running: active.size, graceMs }, 'stopping: no new jobs, waiting for runs in flight');
+    const graceful = worker.close().then(() => true);
+    const timedOut = new Promise<boolean>((r) => setTimeout(() => r(false), graceMs).unref());
+    if (!(await Promise.race([graceful, timedOut]))) {
+      // Give unfinished runs back (no attempt spent) so another process takes them now.
+      await Promise.all(
+        [...active.values()].map((run) =>
+          new Job(client.queue(run.queue), '', {}, {}, run.jobId).moveToWait(run.token).catch(() => undefined),
+        ),
+      );
+      log.warn({ handedBack: active.size }, 'grace period over: handed unfinished runs back');
+    }
+    await client.close().catch(() => undefined);
+    connection.disconnect();
+    process.exit(0);
+  };
+  process.on('message', (msg: ToWorker) => {
+    if (msg?.t === 'shutdown') void shutdown(msg.graceMs);
+  });
+  // The primary coordinates shutdown; a terminal's Ctrl-C reaches the whole process group.
+  process.on('SIGINT', () => {});
+  process.on('SIGTERM', () => void shutdown(Number(process.env.TASKMASTER_GRACE_MS ?? 30_000)));
+  process.on('disconnect', () => void shutdown(0));
+  send({ t: 'ready' });
+}
