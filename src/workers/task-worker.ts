@@ -1,11 +1,12 @@
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
-import { DelayedError, Job, UnrecoverableError, Worker, type Job as BullJob } from 'bullmq';
+import { DelayedError, UnrecoverableError, Worker, type Job as BullJob } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.ts';
 import { DependencyFailedError, UnknownModuleError } from '../errors.ts';
-import { describeDependency, Gates } from '../tasks/gates.ts';
+import { assertDependenciesSucceeded } from '../tasks/dependency-check.ts';
+import { Gates } from '../tasks/gates.ts';
 import { CANCELLED_REASON, Cancellations, TaskCancelledError } from '../tasks/cancellations.ts';
 import { Outcomes } from '../tasks/outcomes.ts';
 import type { TaskClient } from '../tasks/task-client.ts';
@@ -149,7 +150,7 @@ export class TaskWorker {
     this.opts.hooks?.onStart?.(run);
     try {
       if ((await this.cancellations.pending([run.jobId])).size) throw new TaskCancelledError(`task ${run.jobId} was cancelled`);
-      if (task.dependencies.length) await this.checkDependencies(job);
+      if (task.dependencies.length) await assertDependenciesSucceeded(job, this.opts.client);
       const fn = await this.loader.load(task.module).catch(async (err) => {
         // Consumers are expected to hold the same modules; where they differ, one that lacks
         // a module hands the job back (no attempt spent) while another live one announces it.
@@ -184,22 +185,6 @@ export class TaskWorker {
       this.runs.delete(run.jobId);
       this.opts.hooks?.onEnd?.(run);
     }
-  }
-
-  /** A dependent runs only when every dependency completed; a failed one fails it for good. */
-  private async checkDependencies(job: BullJob): Promise<void> {
-    const failures = Object.entries(await job.getIgnoredChildrenFailures());
-    if (!failures.length) return;
-    const [childKey, reason] = failures[0]!;
-    const parts = childKey.split(':');
-    const childId = parts.pop()!;
-    const childQueue = parts.pop()!;
-    let name = childKey;
-    if (!reason.startsWith('dependency ')) {
-      const child = await Job.fromId(this.opts.client.queue(childQueue), childId).catch(() => undefined);
-      if (child) name = `${describeDependency(taskFromJob(child))} (job ${childId})`;
-    }
-    throw new DependencyFailedError(reason.startsWith('dependency ') ? reason : `dependency ${name} failed for good: ${reason}`);
   }
 }
 
