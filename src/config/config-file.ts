@@ -21,13 +21,14 @@ const fileSchema = z.strictObject({
   defaults: z
     .strictObject({
       priority: z.number().int().min(PRIORITY_MIN).max(PRIORITY_MAX).optional(),
-      timeout: z.number().int().positive().optional(),
+      // Same ranges as the TASKMASTER_* variables in config.ts.
+      timeout: z.number().int().min(1).max(2_147_483_647).optional(),
       attempts: z.number().int().min(1).max(1000).optional(),
-      backoffMs: z.number().int().min(0).optional(),
-      maxBatch: z.number().int().min(1).optional(),
-      maxPayloadBytes: z.number().int().min(1024).optional(),
-      keepCompleted: z.number().int().min(0).optional(),
-      keepFailed: z.number().int().min(0).optional(),
+      backoffMs: z.number().int().min(0).max(86_400_000).optional(),
+      maxBatch: z.number().int().min(1).max(1_000_000).optional(),
+      maxPayloadBytes: z.number().int().min(1024).max(512 * 1024 * 1024).optional(),
+      keepCompleted: z.number().int().min(0).max(10_000_000).optional(),
+      keepFailed: z.number().int().min(0).max(10_000_000).optional(),
     })
     .optional(),
   schedules: z.array(scheduleSchema).optional(),

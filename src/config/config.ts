@@ -104,7 +104,14 @@ function str(env: Env, name: string): string | undefined {
 
 /** Hides the password of a connection URL, for logs and error messages. */
 export function redactUrl(raw: string): string {
-  return raw.replace(/\/\/([^:@/]*):[^@/]*@/, '//$1:***@');
+  const at = raw.lastIndexOf('@');
+  if (at < 0) return raw;
+  // Credentials run from after the scheme to the last "@" (as the WHATWG URL parser reads them)
+  // and may hold "/", "@" or ":" when they were not percent-encoded; the scheme may be missing.
+  const scheme = /^[A-Za-z][A-Za-z0-9+.-]*:(?:\/\/)?/.exec(raw)?.[0] ?? '';
+  const userinfo = raw.slice(scheme.length, at);
+  const colon = userinfo.indexOf(':');
+  return `${scheme}${colon < 0 ? '' : userinfo.slice(0, colon + 1)}***${raw.slice(at)}`;
 }
 
 /**

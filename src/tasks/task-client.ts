@@ -60,7 +60,7 @@ export class TaskClient {
   }
 
   /** Validates `input` (a task, an array, or a JSON string of either) and adds it atomically. */
-  add(input: unknown): Promise<AddedTask[]> {
+  async add(input: unknown): Promise<AddedTask[]> {
     return this.addTasks(validateTasks(input, this.config));
   }
 

@@ -47,9 +47,9 @@ function typeName(v: unknown): string {
   return typeof v === 'object' ? 'an object' : `${typeof v} ${JSON.stringify(v)}`;
 }
 
-/** Finds a poisonous key or excessive nesting anywhere inside `value`; returns its path. */
-function poisonPath(value: unknown, path: string, depth: number): string | undefined {
-  if (depth > MAX_DEPTH) return `${path}: nested deeper than ${MAX_DEPTH} levels`;
+/** Finds a poisonous key or excessive nesting anywhere inside `value`; returns its path and why. */
+function poisonPath(value: unknown, path: string, depth: number): { field: string; message: string } | undefined {
+  if (depth > MAX_DEPTH) return { field: path, message: `nested deeper than ${MAX_DEPTH} levels` };
   if (Array.isArray(value)) {
     for (let i = 0; i < value.length; i++) {
       const p = poisonPath(value[i], `${path}[${i}]`, depth + 1);
@@ -57,7 +57,7 @@ function poisonPath(value: unknown, path: string, depth: number): string | undef
     }
   } else if (value && typeof value === 'object') {
     for (const key of Object.keys(value)) {
-      if (POISON_KEYS.has(key)) return `${path}.${key}: the key "${key}" is not allowed`;
+      if (POISON_KEYS.has(key)) return { field: `${path}.${key}`, message: `the key "${key}" is not allowed` };
       const p = poisonPath((value as Record<string, unknown>)[key], `${path}.${key}`, depth + 1);
       if (p) return p;
     }
@@ -132,10 +132,7 @@ function validateOne(raw: unknown, index: number, opts: ValidateOptions, now: nu
   if (moduleProblem) fail('module', moduleProblem);
 
   const poisoned = poisonPath(t.params, 'params', 0) ?? poisonPath(t.dependencies, 'dependencies', 0);
-  if (poisoned) {
-    const [field, ...rest] = poisoned.split(': ');
-    fail(field!, rest.join(': '));
-  }
+  if (poisoned) fail(poisoned.field, poisoned.message);
 
   let priority = opts.defaults.priority;
   if (t.priority !== undefined) {
@@ -193,11 +190,16 @@ function validateOne(raw: unknown, index: number, opts: ValidateOptions, now: nu
 
 /** Dependencies inside one batch must not form a cycle: such tasks could never start. */
 function findCycles(tasks: Task[]): TaskProblem[] {
-  const byKey = new Map<string, number>();
-  tasks.forEach((t, i) => byKey.set(dependencyKey(t.module, t.params), i));
-  const edges = tasks.map((t) =>
-    t.dependencies.map((d) => byKey.get(dependencyKey(d.module, d.params))).filter((i): i is number => i !== undefined),
-  );
+  // A module+params may occur more than once in a batch (with other dependencies); a dependency
+  // on it is an edge to every copy, since TaskClient may make any of them the flow child.
+  const byKey = new Map<string, number[]>();
+  tasks.forEach((t, i) => {
+    const k = dependencyKey(t.module, t.params);
+    const same = byKey.get(k);
+    if (same) same.push(i);
+    else byKey.set(k, [i]);
+  });
+  const edges = tasks.map((t) => t.dependencies.flatMap((d) => byKey.get(dependencyKey(d.module, d.params)) ?? []));
   const state = new Uint8Array(tasks.length); // 0 new, 1 on stack, 2 done
   for (let start = 0; start < tasks.length; start++) {
     if (state[start]) continue;
