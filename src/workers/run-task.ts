@@ -70,18 +70,29 @@ export function runTask(
   ctx: TaskContext,
   timeoutMs: number,
   abort: AbortController,
+  linger?: { ms: number; onLinger(): void },
 ): Promise<unknown> {
   return new Promise((resolve, reject) => {
     let settled = false;
+    let stoppedByAbort = false;
+    let reacted = false;
     let timer: NodeJS.Timeout | undefined;
     const settle = (err: unknown, value?: unknown, how = 'return') => {
       if (settled) {
-        if (how === 'done' || how === 'error') {
+        // After an abort, a done/error call or the promise settling shows the task stopped.
+        if (stoppedByAbort) reacted = true;
+        else if (how === 'done' || how === 'error') {
           ctx.log.warn({ how }, `task called this.${how}() after it had already finished; ignored`);
         }
         return;
       }
       settled = true;
+      if (how === 'abort') {
+        stoppedByAbort = true;
+        // A task that neither calls done/error nor settles its promise within the grace is
+        // presumed still running: the owner recycles its process.
+        if (linger) setTimeout(() => !reacted && linger.onLinger(), linger.ms).unref();
+      }
       clearTimeout(timer);
       if (err !== undefined) return reject(toError(err));
       try {
@@ -91,11 +102,11 @@ export function runTask(
       }
     };
     timer = setTimeout(() => {
-      const err = new TaskTimeoutError(`task ${ctx.module} exceeded its timeout of ${timeoutMs} ms`);
-      abort.abort(err);
-      settle(err);
+      abort.abort(new TaskTimeoutError(`task ${ctx.module} exceeded its timeout of ${timeoutMs} ms`));
     }, timeoutMs);
-    abort.signal.addEventListener('abort', () => settle(abort.signal.reason ?? new Error('aborted')), { once: true });
+    abort.signal.addEventListener('abort', () => settle(abort.signal.reason ?? new Error('aborted'), undefined, 'abort'), {
+      once: true,
+    });
 
     const legacyThis = new LegacyWorkerApi(ctx, settle);
     let returned: unknown;

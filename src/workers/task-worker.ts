@@ -34,6 +34,8 @@ export interface TaskWorkerOptions {
   lockDurationMs?: number;
   /** @defaultValue 5000 */
   stalledIntervalMs?: number;
+  /** Grace after an abort before a run that gave no sign of stopping counts as lingering. @defaultValue 2000 */
+  lingerMs?: number;
 }
 
 export interface RunInfo {
@@ -46,6 +48,8 @@ export interface RunInfo {
 export interface RunHooks {
   onStart?(run: RunInfo): void;
   onEnd?(run: RunInfo): void;
+  /** A run was aborted (timeout, cancel) and gave no sign of stopping within `lingerMs`. */
+  onLinger?(run: RunInfo): void;
 }
 
 /**
@@ -126,6 +130,11 @@ export class TaskWorker {
     return Boolean(run);
   }
 
+  private lingered(run: RunInfo, log: Logger): void {
+    log.warn('aborted run shows no sign of stopping');
+    this.opts.hooks?.onLinger?.(run);
+  }
+
   private listenForCancels(): void {
     const sub = (this.subscriber = this.opts.connection.duplicate());
     sub.on('error', () => {});
@@ -170,7 +179,8 @@ export class TaskWorker {
         progress: (value) => job.updateProgress(value),
         add: async (tasks) => (await this.opts.client.add(tasks)).map((t) => t.id),
       };
-      const result = await runTask(fn, task.params, ctx, run.timeoutMs, abort);
+      const linger = { ms: this.opts.lingerMs ?? 2000, onLinger: () => this.lingered(run, log) };
+      const result = await runTask(fn, task.params, ctx, run.timeoutMs, abort, linger);
       await this.outcomes.record('completed', job as BullJob & { id: string });
       return result;
     } catch (err) {

@@ -29,6 +29,8 @@ export interface WorkerPoolOptions {
 
 interface Slot {
   index: number;
+  /** Set when the process was asked to restart (a lingering run), so its exit is no crash. */
+  recycling?: boolean;
   proc?: ClusterWorker;
   crashes: number;
   startedAt: number;
@@ -99,6 +101,10 @@ export class WorkerPool {
       const { run } = msg;
       const timer = setTimeout(() => void this.overrun(slot, run, 'timeout'), run.timeoutMs + this.killGraceMs);
       slot.runs.set(run.jobId, { run, timer });
+    } else if (msg.t === 'recycle' && slot.proc && !slot.recycling) {
+      slot.recycling = true;
+      this.log.warn({ pid: slot.proc.process.pid, jobId: msg.jobId }, 'an aborted run is still going; replacing its worker process');
+      slot.proc.send({ t: 'shutdown', graceMs: this.opts.graceMs ?? 30_000 } satisfies ToWorker);
     } else if (msg.t === 'end') {
       const entry = slot.runs.get(msg.jobId);
       if (entry) clearTimeout(entry.timer);
@@ -147,8 +153,10 @@ export class WorkerPool {
     }
     if (this.stopping) return;
     const lived = Date.now() - slot.startedAt;
-    slot.crashes = lived > 60_000 ? 1 : slot.crashes + 1;
-    const delay = Math.min(30_000, 250 * 2 ** (slot.crashes - 1));
+    if (slot.recycling) slot.crashes = 0;
+    else slot.crashes = lived > 60_000 ? 1 : slot.crashes + 1;
+    slot.recycling = false;
+    const delay = slot.crashes ? Math.min(30_000, 250 * 2 ** (slot.crashes - 1)) : 0;
     this.log.warn({ pid: proc.process.pid, code, signal, restartInMs: delay }, 'worker process exited; replacing it');
     setTimeout(() => !this.stopping && this.fork(slot), delay).unref();
   }

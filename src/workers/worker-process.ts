@@ -6,7 +6,7 @@ import { TaskClient } from '../tasks/task-client.ts';
 import { TaskWorker, type RunInfo } from './task-worker.ts';
 
 /** Messages between the pool's primary and a worker process (over the cluster IPC channel). */
-export type ToPrimary = { t: 'start'; run: RunInfo } | { t: 'end'; jobId: string } | { t: 'ready' };
+export type ToPrimary = { t: 'start'; run: RunInfo } | { t: 'end'; jobId: string } | { t: 'ready' } | { t: 'recycle'; jobId: string };
 export type ToWorker = { t: 'shutdown'; graceMs: number };
 
 /**
@@ -37,6 +37,8 @@ export async function runWorkerProcess(): Promise<void> {
         active.delete(run.jobId);
         send({ t: 'end', jobId: run.jobId });
       },
+      // An aborted run still going: ask to be replaced (other runs here finish first).
+      onLinger: (run) => send({ t: 'recycle', jobId: run.jobId }),
     },
   }).start();
 
