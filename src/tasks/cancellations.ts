@@ -20,8 +20,8 @@ export type CancelResult =
 
 /**
  * Durable cancel requests. A request is stored in a hash before anything else, and announced
- * on a channel for speed; a worker that missed the announcement (it was reconnecting) finds
- * the request when it resubscribes, and every run checks it before starting.
+ * on a channel; a worker that missed the announcement (it was reconnecting) finds the request
+ * when it resubscribes. Only running tasks get one: a task that is not running is removed here.
  */
 export class Cancellations {
   readonly hashKey: string;
@@ -55,7 +55,9 @@ export class Cancellations {
       const gateIds = (deps.unprocessed ?? []).filter((k) => k.includes(`:${GATE_QUEUE}:`)).map((k) => k.slice(k.lastIndexOf(':') + 1));
       await Promise.all(gateIds.map((gid) => this.gates.queue.remove(gid).catch(() => 0)));
     } catch {
-      // It started meanwhile: the stored request reaches the worker running it.
+      // It started meanwhile, perhaps after the announcement above reached its worker:
+      // announce again now that it runs (the stored request covers a worker that is offline).
+      await this.redis.publish(this.channel, id);
       return { id, state: 'cancelling' };
     }
     await this.outcomes.record('failed', { ...job, id, queueName: job.queueName }, CANCELLED_REASON);

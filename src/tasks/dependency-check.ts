@@ -1,5 +1,6 @@
 import { Job } from 'bullmq';
 import { DependencyFailedError } from '../errors.ts';
+import { GATE_QUEUE } from '../queue/keys.ts';
 import { describeDependency } from './gates.ts';
 import type { TaskClient } from './task-client.ts';
 import { taskFromJob } from './task.ts';
@@ -14,11 +15,12 @@ export async function assertDependenciesSucceeded(job: Job, client: TaskClient):
   const failures = Object.entries(await job.getIgnoredChildrenFailures());
   if (!failures.length) return;
   const [childKey, reason] = failures[0]!;
-  // A gate's reason already names its dependency; a direct child's is the child's own error.
-  if (reason.startsWith('dependency ')) throw new DependencyFailedError(reason);
   const parts = childKey.split(':');
   const childId = parts.pop()!;
   const childQueue = parts.pop()!;
+  // A gate's reason already names its dependency; a direct child's is the child's own error,
+  // which may be about the child's own dependency, so the child is named in front of it.
+  if (childQueue === GATE_QUEUE) throw new DependencyFailedError(reason);
   const child = await Job.fromId(client.queue(childQueue), childId).catch(() => undefined);
   const name = child ? `${describeDependency(taskFromJob(child))} (job ${childId})` : childKey;
   throw new DependencyFailedError(`dependency ${name} failed for good: ${reason}`);

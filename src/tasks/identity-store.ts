@@ -3,10 +3,10 @@ import type { Keys } from '../queue/keys.ts';
 
 /**
  * Claims identities for a batch in one round trip.
- * KEYS[1] live hash, KEYS[2] failed hash
+ * KEYS[1] live hash
  * ARGV[1] now (ms), ARGV[2] how long a claim whose job does not exist yet is honoured (ms),
- * then triples: taskKey, dependencyKey, jobKey
- * Returns, per triple, the job key that holds the identity: the given one when it was claimed,
+ * then pairs: taskKey, jobKey
+ * Returns, per pair, the job key that holds the identity: the given one when it was claimed,
  * another one when a live task already has it. A holder is live while its job hash exists
  * without `finishedOn`, or, before the job is written, while its claim is young; so a crash
  * between claim and add, or a finished job whose claim was never released, heals itself.
@@ -15,8 +15,8 @@ const CLAIM = `
 local out = {}
 local now = tonumber(ARGV[1])
 local stale = tonumber(ARGV[2])
-for i = 3, #ARGV, 3 do
-  local tk, dk, jk = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+for i = 3, #ARGV, 2 do
+  local tk, jk = ARGV[i], ARGV[i + 1]
   local cur = redis.call('HGET', KEYS[1], tk)
   local holder = false
   if cur then
@@ -33,7 +33,6 @@ for i = 3, #ARGV, 3 do
     out[#out + 1] = holder
   else
     redis.call('HSET', KEYS[1], tk, now .. '|' .. jk)
-    redis.call('HDEL', KEYS[2], dk)
     out[#out + 1] = jk
   end
 end
@@ -80,7 +79,7 @@ return waiters
 `;
 
 type Scripted = Redis & {
-  tmClaim(live: string, failed: string, ...args: (string | number)[]): Promise<string[]>;
+  tmClaim(live: string, ...args: (string | number)[]): Promise<string[]>;
   tmRelease(live: string, ...args: string[]): Promise<number>;
   tmSettle(live: string, done: string, failed: string, opening: string, waiters: string, ...args: string[]): Promise<string[]>;
 };
@@ -88,7 +87,7 @@ type Scripted = Redis & {
 function scripted(redis: Redis): Scripted {
   const r = redis as Scripted;
   if (typeof r.tmClaim !== 'function') {
-    redis.defineCommand('tmClaim', { numberOfKeys: 2, lua: CLAIM });
+    redis.defineCommand('tmClaim', { numberOfKeys: 1, lua: CLAIM });
     redis.defineCommand('tmRelease', { numberOfKeys: 1, lua: RELEASE });
     redis.defineCommand('tmSettle', { numberOfKeys: 5, lua: SETTLE });
   }
@@ -129,10 +128,15 @@ export class IdentityStore {
     const out: string[] = [];
     for (let i = 0; i < items.length; i += CHUNK) {
       const args: (string | number)[] = [now, CLAIM_GRACE_MS];
-      for (const it of items.slice(i, i + CHUNK)) args.push(it.taskKey, it.dependencyKey, it.jobKey);
-      out.push(...(await this.redis.tmClaim(this.keys.live, this.keys.failed, ...args)));
+      for (const it of items.slice(i, i + CHUNK)) args.push(it.taskKey, it.jobKey);
+      out.push(...(await this.redis.tmClaim(this.keys.live, ...args)));
     }
     return out;
+  }
+
+  /** Forgets failed-for-good records of identities that have a new run now. */
+  async clearFailures(dependencyKeys: string[]): Promise<void> {
+    if (dependencyKeys.length) await this.redis.hdel(this.keys.failed, ...dependencyKeys);
   }
 
   async release(items: { taskKey: string; jobKey: string }[]): Promise<void> {

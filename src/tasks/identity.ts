@@ -1,5 +1,4 @@
-import { createHash } from 'node:crypto';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 
 /**
  * JSON with object keys sorted at every depth, so that `{a:1,b:2}` and `{b:2,a:1}` name the
@@ -46,8 +45,17 @@ const ALPHABET = '0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ
  * keeps them apart from BullMQ's numeric ids and from command-line flags.
  */
 export function newTaskId(): string {
-  const bytes = randomBytes(14);
-  let id = 't';
-  for (const b of bytes) id += ALPHABET[b % 62];
-  return id;
+  return newTaskIds(1)[0]!;
+}
+
+/** `count` new ids from one call to the random source. */
+export function newTaskIds(count: number): string[] {
+  const bytes = randomBytes(14 * count);
+  const ids: string[] = new Array(count);
+  for (let i = 0; i < count; i++) {
+    let id = 't';
+    for (let j = i * 14; j < i * 14 + 14; j++) id += ALPHABET[bytes[j]! % 62];
+    ids[i] = id;
+  }
+  return ids;
 }

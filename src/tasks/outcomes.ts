@@ -1,6 +1,6 @@
 import type { Gates } from './gates.ts';
 import type { IdentityStore } from './identity-store.ts';
-import { taskFromJob, type JobLike } from './task.ts';
+import { taskFromJob, type JobLike, type JobTask } from './task.ts';
 
 /**
  * Records how a task ended for good — completed, or failed with no attempt left — so that
@@ -14,8 +14,13 @@ export class Outcomes {
     private readonly gates: Gates,
   ) {}
 
-  async record(outcome: 'completed' | 'failed', job: JobLike & { id: string; queueName: string }, reason?: string): Promise<void> {
-    const task = taskFromJob(job);
+  /** `task` may be passed when the caller already has it, to save hashing it again. */
+  async record(
+    outcome: 'completed' | 'failed',
+    job: JobLike & { id: string; queueName: string },
+    reason?: string,
+    task: Pick<JobTask, 'taskKey' | 'dependencyKey'> = taskFromJob(job),
+  ): Promise<void> {
     const waiting = await this.store.settle(
       outcome,
       { taskKey: task.taskKey, dependencyKey: task.dependencyKey, jobKey: this.store.keys.job(job.queueName, job.id) },

@@ -1,9 +1,9 @@
-import { FlowProducer, Queue, type FlowJobNode, type FlowJob, type JobsOptions } from 'bullmq';
+import { FlowProducer, Job, Queue, type FlowJobNode, type FlowJob, type JobsOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Config } from '../config/config.ts';
 import { keysFor, GATE_QUEUE, type Keys } from '../queue/keys.ts';
 import { GATE_NAME, GATE_SLEEP_MS, promoteGates, type GateData } from './gates.ts';
-import { dependencyKey, newTaskId, taskKey } from './identity.ts';
+import { dependencyKey, newTaskIds, taskKey } from './identity.ts';
 import { IdentityStore } from './identity-store.ts';
 import { toBullPriority } from './priority.ts';
 import { toJobData, type Task } from './task.ts';
@@ -26,6 +26,8 @@ interface Planned {
   queue: string;
   taskKey: string;
   dependencyKey: string;
+  /** dependencyKey of each of the task's dependencies, in order. */
+  depKeys: string[];
   id: string;
   jobKey: string;
   /** Index of the first identical task in the batch, when this one repeats it. */
@@ -75,36 +77,51 @@ export class TaskClient {
     return q;
   }
 
-  /** Adds already validated tasks as one atomic step (one MULTI): all of them or none. */
+  /**
+   * Adds already validated tasks as one atomic step — one MULTI — all of them or none. A batch
+   * without dependencies goes in as plain jobs (BullMQ's own add script per job, in one
+   * transaction); a batch with dependencies goes in as flows.
+   */
   async addTasks(tasks: Task[]): Promise<AddedTask[]> {
     const planned = this.plan(tasks);
     const fresh = planned.filter((p) => p.sameAs === undefined);
     const holders = await this.store.claim(fresh);
     fresh.forEach((p, i) => {
-      if (holders[i] !== p.jobKey) {
+      const holder = holders[i]!;
+      if (holder !== p.jobKey) {
+        // Identity does not include the queue, so the holder may live in another queue.
+        // Job keys are `${prefix}:${queue}:${id}` and neither part contains ':'.
         p.duplicate = true;
-        p.jobKey = holders[i]!;
-        p.id = holders[i]!.slice(holders[i]!.lastIndexOf(':') + 1);
+        p.jobKey = holder;
+        p.queue = holder.slice(this.config.prefix.length + 1, holder.lastIndexOf(':'));
+        p.id = holder.slice(holder.lastIndexOf(':') + 1);
       }
     });
     const toAdd = fresh.filter((p) => !p.duplicate);
     const gates: GateEdge[] = [];
     try {
-      const flows = this.buildFlows(toAdd, gates);
-      await this.store.addWaiters(gates);
-      // A dependency that settled before this point gets an open gate; one that settles
-      // between this read and the add is caught by the second read below, and one that
-      // settles after that finds the gate in its waiters set (registered above).
-      const settled = await this.store.outcomes(gates.map((g) => g.dependencyKey));
-      gates.forEach((g, i) => {
-        if (settled[i]) g.node.opts!.delay = 0;
-      });
-      if (flows.length) await this.flows.addBulk(flows);
+      if (toAdd.some((p) => p.task.dependencies.length)) {
+        const flows = this.buildFlows(toAdd, gates);
+        await this.store.addWaiters(gates);
+        // A dependency that settled before this point gets an open gate; one that settles
+        // between this read and the add is caught by the second read below, and one that
+        // settles after that finds the gate in its waiters set (registered above).
+        const settled = await this.store.outcomes(gates.map((g) => g.dependencyKey));
+        gates.forEach((g, i) => {
+          if (settled[i]) g.node.opts!.delay = 0;
+        });
+        await this.flows.addBulk(flows);
+      } else if (toAdd.length) {
+        await this.addPlain(toAdd);
+      }
     } catch (err) {
       await this.store.release(toAdd).catch(() => undefined);
       await this.store.removeWaiters(gates).catch(() => undefined);
       throw err;
     }
+    // A new run of an identity whose last run failed for good: dependents added from now on
+    // wait for it instead of failing at once.
+    await this.store.clearFailures(toAdd.map((p) => p.dependencyKey));
     await this.openSettledGates(gates);
     return planned.map((p) => {
       const first = p.sameAs === undefined ? p : planned[p.sameAs]!;
@@ -112,18 +129,32 @@ export class TaskClient {
     });
   }
 
+  /** Independent tasks: BullMQ's add script for each, queued in one transaction. */
+  private async addPlain(toAdd: Planned[]): Promise<void> {
+    // BullMQ's client wrapper (not the raw ioredis one) knows how to queue its scripts.
+    const multi = (await this.queue(toAdd[0]!.queue).getBackend().client).multi();
+    for (const p of toAdd) {
+      await new Job(this.queue(p.queue), p.task.module, toJobData(p.task), this.jobOpts(p), p.id).addJob(multi);
+    }
+    const results = (await multi.exec()) as [Error | null, unknown][] | null;
+    const failed = results?.find(([err]) => err);
+    if (!results || failed) throw failed?.[0] ?? new Error('Redis discarded the transaction');
+  }
+
   private plan(tasks: Task[]): Planned[] {
     const seen = new Map<string, number>();
+    const ids = newTaskIds(tasks.length);
     return tasks.map((task, i) => {
       const queue = task.queue ?? this.config.queue;
       const depKeys = task.dependencies.map((d) => dependencyKey(d.module, d.params));
       const tk = taskKey(task.module, task.params, depKeys);
-      const id = newTaskId();
+      const id = ids[i]!;
       const p: Planned = {
         task,
         queue,
         taskKey: tk,
         dependencyKey: dependencyKey(task.module, task.params),
+        depKeys,
         id,
         jobKey: this.keys.job(queue, id),
         duplicate: false,
@@ -161,7 +192,7 @@ export class TaskClient {
     for (const p of toAdd) {
       const node = nodes.get(p)!;
       p.task.dependencies.forEach((d, i) => {
-        const dk = dependencyKey(d.module, d.params);
+        const dk = p.depKeys[i]!;
         const target = byDepKey.get(dk);
         if (target && !childOf.has(target) && !this.isAncestor(target, p, childOf)) {
           childOf.set(target, p);

@@ -108,7 +108,7 @@ export function validateTasks(input: unknown, opts: ValidateOptions): Task[] {
   const problems: TaskProblem[] = [];
   const now = opts.now ?? Math.floor(Date.now() / 1000);
   const tasks = batch.map((raw, index) => validateOne(raw, index, opts, now, problems));
-  if (!problems.length) problems.push(...findCycles(tasks as Task[]));
+  if (!problems.length && tasks.some((t) => t!.dependencies.length)) problems.push(...findCycles(tasks as Task[]));
   if (problems.length) throw new InvalidTaskError(problems);
   return tasks as Task[];
 }
@@ -181,8 +181,8 @@ function validateOne(raw: unknown, index: number, opts: ValidateOptions, now: nu
   const params = normaliseParams(t.params);
   const task: Task = { module: t.module as string, params, priority, timeout, dependencies, created };
   if (t.queue !== undefined) task.queue = t.queue as string;
-  const own = dependencyKey(task.module, params);
-  if (dependencies.some((d) => dependencyKey(d.module, d.params) === own)) {
+  const own = dependencies.length ? dependencyKey(task.module, params) : undefined;
+  if (own && dependencies.some((d) => d.module === task.module && dependencyKey(d.module, d.params) === own)) {
     return fail('dependencies', 'a task cannot depend on itself (same module and params)');
   }
   return task;

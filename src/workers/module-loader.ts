@@ -1,4 +1,5 @@
-import { readdir, stat } from 'node:fs/promises';
+import { statSync } from 'node:fs';
+import { readdir } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { join, relative, resolve, sep } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -53,10 +54,15 @@ export class ModuleLoader {
     return fn;
   }
 
+  /**
+   * One stat per run: a synchronous stat of a file the OS has cached costs microseconds, far
+   * less than a round trip through libuv's thread pool, and sees an edit the moment it lands.
+   */
   private async find(name: string): Promise<{ file: string; mtimeMs: number } | undefined> {
-    for (const ext of MODULE_EXTENSIONS) {
-      const file = join(this.dir, name + ext);
-      const s = await stat(file).catch(() => undefined);
+    const cached = this.cache.get(name);
+    const candidates = cached ? [cached.file, ...MODULE_EXTENSIONS.map((ext) => join(this.dir, name + ext))] : MODULE_EXTENSIONS.map((ext) => join(this.dir, name + ext));
+    for (const file of candidates) {
+      const s = statSync(file, { throwIfNoEntry: false });
       if (s?.isFile()) return { file, mtimeMs: s.mtimeMs };
     }
     return undefined;
@@ -68,7 +74,8 @@ export class ModuleLoader {
     delete require.cache[file];
     let mod: Record<string, unknown>;
     try {
-      mod = await import(`${pathToFileURL(file).href}?v=${mtimeMs}`);
+      // Whole numbers only: a '.' in the query would read as a file extension to some loaders.
+      mod = await import(`${pathToFileURL(file).href}?v=${Math.round(mtimeMs * 1000)}`);
     } catch (err) {
       throw new ModuleLoadError(`module "${name}" (${file}) failed to load: ${(err as Error).message}`, { cause: err });
     }

@@ -158,7 +158,6 @@ export class TaskWorker {
     this.runs.set(run.jobId, abort);
     this.opts.hooks?.onStart?.(run);
     try {
-      if ((await this.cancellations.pending([run.jobId])).size) throw new TaskCancelledError(`task ${run.jobId} was cancelled`);
       if (task.dependencies.length) await assertDependenciesSucceeded(job, this.opts.client);
       const fn = await this.loader.load(task.module).catch(async (err) => {
         // Consumers are expected to hold the same modules; where they differ, one that lacks
@@ -181,14 +180,14 @@ export class TaskWorker {
       };
       const linger = { ms: this.opts.lingerMs ?? 2000, onLinger: () => this.lingered(run, log) };
       const result = await runTask(fn, task.params, ctx, run.timeoutMs, abort, linger);
-      await this.outcomes.record('completed', job as BullJob & { id: string });
+      await this.outcomes.record('completed', job as BullJob & { id: string }, undefined, task);
       return result;
     } catch (err) {
       if (err instanceof DelayedError) throw err;
       const final = isUnrecoverable(err) || job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
       log.warn({ err, attempt: job.attemptsMade + 1, final }, 'task failed');
       const error = isUnrecoverable(err) ? new UnrecoverableError((err as Error).message) : err;
-      if (final) await this.outcomes.record('failed', job as BullJob & { id: string }, failureReason(err));
+      if (final) await this.outcomes.record('failed', job as BullJob & { id: string }, failureReason(err), task);
       if (err instanceof TaskCancelledError) await this.cancellations.done(run.jobId);
       throw error;
     } finally {

@@ -1,0 +1,144 @@
+/**
+ * A fan-in DAG, end to end: 200 × (10 tasks → 1 dependent), each fan-in added as one batch
+ * (one flow), then worked off at equal concurrency until every dependent has completed.
+ * Ours: TaskClient.add + TaskWorker running bench/tasks/noop.js. Raw: FlowProducer.add with
+ * the same shape and job options + a BullMQ Worker with an empty processor.
+ * Each side reports addMs, totalMs, and startMs (worker start to first completion: start-up
+ * cost, shown in the progress lines only).
+ */
+import { FlowProducer, Worker, type Job, type JobsOptions } from 'bullmq';
+import { createLogger, type Logger } from '../../src/logger.ts';
+import { TaskClient } from '../../src/tasks/task-client.ts';
+import { toBullPriority } from '../../src/tasks/priority.ts';
+import { toJobData, type Task } from '../../src/tasks/task.ts';
+import { TaskWorker } from '../../src/workers/task-worker.ts';
+import type { BenchCase, Scope } from '../run.ts';
+
+const FAN_INS = 200;
+const WIDTH = 10;
+const JOBS = FAN_INS * (WIDTH + 1);
+const CONCURRENCY = 20;
+const WAIT_LIMIT_MS = 60_000;
+const fmt = (n: number) => Math.round(n).toLocaleString('en-US');
+
+/** Each fan-in as the batch a producer would send: ten tasks, then one depending on all ten. */
+function fanIns(): { module: string; params: unknown[]; dependencies?: { module: string; params: unknown[] }[] }[][] {
+  return Array.from({ length: FAN_INS }, (_, f) => {
+    const leaves = Array.from({ length: WIDTH }, (_, i) => ({ module: 'noop', params: [f, i] }));
+    return [...leaves, { module: 'noop', params: [f, 'join'], dependencies: leaves }];
+  });
+}
+
+/**
+ * Resolves, with the time of the first completion, when all JOBS jobs have completed (the 200
+ * roots among them); rejects on a failure.
+ */
+function allCompleted(worker: Worker): Promise<number> {
+  return new Promise((resolve, reject) => {
+    let first = 0;
+    let done = 0;
+    let roots = 0;
+    const timer = setTimeout(
+      () => reject(new Error(`only ${done} of ${JOBS} jobs (${roots} of ${FAN_INS} dependents) completed within ${WAIT_LIMIT_MS} ms`)),
+      WAIT_LIMIT_MS,
+    );
+    worker.on('completed', (job: Job) => {
+      if (!done++) first = performance.now();
+      if (!job.parentKey) roots++;
+      if (done === JOBS && roots === FAN_INS) {
+        clearTimeout(timer);
+        resolve(first);
+      }
+    });
+    worker.on('failed', (job, err) => {
+      clearTimeout(timer);
+      reject(new Error(`job ${job?.id} (${job?.name}) failed: ${err.message}`));
+    });
+  });
+}
+
+function ours(log: Logger) {
+  return async (scope: Scope) => {
+    const { config } = scope;
+    const client = new TaskClient(config, await scope.connection('client'));
+    scope.defer(() => client.close());
+    const workerClient = new TaskClient(config, await scope.connection('worker-client'));
+    scope.defer(() => workerClient.close());
+    const tw = new TaskWorker({ config, connection: await scope.connection('worker'), client: workerClient, log, concurrency: CONCURRENCY });
+    scope.defer(() => tw.close());
+    await Promise.all([client.queue().waitUntilReady(), tw.worker.waitUntilReady()]);
+    const batches = fanIns();
+
+    const start = performance.now();
+    for (const batch of batches) await client.add(batch);
+    const addMs = performance.now() - start;
+    const completed = allCompleted(tw.worker);
+    tw.start();
+    const first = await completed;
+    return { addMs, totalMs: performance.now() - start, startMs: first - start - addMs };
+  };
+}
+
+async function raw(scope: Scope) {
+  const { config } = scope;
+  const flows = new FlowProducer({ connection: await scope.connection('flows'), prefix: config.prefix });
+  scope.defer(() => flows.close());
+  const worker = new Worker(config.queue, async () => null, {
+    connection: await scope.connection('worker'),
+    prefix: config.prefix,
+    concurrency: CONCURRENCY,
+    autorun: false,
+  });
+  worker.on('error', () => {});
+  scope.defer(() => worker.close());
+  await Promise.all([flows.waitUntilReady(), worker.waitUntilReady()]);
+  // TaskClient's job options without the job id; the same job data TaskClient writes.
+  const opts: JobsOptions = {
+    priority: toBullPriority(config.defaults.priority),
+    attempts: config.retry.attempts,
+    backoff: { type: 'exponential', delay: config.retry.backoffMs },
+    removeOnComplete: { count: config.keep.completed },
+    removeOnFail: { count: config.keep.failed },
+  };
+  const created = Math.floor(Date.now() / 1000);
+  const node = (t: { module: string; params: unknown[]; dependencies?: Task['dependencies'] }) => ({
+    name: t.module,
+    queueName: config.queue,
+    data: toJobData({ dependencies: [], ...t, priority: config.defaults.priority, timeout: config.defaults.timeout, created }),
+    opts,
+  });
+  const trees = fanIns().map((batch) => ({ ...node(batch[WIDTH]!), children: batch.slice(0, WIDTH).map(node) }));
+
+  const start = performance.now();
+  for (const tree of trees) await flows.add(tree);
+  const addMs = performance.now() - start;
+  const completed = allCompleted(worker);
+  void worker.run();
+  const first = await completed;
+  return { addMs, totalMs: performance.now() - start, startMs: first - start - addMs };
+}
+
+export const fanInDag: BenchCase = {
+  name: 'fan-in DAG',
+  async run(ctx) {
+    const log = createLogger({ level: 'silent', pretty: false });
+    const m = await ctx.compare('fan-in', { ours: ours(log), raw });
+    const rate = (ms: number) => `${fmt((JOBS / ms) * 1000)} jobs/s (${(ms / 1000).toFixed(2)} s)`;
+    const shape = `${FAN_INS} × (${WIDTH} → 1)`;
+    return [
+      {
+        name: `fan-in DAG ${shape}, add + run, concurrency ${CONCURRENCY}`,
+        ours: rate(m.ours.totalMs),
+        raw: rate(m.raw.totalMs),
+        ratio: m.ratio.totalMs,
+        goal: 0.7,
+      },
+      {
+        name: `fan-in DAG ${shape}, add only`,
+        ours: rate(m.ours.addMs),
+        raw: rate(m.raw.addMs),
+        ratio: m.ratio.addMs,
+      },
+    ];
+  },
+};

@@ -1,0 +1,231 @@
+/**
+ * `npm run bench`: Taskmaster against raw BullMQ, both measured in the same run on the same
+ * Redis. It reports; it does not assert: a goal that is not met still exits 0, while a case
+ * that breaks (or no Redis) exits 1.
+ *
+ * Each case is one file in bench/cases exporting a BenchCase, listed once in CASES below; cases
+ * import only types from this file (importing a value would start a second run).
+ * Environment: REDIS_URL (else a private redis-server is started and stopped), BENCH_ROUNDS
+ * (timed rounds per side, default 7; one untimed warm-up per side comes first).
+ */
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { cpus, totalmem } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import type { Redis } from 'ioredis';
+import { loadConfig, redactUrl, type Config } from '../src/config/config.ts';
+import { assertRedisReachable, createRedis } from '../src/queue/connection.ts';
+import { hasRedisServer, TestRedisServer } from '../test/support/redis-server.ts';
+import { addTasks } from './cases/add-tasks.ts';
+import { fanInDag } from './cases/fan-in-dag.ts';
+
+/** The cases, in the order they run. */
+const CASES: BenchCase[] = [addTasks, fanInDag];
+
+/** Costs a side reports for one run (durations in ms: lower is better), by name. */
+export type Metrics = Record<string, number>;
+
+/** One run of one side, in its own scope (fresh prefix, cleaned afterwards). */
+export type Measure<M extends Metrics> = (scope: Scope) => Promise<M>;
+
+/** What one run may open: everything is closed, and every key deleted, when the run ends. */
+export interface Scope {
+  /** A fresh BullMQ / Taskmaster prefix, used by nothing else. */
+  readonly prefix: string;
+  /** Taskmaster config on that prefix, with bench/tasks as the tasks folder, logging off. */
+  readonly config: Config;
+  /** A new connection (as createRedis makes them), ready, closed at the end of the run. */
+  connection(name: string): Promise<Redis>;
+  /** Something else to close at the end of the run; closed in reverse order. */
+  defer(fn: () => unknown): void;
+}
+
+export interface BenchContext {
+  readonly rounds: number;
+  /**
+   * Runs each side once untimed, then `rounds` rounds of one timed run per side (alternating
+   * who goes first). Returns per metric the median of each side and, as `ratio`, the median of
+   * the per-round raw / ours: pairing runs made seconds apart keeps background load on a shared
+   * machine from tilting the ratio.
+   */
+  compare<M extends Metrics>(label: string, sides: { ours: Measure<M>; raw: Measure<M> }): Promise<{ ours: M; raw: M; ratio: M }>;
+}
+
+/** One line of the table. `ratio` is "ours relative to raw", higher is better for ours. */
+export interface Row {
+  name: string;
+  ours: string;
+  raw: string;
+  ratio?: number;
+  /** Lowest acceptable ratio; rows without one are informational. */
+  goal?: number;
+}
+
+export interface BenchCase {
+  name: string;
+  run(ctx: BenchContext): Promise<Row[]>;
+}
+
+const BENCH_TASKS = fileURLToPath(new URL('./tasks', import.meta.url));
+
+function positiveInt(name: string, fallback: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  if (!/^\d+$/.test(raw) || Number(raw) < 1 || Number(raw) > 100) {
+    throw new Error(`${name} must be an integer from 1 to 100, got ${JSON.stringify(raw)}`);
+  }
+  return Number(raw);
+}
+
+function median(values: number[]): number {
+  const s = [...values].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+}
+
+function medians<M extends Metrics>(samples: M[], of: (s: M, i: number, key: string) => number = (s, _, k) => s[k]!): M {
+  const out: Metrics = {};
+  for (const key of Object.keys(samples[0]!)) out[key] = median(samples.map((s, i) => of(s, i, key)));
+  return out as M;
+}
+
+const show = (m: Metrics) =>
+  Object.entries(m)
+    .map(([k, v]) => `${k}=${Math.round(v)}`)
+    .join(' ');
+
+function progress(line: string): void {
+  process.stderr.write(`  ${line}\n`);
+}
+
+/** Runs one measurement in a fresh scope and always cleans up after it. */
+async function isolated<M extends Metrics>(redisUrl: string, admin: Redis, measure: Measure<M>): Promise<M> {
+  const prefix = `tmbench-${randomBytes(4).toString('hex')}`;
+  const releasers: (() => unknown)[] = [];
+  const scope: Scope = {
+    prefix,
+    config: loadConfig({ REDIS_URL: redisUrl, TASKMASTER_PREFIX: prefix, TASKMASTER_TASKS_DIR: BENCH_TASKS, LOG_LEVEL: 'silent' }),
+    async connection(name) {
+      const c = createRedis(redisUrl, { name: `${prefix}:${name}` });
+      releasers.push(() => c.quit().catch(() => c.disconnect()));
+      await c.ping();
+      return c;
+    },
+    defer(fn) {
+      releasers.push(fn);
+    },
+  };
+  try {
+    return await measure(scope);
+  } finally {
+    while (releasers.length) await releasers.pop()!();
+    await deleteKeys(admin, prefix);
+  }
+}
+
+async function deleteKeys(redis: Redis, prefix: string): Promise<void> {
+  let cursor = '0';
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
+    cursor = next;
+    if (keys.length) await redis.unlink(...keys);
+  } while (cursor !== '0');
+}
+
+function context(redisUrl: string, admin: Redis, rounds: number): BenchContext {
+  return {
+    rounds,
+    async compare<M extends Metrics>(label: string, sides: { ours: Measure<M>; raw: Measure<M> }) {
+      await isolated(redisUrl, admin, sides.ours);
+      await isolated(redisUrl, admin, sides.raw);
+      const ours: M[] = [];
+      const raw: M[] = [];
+      for (let r = 0; r < rounds; r++) {
+        // Alternate who goes first so that drift (Redis memory, GC, AOF rewrite) hits both.
+        const order = r % 2 ? (['raw', 'ours'] as const) : (['ours', 'raw'] as const);
+        for (const side of order) (side === 'ours' ? ours : raw).push(await isolated(redisUrl, admin, sides[side]));
+        progress(`${label} round ${r + 1}/${rounds}: ours ${show(ours[r]!)} | raw ${show(raw[r]!)} (ms)`);
+      }
+      return { ours: medians(ours), raw: medians(raw), ratio: medians(ours, (o, i, k) => raw[i]![k]! / o[k]!) };
+    },
+  };
+}
+
+async function machine(admin: Redis): Promise<string[]> {
+  const info = await admin.info('server');
+  const redisVersion = /redis_version:(\S+)/.exec(info)?.[1] ?? 'unknown';
+  const bullmq = JSON.parse(readFileSync(new URL('../node_modules/bullmq/package.json', import.meta.url), 'utf8')) as { version: string };
+  const cpu = cpus();
+  return [
+    `CPU     ${cpu[0]?.model.trim() ?? 'unknown'}, ${cpu.length} cores`,
+    `Memory  ${(totalmem() / 2 ** 30).toFixed(1)} GiB`,
+    `Node    ${process.version}; Redis ${redisVersion}; BullMQ ${bullmq.version}`,
+  ];
+}
+
+function table(rows: Row[]): string {
+  const head = ['case', 'ours', 'raw BullMQ', 'ratio', 'goal', 'met?'];
+  const cells = rows.map((r) => [
+    r.name,
+    r.ours,
+    r.raw,
+    r.ratio === undefined ? '-' : r.ratio.toFixed(2),
+    r.goal === undefined ? '-' : `>= ${r.goal}`,
+    r.goal === undefined || r.ratio === undefined ? '-' : r.ratio >= r.goal ? 'yes' : 'NO',
+  ]);
+  const widths = head.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i]!.length)));
+  const line = (c: string[]) => `| ${c.map((v, i) => v.padEnd(widths[i]!)).join(' | ')} |`;
+  return [line(head), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...cells.map(line)].join('\n');
+}
+
+async function main(): Promise<number> {
+  const rounds = positiveInt('BENCH_ROUNDS', 7);
+  let server: TestRedisServer | undefined;
+  let redisUrl = process.env.REDIS_URL;
+  let source = 'REDIS_URL';
+  if (!redisUrl) {
+    if (!hasRedisServer()) {
+      throw new Error(
+        'the benchmark needs Redis: set REDIS_URL=redis://host:port, or install redis-server (apt-get install redis-server) so it can start a private one',
+      );
+    }
+    server = await TestRedisServer.start();
+    redisUrl = server.url;
+    source = 'private redis-server';
+  }
+  const stop = () => void (server?.destroy() ?? Promise.resolve()).finally(() => process.exit(130));
+  process.once('SIGINT', stop);
+  const admin = createRedis(redisUrl, { name: 'bench:admin', failFast: true });
+  try {
+    await assertRedisReachable(admin, redisUrl);
+    const header = [...(await machine(admin)), `Redis   ${redactUrl(redisUrl)} (${source}); ${rounds} rounds per side; ratio = median of per-round raw/ours`];
+    process.stderr.write(`bench: ${rounds} rounds per side after one warm-up, on ${redactUrl(redisUrl)} (${source})\n`);
+    const ctx = context(redisUrl, admin, rounds);
+    const rows: Row[] = [];
+    let failed = false;
+    for (const c of CASES) {
+      process.stderr.write(`${c.name}\n`);
+      try {
+        rows.push(...(await c.run(ctx)));
+      } catch (err) {
+        failed = true;
+        process.stderr.write(`  ${c.name} failed: ${(err as Error).stack ?? err}\n`);
+        rows.push({ name: c.name, ours: `error: ${(err as Error).message}`, raw: '-' });
+      }
+    }
+    process.stdout.write(`\n${header.join('\n')}\n\n${table(rows)}\n`);
+    return failed ? 1 : 0;
+  } finally {
+    process.off('SIGINT', stop);
+    admin.disconnect();
+    await server?.destroy();
+  }
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: Error) => {
+    process.stderr.write(`bench: ${err.message}\n`);
+    process.exit(1);
+  },
+);
