@@ -2,12 +2,17 @@ import { FlowProducer, Job, Queue, type FlowJobNode, type FlowJob, type JobsOpti
 import type { Redis } from 'ioredis';
 import type { Config } from '../config/config.ts';
 import { keysFor, GATE_QUEUE, type Keys } from '../queue/keys.ts';
-import { GATE_NAME, GATE_SLEEP_MS, promoteGates, type GateData } from './gates.ts';
+import pino from 'pino';
+import { Cancellations, type CancelResult } from './cancellations.ts';
+import { GATE_NAME, GATE_SLEEP_MS, Gates, promoteGates, type GateData } from './gates.ts';
+import { Outcomes } from './outcomes.ts';
 import { dependencyKey, newTaskIds, taskKey } from './identity.ts';
 import { IdentityStore } from './identity-store.ts';
 import { toBullPriority } from './priority.ts';
 import { toJobData, type Task } from './task.ts';
 import { validateTasks } from './validate.ts';
+
+const silentLog = pino({ level: 'silent' });
 
 /** What the client answers for each task of a batch, in the batch's order. */
 export interface AddedTask {
@@ -51,6 +56,8 @@ export class TaskClient {
   readonly store: IdentityStore;
   private readonly flows: FlowProducer;
   private readonly queues = new Map<string, Queue>();
+  private cancellations?: Cancellations;
+  private readonly closers: (() => Promise<void>)[] = [];
 
   constructor(
     private readonly config: ClientConfig,
@@ -134,7 +141,7 @@ export class TaskClient {
     // BullMQ's client wrapper (not the raw ioredis one) knows how to queue its scripts.
     const multi = (await this.queue(toAdd[0]!.queue).getBackend().client).multi();
     for (const p of toAdd) {
-      await new Job(this.queue(p.queue), p.task.module, toJobData(p.task), this.jobOpts(p), p.id).addJob(multi);
+      await new Job(this.queue(p.queue), p.task.module, toJobData(p.task, { task: p.taskKey, dependency: p.dependencyKey }), this.jobOpts(p), p.id).addJob(multi);
     }
     const results = (await multi.exec()) as [Error | null, unknown][] | null;
     const failed = results?.find(([err]) => err);
@@ -187,7 +194,7 @@ export class TaskClient {
     const nodes = new Map<Planned, FlowJob>();
     const childOf = new Map<Planned, Planned>();
     for (const p of toAdd) {
-      nodes.set(p, { name: p.task.module, queueName: p.queue, data: toJobData(p.task), opts: this.jobOpts(p) });
+      nodes.set(p, { name: p.task.module, queueName: p.queue, data: toJobData(p.task, { task: p.taskKey, dependency: p.dependencyKey }), opts: this.jobOpts(p) });
     }
     for (const p of toAdd) {
       const node = nodes.get(p)!;
@@ -235,7 +242,22 @@ export class TaskClient {
     await promoteGates(this.queue(GATE_QUEUE), late.filter((_, i) => settled[i]).map((g) => g.gateId));
   }
 
+  /**
+   * Cancels a task wherever it is: a waiting, delayed or blocked one is removed; a running one
+   * is stopped by the worker running it. The request is stored, so a worker that is briefly
+   * disconnected still honours it.
+   */
+  async cancel(id: string, queue = this.config.queue): Promise<CancelResult> {
+    if (!this.cancellations) {
+      const gates = new Gates({ connection: this.connection, prefix: this.config.prefix, store: this.store, log: silentLog });
+      this.closers.push(() => gates.close());
+      this.cancellations = new Cancellations(this.connection, this.config.prefix, gates, new Outcomes(this.store, gates));
+    }
+    return this.cancellations.request(this.queue(queue), id);
+  }
+
   async close(): Promise<void> {
+    for (const close of this.closers.splice(0)) await close();
     await this.flows.close();
     await Promise.all([...this.queues.values()].map((q) => q.close()));
   }

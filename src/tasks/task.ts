@@ -36,12 +36,14 @@ export interface Envelope {
   timeout?: number;
   dependencies?: DependencyRef[];
   created?: number;
+  /** Identity keys, computed once when added (see identity.ts); recomputed when absent. */
+  keys?: { task: string; dependency: string };
 }
 
 export type JobData = { [ENVELOPE_KEY]: Envelope } | unknown;
 
-export function toJobData(task: Task): JobData {
-  const envelope: Envelope = { v: 1, params: task.params, timeout: task.timeout, created: task.created };
+export function toJobData(task: Task, keys?: Envelope['keys']): JobData {
+  const envelope: Envelope = { v: 1, params: task.params, timeout: task.timeout, created: task.created, keys };
   if (task.dependencies.length) envelope.dependencies = task.dependencies;
   return { [ENVELOPE_KEY]: envelope };
 }
@@ -80,7 +82,7 @@ export function taskFromJob(job: JobLike): JobTask {
   const env = envelopeOf(job.data);
   const params = env ? env.params : job.data === undefined || job.data === null ? [] : [job.data];
   const dependencies = env?.dependencies ?? [];
-  const depKeys = dependencies.map((d) => dependencyKey(d.module, d.params));
+  const keys = env?.keys;
   return {
     module: job.name,
     params,
@@ -88,7 +90,13 @@ export function taskFromJob(job: JobLike): JobTask {
     timeout: env?.timeout,
     dependencies,
     created: env?.created ?? Math.floor((job.timestamp ?? Date.now()) / 1000),
-    dependencyKey: dependencyKey(job.name, params),
-    taskKey: taskKey(job.name, params, depKeys),
+    dependencyKey: keys?.dependency ?? dependencyKey(job.name, params),
+    taskKey:
+      keys?.task ??
+      taskKey(
+        job.name,
+        params,
+        dependencies.map((d) => dependencyKey(d.module, d.params)),
+      ),
   };
 }

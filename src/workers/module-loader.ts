@@ -21,7 +21,7 @@ const require = createRequire(import.meta.url);
 interface Loaded {
   file: string;
   mtimeMs: number;
-  fn: TaskFunction;
+  fn: Promise<TaskFunction>;
 }
 
 /**
@@ -38,7 +38,8 @@ export class ModuleLoader {
   }
 
   async load(name: string): Promise<TaskFunction> {
-    const problem = moduleNameProblem(name, this.dir);
+    // A name in the cache was checked when it was first loaded.
+    const problem = this.cache.has(name) ? undefined : moduleNameProblem(name, this.dir);
     if (problem) throw new UnknownModuleError(`module ${problem}`);
     const found = await this.find(name);
     if (!found) {
@@ -49,8 +50,10 @@ export class ModuleLoader {
     }
     const cached = this.cache.get(name);
     if (cached && cached.file === found.file && cached.mtimeMs === found.mtimeMs) return cached.fn;
-    const fn = await this.import(name, found.file, found.mtimeMs);
+    // Cache the load in flight, so that runs starting together import a module once.
+    const fn = this.import(name, found.file, found.mtimeMs);
     this.cache.set(name, { ...found, fn });
+    fn.catch(() => this.cache.get(name)?.fn === fn && this.cache.delete(name));
     return fn;
   }
 

@@ -1,9 +1,9 @@
 import type { Redis } from 'ioredis';
 
-/** What a live consumer (a worker process, later also a remote runner) says about itself. */
+/** What a live consumer (a worker process, a remote runner, or a feeder connected to a bridge) says about itself. */
 export interface ConsumerInfo {
   id: string;
-  kind: 'worker' | 'runner';
+  kind: 'worker' | 'runner' | 'feeder';
   host: string;
   pid: number;
   /** Queues it takes work from. */

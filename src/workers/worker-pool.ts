@@ -10,7 +10,7 @@ import { Gates } from '../tasks/gates.ts';
 import { Outcomes } from '../tasks/outcomes.ts';
 import type { TaskClient } from '../tasks/task-client.ts';
 import type { RunInfo } from './task-worker.ts';
-import type { ToPrimary, ToWorker } from './worker-process.ts';
+import { RESOLVED_CONFIG_ENV, type ToPrimary, type ToWorker } from './worker-process.ts';
 
 export interface WorkerPoolOptions {
   config: Config;
@@ -89,7 +89,13 @@ export class WorkerPool {
   }
 
   private fork(slot: Slot): void {
-    const proc = cluster.fork({ TASKMASTER_WORKER_SLOT: String(slot.index), TASKMASTER_GRACE_MS: String(this.opts.graceMs ?? 30_000) });
+    // Processes run with exactly the primary's resolved configuration (which may differ from
+    // the environment: `start` may have started a private redis-server on a port of its own).
+    const proc = cluster.fork({
+      [RESOLVED_CONFIG_ENV]: JSON.stringify(this.opts.config),
+      TASKMASTER_WORKER_SLOT: String(slot.index),
+      TASKMASTER_GRACE_MS: String(this.opts.graceMs ?? 30_000),
+    });
     slot.proc = proc;
     slot.startedAt = Date.now();
     proc.on('message', (msg: ToPrimary) => this.onMessage(slot, msg));

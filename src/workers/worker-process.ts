@@ -1,9 +1,12 @@
 import { Job } from 'bullmq';
-import { loadConfig } from '../config/config.ts';
+import { loadConfig, type Config } from '../config/config.ts';
 import { createLogger } from '../logger.ts';
 import { createRedis } from '../queue/connection.ts';
 import { TaskClient } from '../tasks/task-client.ts';
 import { TaskWorker, type RunInfo } from './task-worker.ts';
+
+/** Environment variable through which the pool hands its resolved Config to its processes. */
+export const RESOLVED_CONFIG_ENV = 'TASKMASTER_RESOLVED_CONFIG';
 
 /** Messages between the pool's primary and a worker process (over the cluster IPC channel). */
 export type ToPrimary = { t: 'start'; run: RunInfo } | { t: 'end'; jobId: string } | { t: 'ready' } | { t: 'recycle'; jobId: string };
@@ -16,7 +19,8 @@ export type ToWorker = { t: 'shutdown'; graceMs: number };
  * gives back any still running so that another process picks them up; then it exits 0.
  */
 export async function runWorkerProcess(): Promise<void> {
-  const config = loadConfig();
+  const resolved = process.env[RESOLVED_CONFIG_ENV];
+  const config: Config = resolved ? Object.freeze(JSON.parse(resolved)) : loadConfig();
   const slot = process.env.TASKMASTER_WORKER_SLOT ?? '0';
   const log = createLogger({ level: config.logLevel }).child({ component: 'worker-process', slot });
   const send = (msg: ToPrimary) => process.connected && process.send?.(msg);

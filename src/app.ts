@@ -1,0 +1,152 @@
+import type { Logger } from 'pino';
+import type { Config } from './config/config.ts';
+import { assertRedisReachable, createRedis } from './queue/connection.ts';
+import { ensureLocalRedis, type LocalRedisOptions } from './queue/local-redis.ts';
+import { Gates } from './tasks/gates.ts';
+import { TaskClient } from './tasks/task-client.ts';
+import { FailureWatcher } from './tasks/failure-watcher.ts';
+import { Outcomes } from './tasks/outcomes.ts';
+import { WorkerPool } from './workers/worker-pool.ts';
+
+/** Something running that can be shut down gracefully. */
+export interface Running {
+  close(): Promise<void>;
+}
+
+/** How long a long-lived component waits for Redis at start-up before giving up. */
+const STARTUP_REDIS_TIMEOUT_MS = 5000;
+
+/**
+ * Cleanup functions collected while starting and run in reverse on shutdown; when a start-up
+ * step fails, what was already started is released before the error goes up.
+ */
+class Releasers {
+  private readonly fns: (() => unknown)[] = [];
+  constructor(private readonly log: Logger) {}
+
+  add(fn: () => unknown): void {
+    this.fns.push(fn);
+  }
+
+  async release(): Promise<void> {
+    while (this.fns.length) {
+      try {
+        await this.fns.pop()!();
+      } catch (err) {
+        this.log.warn({ err }, 'error while shutting down');
+      }
+    }
+  }
+
+  /** Runs `build`; on failure releases everything added so far and rethrows. */
+  async guard<T>(build: () => Promise<T>): Promise<T> {
+    try {
+      return await build();
+    } catch (err) {
+      await this.release();
+      throw err;
+    }
+  }
+}
+
+async function connect(config: Config, name: string, releasers: Releasers) {
+  const connection = createRedis(config.redisUrl, { name });
+  // QUIT would wait forever for a Redis that never answered (this connection retries forever).
+  releasers.add(() => (connection.status === 'ready' ? connection.quit().catch(() => connection.disconnect()) : connection.disconnect()));
+  await assertRedisReachable(connection, config.redisUrl, STARTUP_REDIS_TIMEOUT_MS);
+  return connection;
+}
+
+/**
+ * The master: the gate worker and the reconciler that let dependents move on, and the watcher
+ * that records failures BullMQ decides on its own. The Socket.IO bridge and the HTTP port join
+ * it here.
+ */
+export async function startMaster(config: Config, rootLog: Logger): Promise<Running> {
+  const log = rootLog.child({ component: 'master' });
+  const releasers = new Releasers(log);
+  await releasers.guard(async () => {
+    const connection = await connect(config, 'master', releasers);
+    const client = new TaskClient(config, connection);
+    releasers.add(() => client.close());
+    const gates = new Gates({ connection, prefix: config.prefix, store: client.store, log });
+    gates.start(connection);
+    releasers.add(() => gates.close());
+    const outcomes = new Outcomes(client.store, gates);
+    const watcher = new FailureWatcher({ queue: config.queue, prefix: config.prefix, connection, client, outcomes, log });
+    releasers.add(() => watcher.close());
+  });
+  log.info({ queue: config.queue, prefix: config.prefix }, 'master started');
+  return {
+    close: async () => {
+      log.info('master stopping');
+      await releasers.release();
+    },
+  };
+}
+
+/**
+ * The workers: a node:cluster primary with `config.workers` processes, each running
+ * `config.concurrency` tasks at a time (see workers/worker-pool.ts).
+ */
+export async function startWorkers(config: Config, rootLog: Logger): Promise<Running> {
+  const log = rootLog.child({ component: 'workers' });
+  const releasers = new Releasers(log);
+  await releasers.guard(async () => {
+    const connection = await connect(config, 'workers', releasers);
+    const client = new TaskClient(config, connection);
+    releasers.add(() => client.close());
+    const pool = new WorkerPool({ config, connection, client, log: rootLog });
+    pool.start();
+    releasers.add(() => pool.stop());
+  });
+  log.info({ queue: config.queue, prefix: config.prefix, tasksDir: config.tasksDir, processes: config.workers, concurrency: config.concurrency }, 'workers started');
+  return {
+    close: async () => {
+      log.info('workers stopping');
+      await releasers.release();
+    },
+  };
+}
+
+/**
+ * `taskmaster start`: a private Redis when needed, then the master and the workers. Resolves
+ * with the Redis URL in use (the private server's when one was started).
+ */
+export async function start(
+  config: Config,
+  log: Logger,
+  local: Omit<LocalRedisOptions, 'log'> = {},
+): Promise<Running & { redisUrl: string }> {
+  const releasers = new Releasers(log);
+  return releasers.guard(async () => {
+    const redis = await ensureLocalRedis(config, { ...local, log });
+    if (redis) releasers.add(() => redis.stop().then(() => log.info({ dataDir: redis.dir }, 'private redis-server stopped')));
+    const resolved: Config = redis ? Object.freeze({ ...config, redisUrl: redis.url }) : config;
+    const master = await startMaster(resolved, log);
+    releasers.add(() => master.close());
+    const workers = await startWorkers(resolved, log);
+    releasers.add(() => workers.close());
+    return { redisUrl: resolved.redisUrl, close: () => releasers.release() };
+  });
+}
+
+/**
+ * Runs until SIGINT or SIGTERM, then closes gracefully and resolves; a second signal while
+ * closing exits at once (code 130).
+ */
+export async function runUntilSignal(running: Running, log: Logger): Promise<void> {
+  const signal = await new Promise<NodeJS.Signals>((resolve) => {
+    process.once('SIGINT', () => resolve('SIGINT'));
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+  });
+  const again = (sig: NodeJS.Signals) => {
+    log.warn({ signal: sig }, 'second signal: exiting without waiting');
+    process.exit(130);
+  };
+  process.once('SIGINT', again);
+  process.once('SIGTERM', again);
+  log.info({ signal }, 'shutting down');
+  await running.close();
+  log.info('stopped');
+}

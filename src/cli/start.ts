@@ -1,0 +1,40 @@
+import type { Command } from 'commander';
+import type { Env } from './context.ts';
+
+type Service = 'start' | 'startMaster' | 'startWorkers';
+
+async function serve(env: Env, service: Service): Promise<void> {
+  // Loaded here so that --help and bad arguments answer without loading BullMQ.
+  const [app, { loadConfig }, { createLogger }] = await Promise.all([
+    import('../app.ts'),
+    import('../config/config.ts'),
+    import('../logger.ts'),
+  ]);
+  const config = loadConfig(env);
+  const log = createLogger({ level: config.logLevel });
+  const running = await app[service](config, log);
+  await app.runUntilSignal(running, log);
+}
+
+/** `start`, `master` and `workers`: long-running services that stop gracefully on SIGINT/SIGTERM. */
+export function registerStart(program: Command, env: Env): void {
+  program
+    .command('start')
+    .summary('run the master and the workers on this machine')
+    .description(
+      'Run the master and the workers on this machine until SIGINT/SIGTERM. Without REDIS_URL, when\n' +
+        'nothing answers on 127.0.0.1:6379 and redis-server is on PATH, a private Redis is started with\n' +
+        'its data under TASKMASTER_DATA_DIR/redis (default ./.taskmaster/redis).',
+    )
+    .action(() => serve(env, 'start'));
+  program
+    .command('master')
+    .summary('run only the master')
+    .description('Run the master (gate worker and reconciler for dependencies) until SIGINT/SIGTERM.')
+    .action(() => serve(env, 'startMaster'));
+  program
+    .command('workers')
+    .summary('run only the workers')
+    .description('Run workers that take tasks from the queue and run modules from the tasks folder, until SIGINT/SIGTERM.')
+    .action(() => serve(env, 'startWorkers'));
+}
