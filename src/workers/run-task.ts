@@ -101,6 +101,9 @@ export function runTask(
         reject(e);
       }
     };
+    // Aborted (cancelled) before it began, e.g. while its module was loading: the abort event
+    // has fired already and would never reach the listener below, so do not start it at all.
+    if (abort.signal.aborted) return settle(abort.signal.reason ?? new Error('aborted'), undefined, 'not-started');
     timer = setTimeout(() => {
       abort.abort(new TaskTimeoutError(`task ${ctx.module} exceeded its timeout of ${timeoutMs} ms`));
     }, timeoutMs);
@@ -111,7 +114,11 @@ export function runTask(
     const legacyThis = new LegacyWorkerApi(ctx, settle);
     let returned: unknown;
     try {
-      returned = fn.apply(legacyThis, [...params, ctx]);
+      // ctx comes after the declared parameters, so `async (params, ctx)` gets it second even
+      // when the task has no params; legacy functions get their params exactly as before.
+      const args: unknown[] = [...params];
+      while (args.length < fn.length - 1) args.push(undefined);
+      returned = fn.apply(legacyThis, [...args, ctx]);
     } catch (err) {
       return settle(err ?? new Error('task threw a falsy value'), undefined, 'throw');
     }

@@ -67,6 +67,8 @@ export class TaskWorker {
   /** Runs in flight in this process, by job id, so a cancel can reach them. */
   private readonly runs = new Map<string, AbortController>();
   private subscriber?: Redis;
+  /** Cancel announcements for runs not (yet) here, by job id → when heard. */
+  private readonly recentCancels = new Map<string, number>();
   readonly registry: ConsumerRegistry;
   readonly consumerId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
   private stopHeartbeat?: () => Promise<void>;
@@ -130,6 +132,12 @@ export class TaskWorker {
     return Boolean(run);
   }
 
+  private takeRecentCancel(jobId: string, abort: AbortController): void {
+    const now = Date.now();
+    for (const [id, at] of this.recentCancels) if (now - at > 60_000) this.recentCancels.delete(id);
+    if (this.recentCancels.delete(jobId)) abort.abort(new TaskCancelledError(`task ${jobId} was cancelled`));
+  }
+
   private lingered(run: RunInfo, log: Logger): void {
     log.warn('aborted run shows no sign of stopping');
     this.opts.hooks?.onLinger?.(run);
@@ -138,7 +146,11 @@ export class TaskWorker {
   private listenForCancels(): void {
     const sub = (this.subscriber = this.opts.connection.duplicate());
     sub.on('error', () => {});
-    const cancel = (id: string) => this.abort(id, new TaskCancelledError(`task ${id} was cancelled`));
+    const cancel = (id: string) => {
+      // A cancel may arrive just before its run registers here (the job is already active in
+      // Redis): remember it briefly, and process() checks before starting.
+      if (!this.abort(id, new TaskCancelledError(`task ${id} was cancelled`))) this.recentCancels.set(id, Date.now());
+    };
     sub.on('message', (_channel, id: string) => cancel(id));
     // On every (re)subscription, catch up on requests announced while this was not listening.
     sub.on('ready', () => {
@@ -157,6 +169,7 @@ export class TaskWorker {
     const run: RunInfo = { jobId: job.id!, queue: job.queueName, token, timeoutMs: task.timeout ?? this.opts.config.defaults.timeout };
     this.runs.set(run.jobId, abort);
     this.opts.hooks?.onStart?.(run);
+    this.takeRecentCancel(run.jobId, abort);
     try {
       if (task.dependencies.length) await assertDependenciesSucceeded(job, this.opts.client);
       const fn = await this.loader.load(task.module).catch(async (err) => {
@@ -186,7 +199,7 @@ export class TaskWorker {
       if (err instanceof DelayedError) throw err;
       const final = isUnrecoverable(err) || job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
       log.warn({ err, attempt: job.attemptsMade + 1, final }, 'task failed');
-      const error = isUnrecoverable(err) ? new UnrecoverableError((err as Error).message) : err;
+      const error = isUnrecoverable(err) ? new UnrecoverableError(failureReason(err)) : err;
       if (final) await this.outcomes.record('failed', job as BullJob & { id: string }, failureReason(err), task);
       if (err instanceof TaskCancelledError) await this.cancellations.done(run.jobId);
       throw error;

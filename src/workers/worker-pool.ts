@@ -99,6 +99,9 @@ export class WorkerPool {
     slot.proc = proc;
     slot.startedAt = Date.now();
     proc.on('message', (msg: ToPrimary) => this.onMessage(slot, msg));
+    // A send to a process that has just died fails asynchronously, as an 'error' event that
+    // would crash the primary if nobody listened. Its exit is handled on 'exit'.
+    proc.on('error', (err) => this.log.warn({ err, pid: proc.process.pid }, 'worker process channel error'));
     proc.on('exit', (code, signal) => this.onExit(slot, proc, code, signal));
   }
 
@@ -201,7 +204,10 @@ export class WorkerPool {
           new Promise<void>((resolve) => {
             const proc = s.proc!;
             proc.once('exit', () => resolve());
-            proc.send({ t: 'shutdown', graceMs } satisfies ToWorker);
+            // A signal, not an IPC message: a process still starting has no 'message' listener
+            // yet (a message would be lost), and SIGTERM simply ends it (it has no runs); a
+            // started process handles SIGTERM with the grace it was forked with (graceMs).
+            proc.process.kill('SIGTERM');
             setTimeout(() => proc.process.kill('SIGKILL'), graceMs + 5000).unref();
           }),
       );

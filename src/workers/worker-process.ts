@@ -48,9 +48,9 @@ export async function runWorkerProcess(): Promise<void> {
 
   let stopping = false;
   const shutdown = async (graceMs: number) => {
-    if (stopping) {
-      process.exit(1);
-    }
+    // One shutdown however many ask (the primary, and a service manager signalling the whole
+    // group): only the primary decides that a second signal means "now", and it kills.
+    if (stopping) return;
     stopping = true;
     log.info({ running: active.size, graceMs }, 'stopping: no new jobs, waiting for runs in flight');
     const graceful = worker.close().then(() => true);

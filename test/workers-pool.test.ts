@@ -1,0 +1,409 @@
+import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Job, QueueEvents } from 'bullmq';
+import { afterAll, afterEach, beforeEach, describe, expect, inject, it } from 'vitest';
+import { Cancellations } from '../src/tasks/cancellations.ts';
+import { Gates } from '../src/tasks/gates.ts';
+import { dependencyKey } from '../src/tasks/identity.ts';
+import { Outcomes } from '../src/tasks/outcomes.ts';
+import type { TaskClient } from '../src/tasks/task-client.ts';
+import { ConsumerRegistry } from '../src/workers/registry.ts';
+import { WorkerPool, type WorkerPoolOptions } from '../src/workers/worker-pool.ts';
+import { FIXTURE_TASKS, useHarness, waitFor } from './support/harness.ts';
+
+// Real forked worker processes (node:cluster) on the test Redis. Worker processes read their
+// configuration from the environment they are forked with, so each test puts the same settings
+// into process.env (with its own prefix) that the harness builds the primary's config from.
+
+// The fixtures, plus two that say (as job progress) when their body runs and in which process,
+// so that a test acts on a run that is really under way rather than one still loading.
+const TASKS = mkdtempSync(join(tmpdir(), 'tm-pool-'));
+cpSync(FIXTURE_TASKS, TASKS, { recursive: true });
+writeFileSync(
+  join(TASKS, 'nap.js'),
+  `// Sleeps params.ms, stopping on abort, like sleep.js; reports {pid} as progress once running.
+  module.exports = function (params, ctx) {
+    var self = this;
+    var t = setTimeout(function () { self.done({ slept: params.ms }); }, params.ms);
+    ctx.signal.addEventListener('abort', function () { clearTimeout(t); self.error(ctx.signal.reason); });
+    this.progress({ pid: process.pid });
+  };`,
+);
+writeFileSync(
+  join(TASKS, 'spin-reported.js'),
+  `// Reports {pid} as progress, then blocks the event loop forever like spin.js.
+  module.exports = function () {
+    this.progress({ pid: process.pid }).then(function () { while (true) {} });
+  };`,
+);
+afterAll(() => rmSync(TASKS, { recursive: true, force: true }));
+
+const ENV = {
+  TASKMASTER_TASKS_DIR: TASKS,
+  TASKMASTER_ATTEMPTS: '2',
+  TASKMASTER_BACKOFF_MS: '50',
+  TASKMASTER_CONCURRENCY: '1',
+};
+const KILL_GRACE_MS = 500;
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+describe('worker pool (forked processes)', () => {
+  const h = useHarness(ENV);
+  const savedEnv = { ...process.env };
+
+  beforeEach(() => {
+    Object.assign(process.env, ENV, {
+      REDIS_URL: inject('redisUrl'),
+      TASKMASTER_PREFIX: h.prefix,
+      LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
+    });
+  });
+  afterEach(() => {
+    for (const k of Object.keys(process.env)) if (!(k in savedEnv)) delete process.env[k];
+    Object.assign(process.env, savedEnv);
+  });
+
+  /** A started pool of two processes, stopped after the test; resolves once both take work. */
+  async function startPool(opts: Partial<WorkerPoolOptions> = {}): Promise<WorkerPool> {
+    const pool = new WorkerPool({
+      config: h.config,
+      connection: h.connection('pool'),
+      client: h.client(),
+      log: h.log,
+      processes: 2,
+      graceMs: 5_000,
+      killGraceMs: KILL_GRACE_MS,
+      ...opts,
+    });
+    pool.start();
+    h.defer(() => pool.stop());
+    await ready(pool);
+    return pool;
+  }
+
+  /** Every process of the pool has announced itself (its BullMQ worker is running). */
+  async function ready(pool: WorkerPool, n = pool.pids().length): Promise<void> {
+    const registry = new ConsumerRegistry(h.redis, h.prefix);
+    await waitFor(async () => {
+      const pids = pool.pids();
+      const live = new Set((await registry.live()).map((c) => c.pid));
+      return pids.length === n && pids.every((p) => live.has(p));
+    }, `${n} worker processes to be ready`);
+  }
+
+  function cancellations(): Cancellations {
+    const c = h.client();
+    const gates = new Gates({ connection: h.redis, prefix: h.prefix, store: c.store, log: h.log });
+    h.defer(() => gates.close());
+    return new Cancellations(h.redis, h.prefix, gates, new Outcomes(c.store, gates));
+  }
+
+  const job = async (c: TaskClient, id: string) => (await Job.fromId(c.queue(), id))!;
+  const stateIs = (c: TaskClient, id: string, want: string, ms?: number) =>
+    waitFor(async () => (await c.queue().getJobState(id)) === want, `job ${id} to be ${want}`, ms);
+  /** Waits until the job is active; returns the pid of the process running it (BullMQ processedBy). */
+  async function runningIn(c: TaskClient, id: string): Promise<number> {
+    let pid = 0;
+    await waitFor(async () => {
+      const j = await job(c, id);
+      pid = (await j.getState()) === 'active' && j.processedBy ? Number(j.processedBy.split(':').pop()) : 0;
+      return pid > 0;
+    }, `job ${id} to be running`);
+    return pid;
+  }
+  const pidOf = (j: Job) => Number(j.processedBy!.split(':').pop());
+  /** Waits until a nap / spin-reported run is in its body; returns the pid running it. */
+  async function inBody(c: TaskClient, id: string): Promise<number> {
+    let pid = 0;
+    await waitFor(async () => {
+      pid = ((await job(c, id)).progress as { pid?: number } | undefined)?.pid ?? 0;
+      return pid > 0;
+    }, `job ${id} to be running its body`);
+    return pid;
+  }
+
+  it('times out a sleeping task through its signal and retries it, while the other process completes work', async () => {
+    const pool = await startPool();
+    const c = h.client();
+    const before = pool.pids();
+    const [s] = await c.add({ module: 'sleep', params: [{ ms: 60_000 }], timeout: 300 });
+    const sleepPid = await runningIn(c, s!.id);
+    const [r] = await c.add({ module: 'record', params: [{ delay: 100 }] });
+
+    await stateIs(c, r!.id, 'completed');
+    await stateIs(c, s!.id, 'failed');
+    const slept = await job(c, s!.id);
+    const recorded = await job(c, r!.id);
+    expect(slept.failedReason).toBe('task sleep exceeded its timeout of 300 ms');
+    expect(slept.attemptsMade).toBe(2);
+    expect(slept.finishedOn! - slept.processedOn!).toBeGreaterThanOrEqual(290);
+    // The other process completed its task while the sleeping one was still on its attempts.
+    expect(pidOf(recorded)).not.toBe(sleepPid);
+    expect(recorded.returnvalue).toEqual({ params: { delay: 100 } });
+    expect(recorded.finishedOn!).toBeLessThan(slept.finishedOn!);
+    // The run stopped when its signal fired, so no process had to be killed.
+    expect(pool.pids()).toEqual(before);
+  });
+
+  it('kills and replaces a process blocked by while (true) {} at its timeout, and retries the task', async () => {
+    const pool = await startPool();
+    const c = h.client();
+    const before = pool.pids();
+    const [s] = await c.add({ module: 'spin', timeout: 300 });
+    const firstPid = await runningIn(c, s!.id);
+    const [r] = await c.add({ module: 'record', params: [{ delay: 100 }] });
+
+    // Meanwhile the other process is free and completes other work.
+    await stateIs(c, r!.id, 'completed', 5_000);
+    expect(pidOf(await job(c, r!.id))).not.toBe(firstPid);
+
+    await stateIs(c, s!.id, 'failed', 15_000);
+    const spun = await job(c, s!.id);
+    expect(spun.attemptsMade).toBe(2);
+    expect(spun.failedReason).toMatch(/^task exceeded its timeout of 300 ms and did not stop; worker process \d+ was killed$/);
+    const lastPid = Number(/worker process (\d+)/.exec(spun.failedReason)![1]);
+    await waitFor(() => !alive(firstPid) && !alive(lastPid), 'the killed processes to be gone');
+    // Killed processes were replaced: the pool is back to two live processes, new ones.
+    await waitFor(() => pool.pids().length === 2 && !pool.pids().includes(firstPid) && !pool.pids().includes(lastPid), 'replacement processes');
+    expect(pool.pids()).not.toEqual(before);
+    await ready(pool);
+    const [after] = await c.add({ module: 'record', params: [{ after: true }] });
+    await stateIs(c, after!.id, 'completed');
+  });
+
+  it('runs a task again within seconds after kill -9 of its process, and records its result once', async () => {
+    const pool = await startPool();
+    const c = h.client();
+    const events = new QueueEvents(h.config.queue, { connection: h.connection('events'), prefix: h.prefix });
+    h.defer(() => events.close());
+    const completions: string[] = [];
+    events.on('completed', ({ jobId }) => completions.push(jobId));
+    await events.waitUntilReady();
+
+    const params = [{ ms: 3_000 }];
+    const [s] = await c.add({ module: 'nap', params });
+    const victim = await inBody(c, s!.id);
+    expect(pool.pids()).toContain(victim);
+    await sleep(300);
+    process.kill(victim, 'SIGKILL');
+    const killedAt = Date.now();
+
+    await stateIs(c, s!.id, 'completed', 15_000);
+    const done = await job(c, s!.id);
+    expect(done.returnvalue).toEqual({ slept: 3_000 });
+    expect(pidOf(done)).not.toBe(victim);
+    // Ran again at once (not after a stalled-job check): the 3 s run plus a little.
+    expect(done.finishedOn! - killedAt).toBeLessThan(3_000 + 3_000);
+    expect(done.attemptsMade).toBe(2);
+    expect((done.stacktrace ?? []).join('\n')).toContain(`worker process ${victim} exited (SIGKILL)`);
+
+    // Recorded once: one completion, one completed job, one outcome for its identity.
+    await sleep(300);
+    expect(completions.filter((id) => id === s!.id)).toHaveLength(1);
+    expect(await c.queue().getJobCounts('completed', 'failed', 'active', 'wait', 'delayed', 'prioritized')).toEqual({
+      completed: 1,
+      failed: 0,
+      active: 0,
+      wait: 0,
+      delayed: 0,
+      prioritized: 0,
+    });
+    const [outcome] = await c.store.outcomes([dependencyKey('nap', params)]);
+    expect(outcome).toMatchObject({ state: 'completed', jobId: s!.id });
+    await waitFor(() => pool.pids().length === 2 && !pool.pids().includes(victim), 'a replacement process');
+    await ready(pool);
+  });
+
+  it('graceful stop lets a run in flight finish, then resolves', async () => {
+    const pool = await startPool({ graceMs: 5_000 });
+    const c = h.client();
+    const [s] = await c.add({ module: 'nap', params: [{ ms: 1_500 }] });
+    await inBody(c, s!.id);
+    const pids = pool.pids();
+    const t0 = Date.now();
+    await pool.stop();
+    const took = Date.now() - t0;
+    expect(await c.queue().getJobState(s!.id)).toBe('completed');
+    expect((await job(c, s!.id)).returnvalue).toEqual({ slept: 1_500 });
+    expect((await job(c, s!.id)).attemptsMade).toBe(1);
+    expect(took).toBeLessThan(5_000);
+    expect(pool.pids()).toEqual([]);
+    await waitFor(() => pids.every((pid) => !alive(pid)), 'the worker processes to be gone', 2_000);
+    // Still completed a moment later (nothing failed the run after its process exited).
+    await sleep(300);
+    expect(await c.queue().getJobState(s!.id)).toBe('completed');
+  });
+
+  it('graceful stop also when every process got SIGTERM too (as a service manager sends it)', async () => {
+    // systemd's default KillMode signals the whole group: each worker process gets SIGTERM
+    // while the primary, on its own SIGTERM, stops the pool.
+    const pool = await startPool({ graceMs: 5_000 });
+    const c = h.client();
+    const [s] = await c.add({ module: 'nap', params: [{ ms: 1_500 }] });
+    await inBody(c, s!.id);
+    for (const pid of pool.pids()) process.kill(pid, 'SIGTERM');
+    await pool.stop();
+    const j = await job(c, s!.id);
+    expect(await j.getState(), j.failedReason).toBe('completed');
+    expect(j.returnvalue).toEqual({ slept: 1_500 });
+    expect(j.attemptsMade).toBe(1);
+  });
+
+  it('graceful stop hands back a run that outlasts the grace period, without spending an attempt', async () => {
+    const pool = await startPool({ graceMs: 300 });
+    const c = h.client();
+    const [s] = await c.add({ module: 'nap', params: [{ ms: 2_000 }] });
+    await inBody(c, s!.id);
+    await pool.stop();
+    const handedBack = await job(c, s!.id);
+    expect(['waiting', 'prioritized']).toContain(await handedBack.getState());
+    expect(handedBack.attemptsMade).toBe(0);
+    // Another pool takes it and completes it.
+    await startPool();
+    await stateIs(c, s!.id, 'completed', 10_000);
+    expect((await job(c, s!.id)).returnvalue).toEqual({ slept: 2_000 });
+  });
+
+  it('cancels a running task through its signal: failed as cancelled, not retried', async () => {
+    const pool = await startPool();
+    const c = h.client();
+    const cancel = cancellations();
+    const before = pool.pids();
+    const params = [{ ms: 30_000 }];
+    const [s] = await c.add({ module: 'nap', params });
+    await inBody(c, s!.id);
+    const t0 = Date.now();
+    expect(await cancel.request(c.queue(), s!.id)).toEqual({ id: s!.id, state: 'cancelling' });
+    await stateIs(c, s!.id, 'failed', 5_000);
+    const j = await job(c, s!.id);
+    // Stopped by its signal, before the pool would have killed its process.
+    expect(j.finishedOn! - t0).toBeLessThan(KILL_GRACE_MS);
+    expect(j.failedReason).toMatch(/cancelled/);
+    expect(j.attemptsMade).toBe(1);
+    const [outcome] = await c.store.outcomes([dependencyKey('nap', params)]);
+    expect(outcome).toMatchObject({ state: 'failed', jobId: s!.id, reason: 'cancelled' });
+    expect(await cancel.pending([s!.id])).toEqual(new Set());
+    // Not retried, and no process was killed.
+    await sleep(KILL_GRACE_MS + 300);
+    expect(await c.queue().getJobState(s!.id)).toBe('failed');
+    expect((await job(c, s!.id)).attemptsMade).toBe(1);
+    expect(pool.pids()).toEqual(before);
+  });
+
+  it('cancels a running task that blocks its process: the process is killed, the task failed as cancelled', async () => {
+    const pool = await startPool();
+    const c = h.client();
+    const cancel = cancellations();
+    const [s] = await c.add({ module: 'spin-reported', timeout: 60_000 });
+    const victim = await inBody(c, s!.id);
+    await sleep(100);
+    const t0 = Date.now();
+    expect(await cancel.request(c.queue(), s!.id)).toEqual({ id: s!.id, state: 'cancelling' });
+    await stateIs(c, s!.id, 'failed', KILL_GRACE_MS + 5_000);
+    const j = await job(c, s!.id);
+    // The blocked process could not hear the cancel: the pool killed it after the kill grace.
+    expect(j.finishedOn! - t0).toBeGreaterThanOrEqual(KILL_GRACE_MS - 50);
+    expect(j.failedReason).toBe('cancelled');
+    expect(j.attemptsMade).toBe(1);
+    await waitFor(() => !alive(victim), 'the killed process to be gone');
+    const [outcome] = await c.store.outcomes([dependencyKey('spin-reported', [])]);
+    expect(outcome).toMatchObject({ state: 'failed', jobId: s!.id, reason: 'cancelled' });
+    expect(await cancel.pending([s!.id])).toEqual(new Set());
+    await waitFor(() => pool.pids().length === 2 && !pool.pids().includes(victim), 'a replacement process');
+    await ready(pool);
+    expect(await c.queue().getJobState(s!.id)).toBe('failed');
+  });
+
+  it('cancels a waiting task: removed from the queue, never run', async () => {
+    await startPool();
+    const c = h.client();
+    const cancel = cancellations();
+    // Both processes busy (concurrency 1 each), so the third task waits.
+    const busy = await c.add([
+      { module: 'nap', params: [{ ms: 1_000, n: 1 }] },
+      { module: 'nap', params: [{ ms: 1_000, n: 2 }] },
+    ]);
+    await Promise.all(busy.map((b) => inBody(c, b.id)));
+    const params = [{ cancelled: 'before it ran' }];
+    const [w] = await c.add({ module: 'record', params });
+    const was = await c.queue().getJobState(w!.id);
+    expect(['waiting', 'prioritized']).toContain(was);
+    expect(await cancel.request(c.queue(), w!.id)).toEqual({ id: w!.id, state: 'removed', was });
+    expect(await Job.fromId(c.queue(), w!.id)).toBeUndefined();
+    const [outcome] = await c.store.outcomes([dependencyKey('record', params)]);
+    expect(outcome).toMatchObject({ state: 'failed', jobId: w!.id, reason: 'cancelled' });
+    for (const b of busy) await stateIs(c, b.id, 'completed');
+    await sleep(200);
+    expect(await c.queue().getJobCounts('completed', 'active', 'wait', 'prioritized')).toEqual({
+      completed: 2,
+      active: 0,
+      wait: 0,
+      prioritized: 0,
+    });
+    expect(await cancel.pending([w!.id])).toEqual(new Set());
+    // A finished task answers as such.
+    expect(await cancel.request(c.queue(), busy[0]!.id)).toEqual({ id: busy[0]!.id, state: 'finished', was: 'completed' });
+  });
+
+  it('replaces a crash-looping process with a growing back-off', async () => {
+    const pool = await startPool({ processes: 1 });
+    const delays: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const [pid] = pool.pids();
+      const t0 = Date.now();
+      process.kill(pid!, 'SIGKILL');
+      await waitFor(() => pool.pids().length === 1 && pool.pids()[0] !== pid, 'a replacement process', 10_000);
+      delays.push(Date.now() - t0);
+    }
+    // 250 ms, then 500, then 1000 (each process lived under a minute).
+    expect(delays[0]).toBeGreaterThanOrEqual(240);
+    expect(delays[1]).toBeGreaterThanOrEqual(490);
+    expect(delays[2]).toBeGreaterThanOrEqual(990);
+    expect(delays[2]!).toBeGreaterThan(delays[1]!);
+    expect(delays[1]!).toBeGreaterThan(delays[0]!);
+    // The last replacement works.
+    await ready(pool);
+    const c = h.client();
+    const [r] = await c.add({ module: 'record', params: [{ after: 'crashes' }] });
+    await stateIs(c, r!.id, 'completed');
+  });
+
+  it('stop() while a replacement process is still starting resolves promptly', async () => {
+    const pool = await startPool({ graceMs: 5_000 });
+    const [victim] = pool.pids();
+    process.kill(victim!, 'SIGKILL');
+    await waitFor(() => pool.pids().length === 2 && !pool.pids().includes(victim!), 'a replacement process');
+    const starting = pool.pids().filter((p) => p !== victim);
+    const t0 = Date.now();
+    await pool.stop();
+    // A starting process has no runs: it can stop at once (or once started), well within graceMs.
+    expect(Date.now() - t0).toBeLessThan(5_000);
+    await waitFor(() => starting.every((p) => !alive(p)), 'the processes to be gone', 2_000);
+  });
+
+  it('stop() just after a worker process died (its exit not yet seen) does not crash the primary', async () => {
+    const pool = await startPool();
+    const errors: unknown[] = [];
+    const onError = (err: unknown) => errors.push(err);
+    process.on('uncaughtException', onError);
+    h.defer(() => process.off('uncaughtException', onError));
+    const [victim] = pool.pids();
+    process.kill(victim!, 'SIGKILL');
+    // Hold this event loop while the process dies, so the pool has not handled its exit yet —
+    // as when a SIGTERM reaches the primary right after it killed an overrunning process.
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 300);
+    await pool.stop();
+    await sleep(100);
+    expect(errors).toEqual([]);
+  });
+});
