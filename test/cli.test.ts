@@ -81,6 +81,7 @@ describe('taskmaster --help', () => {
       [['start', '--help'], 'Usage: taskmaster start [options]'],
       [['master', '--help'], 'Usage: taskmaster master [options]'],
       [['workers', '--help'], 'Usage: taskmaster workers [options]'],
+      [['cancel', '--help'], 'Usage: taskmaster cancel [options] <id>'],
       [['help', 'add'], 'Usage: taskmaster add'],
     ];
     const results = await Promise.all(cases.map(([args]) => run(args, cliEnv(undefined))));
@@ -426,5 +427,46 @@ describe('local redis for start', () => {
     } finally {
       if (!stopped) await running.close();
     }
+  });
+});
+
+describe('taskmaster cancel', () => {
+  const h = useHarness();
+
+  it('removes a waiting task, stops a running one under `taskmaster workers`, and refuses an unknown id', async () => {
+    const queue = new Queue(h.config.queue, { connection: h.connection('assert'), prefix: h.prefix });
+    h.defer(() => queue.close());
+
+    const waiting = await run(['add', 'sleep', '{"ms":30000}'], cliEnv(h));
+    const waitingId = waiting.stdout.trim();
+    const removed = await run(['cancel', waitingId], cliEnv(h));
+    expect(removed.code).toBe(0);
+    expect(removed.stdout).toContain(`${waitingId}: removed`);
+    expect(await queue.getJob(waitingId)).toBeUndefined();
+
+    const child = spawnCli(['workers'], cliEnv(h, { TASKMASTER_WORKERS: '1' }));
+    let stderr = '';
+    child.stderr!.on('data', (d) => (stderr += d));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    h.defer(() => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    });
+    const running = await run(['add', 'sleep', '{"ms":60000}'], cliEnv(h));
+    const runningId = running.stdout.trim();
+    await waitFor(async () => (await queue.getJobState(runningId)) === 'active', 'the task to start', 30_000);
+    const cancelled = await run(['cancel', runningId, '--json'], cliEnv(h));
+    expect(cancelled.code).toBe(0);
+    expect(JSON.parse(cancelled.stdout)).toEqual({ id: runningId, state: 'cancelling' });
+    await waitFor(async () => (await queue.getJobState(runningId)) === 'failed', 'the task to end as cancelled', 15_000);
+    const job = (await queue.getJob(runningId))!;
+    expect(job.failedReason).toBe('cancelled');
+    expect(job.attemptsMade).toBe(1);
+
+    const unknown = await run(['cancel', 'tnosuchtask'], cliEnv(h));
+    expect(unknown.code).toBe(1);
+    expect(errorLines(unknown)[0]).toContain('no task with id tnosuchtask');
+
+    child.kill('SIGTERM');
+    expect(await exited).toBe(0);
   });
 });
