@@ -16,11 +16,16 @@ import type { Redis } from 'ioredis';
 import { loadConfig, redactUrl, type Config } from '../src/config/config.ts';
 import { assertRedisReachable, createRedis } from '../src/queue/connection.ts';
 import { hasRedisServer, TestRedisServer } from '../test/support/redis-server.ts';
+import { deleteKeys } from '../test/support/keys.ts';
 import { addTasks } from './cases/add-tasks.ts';
 import { fanInDag } from './cases/fan-in-dag.ts';
+import { workerNoop } from './cases/worker-noop.ts';
+import { cpuScaling } from './cases/cpu-scaling.ts';
+import { legacyFeeder } from './cases/legacy-feeder.ts';
+import { runnerSockets } from './cases/runner-sockets.ts';
 
 /** The cases, in the order they run. */
-const CASES: BenchCase[] = [addTasks, fanInDag];
+const CASES: BenchCase[] = [addTasks, fanInDag, workerNoop, cpuScaling, legacyFeeder, runnerSockets];
 
 /** Costs a side reports for one run (durations in ms: lower is better), by name. */
 export type Metrics = Record<string, number>;
@@ -46,9 +51,9 @@ export interface BenchContext {
    * Runs each side once untimed, then `rounds` rounds of one timed run per side (alternating
    * who goes first). Returns per metric the median of each side and, as `ratio`, the median of
    * the per-round raw / ours: pairing runs made seconds apart keeps background load on a shared
-   * machine from tilting the ratio.
+   * machine from tilting the ratio. A heavy case may pass fewer `rounds` than the default.
    */
-  compare<M extends Metrics>(label: string, sides: { ours: Measure<M>; raw: Measure<M> }): Promise<{ ours: M; raw: M; ratio: M }>;
+  compare<M extends Metrics>(label: string, sides: { ours: Measure<M>; raw: Measure<M> }, rounds?: number): Promise<{ ours: M; raw: M; ratio: M }>;
 }
 
 /** One line of the table. `ratio` is "ours relative to raw", higher is better for ours. */
@@ -123,28 +128,19 @@ async function isolated<M extends Metrics>(redisUrl: string, admin: Redis, measu
   }
 }
 
-async function deleteKeys(redis: Redis, prefix: string): Promise<void> {
-  let cursor = '0';
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
-    cursor = next;
-    if (keys.length) await redis.unlink(...keys);
-  } while (cursor !== '0');
-}
-
 function context(redisUrl: string, admin: Redis, rounds: number): BenchContext {
   return {
     rounds,
-    async compare<M extends Metrics>(label: string, sides: { ours: Measure<M>; raw: Measure<M> }) {
+    async compare<M extends Metrics>(label: string, sides: { ours: Measure<M>; raw: Measure<M> }, caseRounds = rounds) {
       await isolated(redisUrl, admin, sides.ours);
       await isolated(redisUrl, admin, sides.raw);
       const ours: M[] = [];
       const raw: M[] = [];
-      for (let r = 0; r < rounds; r++) {
+      for (let r = 0; r < caseRounds; r++) {
         // Alternate who goes first so that drift (Redis memory, GC, AOF rewrite) hits both.
         const order = r % 2 ? (['raw', 'ours'] as const) : (['ours', 'raw'] as const);
         for (const side of order) (side === 'ours' ? ours : raw).push(await isolated(redisUrl, admin, sides[side]));
-        progress(`${label} round ${r + 1}/${rounds}: ours ${show(ours[r]!)} | raw ${show(raw[r]!)} (ms)`);
+        progress(`${label} round ${r + 1}/${caseRounds}: ours ${show(ours[r]!)} | raw ${show(raw[r]!)} (ms)`);
       }
       return { ours: medians(ours), raw: medians(raw), ratio: medians(ours, (o, i, k) => raw[i]![k]! / o[k]!) };
     },

@@ -7,6 +7,8 @@ import { TaskClient } from './tasks/task-client.ts';
 import { FailureWatcher } from './tasks/failure-watcher.ts';
 import { Outcomes } from './tasks/outcomes.ts';
 import { WorkerPool } from './workers/worker-pool.ts';
+import { startBridge } from './bridge/bridge.ts';
+import { closeServer, createHttpServer, listen } from './http/server.ts';
 
 /** Something running that can be shut down gracefully. */
 export interface Running {
@@ -57,15 +59,20 @@ async function connect(config: Config, name: string, releasers: Releasers) {
   return connection;
 }
 
+/** The master: what it runs, and the port its HTTP server (Socket.IO, API) listens on. */
+export interface Master extends Running {
+  readonly port: number;
+}
+
 /**
- * The master: the gate worker and the reconciler that let dependents move on, and the watcher
- * that records failures BullMQ decides on its own. The Socket.IO bridge and the HTTP port join
- * it here.
+ * The master: the gate worker and the reconciler that let dependents move on, the watcher that
+ * records failures BullMQ decides on its own, and one HTTP server on `config.port` hosting the
+ * Socket.IO bridge for feeders and remote runners.
  */
-export async function startMaster(config: Config, rootLog: Logger): Promise<Running> {
+export async function startMaster(config: Config, rootLog: Logger): Promise<Master> {
   const log = rootLog.child({ component: 'master' });
   const releasers = new Releasers(log);
-  await releasers.guard(async () => {
+  const port = await releasers.guard(async () => {
     const connection = await connect(config, 'master', releasers);
     const client = new TaskClient(config, connection);
     releasers.add(() => client.close());
@@ -75,9 +82,18 @@ export async function startMaster(config: Config, rootLog: Logger): Promise<Runn
     const outcomes = new Outcomes(client.store, gates);
     const watcher = new FailureWatcher({ queue: config.queue, prefix: config.prefix, connection, client, outcomes, log });
     releasers.add(() => watcher.close());
+
+    const httpServer = createHttpServer();
+    httpServer.on('error', (err) => log.error({ err }, 'http server error'));
+    releasers.add(() => closeServer(httpServer));
+    // The bridge attaches before the port opens, so no client meets a server without Socket.IO.
+    const bridge = await startBridge({ config, connection, client, log: rootLog, httpServer });
+    releasers.add(() => bridge.close());
+    return listen(httpServer, config.port, config.host);
   });
-  log.info({ queue: config.queue, prefix: config.prefix }, 'master started');
+  log.info({ queue: config.queue, prefix: config.prefix, port, host: config.host }, 'master started');
   return {
+    port,
     close: async () => {
       log.info('master stopping');
       await releasers.release();
@@ -117,7 +133,7 @@ export async function start(
   config: Config,
   log: Logger,
   local: Omit<LocalRedisOptions, 'log'> = {},
-): Promise<Running & { redisUrl: string }> {
+): Promise<Running & { redisUrl: string; port: number }> {
   const releasers = new Releasers(log);
   return releasers.guard(async () => {
     const redis = await ensureLocalRedis(config, { ...local, log });
@@ -127,7 +143,7 @@ export async function start(
     releasers.add(() => master.close());
     const workers = await startWorkers(resolved, log);
     releasers.add(() => workers.close());
-    return { redisUrl: resolved.redisUrl, close: () => releasers.release() };
+    return { redisUrl: resolved.redisUrl, port: master.port, close: () => releasers.release() };
   });
 }
 

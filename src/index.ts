@@ -21,3 +21,5 @@ export { dependencyKey, taskKey, canonicalJson } from './tasks/identity.ts';
 export { TaskWorker, type TaskWorkerOptions } from './workers/task-worker.ts';
 export { defineTask } from './workers/define-task.ts';
 export type { TaskContext } from './workers/run-task.ts';
+export { startBridge, type Bridge, type BridgeOptions } from './bridge/bridge.ts';
+export type { LegacyTask } from './bridge/legacy-shape.ts';

@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { Queue } from 'bullmq';
 import { afterEach, beforeEach, describe, expect, inject, it } from 'vitest';
 import { start } from '../src/app.ts';
+import { io as ioClient } from 'socket.io-client';
 import { loadConfig } from '../src/config/config.ts';
 import { RedisUnavailableError } from '../src/errors.ts';
 import { createLogger } from '../src/logger.ts';
@@ -33,6 +34,7 @@ function cliEnv(h: Harness | undefined, extra: Record<string, string> = {}): Nod
     TASKMASTER_PREFIX: h?.prefix ?? 'tmtest-cli-none',
     TASKMASTER_TASKS_DIR: FIXTURE_TASKS,
     TASKMASTER_BACKOFF_MS: '50',
+    TASKMASTER_PORT: '0',
     LOG_LEVEL: 'info',
     ...extra,
   };
@@ -366,7 +368,7 @@ describe('local redis for start', () => {
   });
   afterEach(() => rmSync(dataDir, { recursive: true, force: true }));
 
-  const unset = () => loadConfig({ TASKMASTER_DATA_DIR: dataDir, TASKMASTER_TASKS_DIR: FIXTURE_TASKS, LOG_LEVEL: 'silent' });
+  const unset = () => loadConfig({ TASKMASTER_DATA_DIR: dataDir, TASKMASTER_TASKS_DIR: FIXTURE_TASKS, TASKMASTER_PORT: '0', LOG_LEVEL: 'silent' });
 
   it('starts a private redis-server on a free port when 6379 is taken, append-only under the data dir', async () => {
     const local = await ensureLocalRedis(unset(), { log, redisAnswers: async () => false, portFree: async () => false });
@@ -415,6 +417,15 @@ describe('local redis for start', () => {
         const [added] = await client.add({ module: 'record', params: [{ n: 'private' }] });
         const queue = client.queue();
         await waitFor(async () => (await queue.getJobState(added!.id)) === 'completed', 'the task to complete on the private Redis');
+        // The master's port speaks the legacy protocol: a feeder adds, a worker runs it.
+        const feeder = ioClient(`http://127.0.0.1:${running.port}`, { transports: ['websocket'] });
+        try {
+          const answer = (await feeder.timeout(5000).emitWithAck('task:add', { module: 'record', params: [{ n: 'socket' }] })) as { ok: boolean; tasks: { _id: string }[] };
+          expect(answer.ok).toBe(true);
+          await waitFor(async () => (await queue.getJobState(answer.tasks[0]!._id)) === 'completed', 'the task added over Socket.IO to complete');
+        } finally {
+          feeder.close();
+        }
       } finally {
         await client.close();
         await connection.quit();

@@ -6,23 +6,21 @@
  * Each side reports addMs, totalMs, and startMs (worker start to first completion: start-up
  * cost, shown in the progress lines only).
  */
-import { FlowProducer, Worker, type Job, type JobsOptions } from 'bullmq';
+import { FlowProducer, type Job, type Worker } from 'bullmq';
 import { createLogger, type Logger } from '../../src/logger.ts';
 import { TaskClient } from '../../src/tasks/task-client.ts';
-import { toBullPriority } from '../../src/tasks/priority.ts';
-import { toJobData, type Task } from '../../src/tasks/task.ts';
 import { TaskWorker } from '../../src/workers/task-worker.ts';
 import type { BenchCase, Scope } from '../run.ts';
+import { rate, rawJobs, rawWorker, type BenchTask } from './common.ts';
 
 const FAN_INS = 200;
 const WIDTH = 10;
 const JOBS = FAN_INS * (WIDTH + 1);
 const CONCURRENCY = 20;
 const WAIT_LIMIT_MS = 60_000;
-const fmt = (n: number) => Math.round(n).toLocaleString('en-US');
 
 /** Each fan-in as the batch a producer would send: ten tasks, then one depending on all ten. */
-function fanIns(): { module: string; params: unknown[]; dependencies?: { module: string; params: unknown[] }[] }[][] {
+function fanIns(): BenchTask[][] {
   return Array.from({ length: FAN_INS }, (_, f) => {
     const leaves = Array.from({ length: WIDTH }, (_, i) => ({ module: 'noop', params: [f, i] }));
     return [...leaves, { module: 'noop', params: [f, 'join'], dependencies: leaves }];
@@ -83,30 +81,9 @@ async function raw(scope: Scope) {
   const { config } = scope;
   const flows = new FlowProducer({ connection: await scope.connection('flows'), prefix: config.prefix });
   scope.defer(() => flows.close());
-  const worker = new Worker(config.queue, async () => null, {
-    connection: await scope.connection('worker'),
-    prefix: config.prefix,
-    concurrency: CONCURRENCY,
-    autorun: false,
-  });
-  worker.on('error', () => {});
-  scope.defer(() => worker.close());
-  await Promise.all([flows.waitUntilReady(), worker.waitUntilReady()]);
-  // TaskClient's job options without the job id; the same job data TaskClient writes.
-  const opts: JobsOptions = {
-    priority: toBullPriority(config.defaults.priority),
-    attempts: config.retry.attempts,
-    backoff: { type: 'exponential', delay: config.retry.backoffMs },
-    removeOnComplete: { count: config.keep.completed },
-    removeOnFail: { count: config.keep.failed },
-  };
-  const created = Math.floor(Date.now() / 1000);
-  const node = (t: { module: string; params: unknown[]; dependencies?: Task['dependencies'] }) => ({
-    name: t.module,
-    queueName: config.queue,
-    data: toJobData({ dependencies: [], ...t, priority: config.defaults.priority, timeout: config.defaults.timeout, created }),
-    opts,
-  });
+  await flows.waitUntilReady();
+  const worker = await rawWorker(scope, CONCURRENCY);
+  const node = (t: BenchTask) => ({ ...rawJobs(config, [t])[0]!, queueName: config.queue });
   const trees = fanIns().map((batch) => ({ ...node(batch[WIDTH]!), children: batch.slice(0, WIDTH).map(node) }));
 
   const start = performance.now();
@@ -123,20 +100,19 @@ export const fanInDag: BenchCase = {
   async run(ctx) {
     const log = createLogger({ level: 'silent', pretty: false });
     const m = await ctx.compare('fan-in', { ours: ours(log), raw });
-    const rate = (ms: number) => `${fmt((JOBS / ms) * 1000)} jobs/s (${(ms / 1000).toFixed(2)} s)`;
     const shape = `${FAN_INS} × (${WIDTH} → 1)`;
     return [
       {
         name: `fan-in DAG ${shape}, add + run, concurrency ${CONCURRENCY}`,
-        ours: rate(m.ours.totalMs),
-        raw: rate(m.raw.totalMs),
+        ours: rate(JOBS, m.ours.totalMs, 'jobs'),
+        raw: rate(JOBS, m.raw.totalMs, 'jobs'),
         ratio: m.ratio.totalMs,
         goal: 0.7,
       },
       {
         name: `fan-in DAG ${shape}, add only`,
-        ours: rate(m.ours.addMs),
-        raw: rate(m.raw.addMs),
+        ours: rate(JOBS, m.ours.addMs, 'jobs'),
+        raw: rate(JOBS, m.raw.addMs, 'jobs'),
         ratio: m.ratio.addMs,
       },
     ];

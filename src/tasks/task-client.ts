@@ -174,14 +174,7 @@ export class TaskClient {
   }
 
   private jobOpts(p: Planned): JobsOptions {
-    return {
-      jobId: p.id,
-      priority: toBullPriority(p.task.priority),
-      attempts: this.config.retry.attempts,
-      backoff: { type: 'exponential', delay: this.config.retry.backoffMs },
-      removeOnComplete: { count: this.config.keep.completed },
-      removeOnFail: { count: this.config.keep.failed },
-    };
+    return { jobId: p.id, ...taskJobOptions(this.config, p.task.priority) };
   }
 
   /**
@@ -261,4 +254,17 @@ export class TaskClient {
     await this.flows.close();
     await Promise.all([...this.queues.values()].map((q) => q.close()));
   }
+}
+
+/**
+ * What every task's job gets besides its id: the priority, and attempts with exponential
+ * back-off. Finished jobs are not removed by BullMQ: the master archives them (when there is an
+ * archive) and keeps the most recent ones in Redis (see archive/retention.ts).
+ */
+export function taskJobOptions(config: Pick<Config, 'retry'>, priority: number): JobsOptions {
+  return {
+    priority: toBullPriority(priority),
+    attempts: config.retry.attempts,
+    backoff: { type: 'exponential', delay: config.retry.backoffMs },
+  };
 }

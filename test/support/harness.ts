@@ -5,6 +5,7 @@ import { afterEach, beforeEach, inject } from 'vitest';
 import { loadConfig, type Config } from '../../src/config/config.ts';
 import { createLogger, type Logger } from '../../src/logger.ts';
 import { createRedis } from '../../src/queue/connection.ts';
+import { deleteKeys } from './keys.ts';
 import { TaskClient } from '../../src/tasks/task-client.ts';
 import { TaskWorker, type TaskWorkerOptions } from '../../src/workers/task-worker.ts';
 
@@ -49,12 +50,7 @@ export function useHarness(env: Record<string, string> = {}): Harness {
   afterEach(async () => {
     while (releasers.length) await releasers.pop()!();
     const { redis, prefix } = state!;
-    let cursor = '0';
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
-      cursor = next;
-      if (keys.length) await redis.del(...keys);
-    } while (cursor !== '0');
+    await deleteKeys(redis, prefix);
     await redis.quit();
     state = undefined;
   });

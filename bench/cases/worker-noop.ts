@@ -1,0 +1,260 @@
+/**
+ * Workers on no-op tasks: 10,000 tasks queued through TaskClient (batches of 1,000, not timed),
+ * then worked off; the clock runs from the moment the queue is released until the last one has
+ * completed. Ours: Taskmaster workers running bench/tasks/noop.js (a legacy module calling
+ * `this.done(null)`); raw: BullMQ Workers with an empty processor. Both sides work the very same
+ * kind of jobs — added the same way, by TaskClient, so same data, options and ids — at the same
+ * total concurrency; only what processes them differs. Two layouts:
+ * - in-process: one TaskWorker at concurrency 20 vs one Worker at concurrency 20 (the primary
+ *   row);
+ * - pool: a WorkerPool of 2 processes × 10 vs 2 forked processes each running a Worker × 10.
+ * The tasks are added while the queue is paused, and the workers started and given time to
+ * settle before it is resumed, so start-up (forking, loading TypeScript, connecting) is not
+ * counted on either side.
+ *
+ * Run as a script (`node --import tsx bench/cases/worker-noop.ts <redisUrl> <prefix> <queue>
+ * <concurrency>`), this file is one raw worker process of the pool layout.
+ */
+import { fork, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { Worker, type Queue } from 'bullmq';
+import type { Config } from '../../src/config/config.ts';
+import { createLogger, type Logger } from '../../src/logger.ts';
+import { createRedis } from '../../src/queue/connection.ts';
+import { TaskClient } from '../../src/tasks/task-client.ts';
+import { ConsumerRegistry } from '../../src/workers/registry.ts';
+import { TaskWorker } from '../../src/workers/task-worker.ts';
+import { WorkerPool } from '../../src/workers/worker-pool.ts';
+import type { BenchCase, Scope } from '../run.ts';
+import { fmt, noopBatches, rate, rawWorker } from './common.ts';
+
+const TASKS = 10_000;
+const BATCH = 1_000;
+const CONCURRENCY = 20;
+const PROCESSES = 2;
+const PER_PROCESS = CONCURRENCY / PROCESSES;
+/** Timed rounds per side at most (BENCH_ROUNDS may lower it): each run works off 10,000 jobs. */
+const MAX_ROUNDS = 3;
+/** Pause between "every worker is up" and the release, on both sides. */
+const SETTLE_MS = 300;
+const READY_LIMIT_MS = 60_000;
+const WAIT_LIMIT_MS = 120_000;
+const SELF = fileURLToPath(import.meta.url);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * A TaskClient of its own, with its queue paused so that nothing queued through it is taken
+ * before the workers are ready; resume `client.queue()` to release.
+ */
+export async function pausedClient(scope: Scope): Promise<TaskClient> {
+  const client = new TaskClient(scope.config, await scope.connection('client'));
+  scope.defer(() => client.close());
+  await client.queue().waitUntilReady();
+  await client.queue().pause();
+  return client;
+}
+
+/** Queues the no-op batches (not timed) with the queue paused; returns the queue. */
+async function queued(scope: Scope): Promise<Queue> {
+  const client = await pausedClient(scope);
+  for (const batch of batches()) await client.add(batch);
+  return client.queue();
+}
+
+/**
+ * Starts a WorkerPool of `processes` processes (each at `concurrency`) on the scope's prefix
+ * and resolves once every process has announced itself in the registry (its BullMQ Worker is
+ * running by then). Stopped when the scope ends.
+ */
+export async function startPool(scope: Scope, log: Logger, processes: number, concurrency: number): Promise<WorkerPool> {
+  // The processes get this resolved config as it is (so the concurrency set here applies).
+  const config: Config = { ...scope.config, concurrency };
+  const connection = await scope.connection('pool');
+  const client = new TaskClient(config, connection);
+  scope.defer(() => client.close());
+  const pool = new WorkerPool({ config, connection, client, log, processes });
+  pool.start();
+  scope.defer(() => pool.stop());
+  const registry = new ConsumerRegistry(connection, config.prefix);
+  await until(async () => (await registry.live()).filter((c) => c.kind === 'worker').length >= processes, READY_LIMIT_MS, () => `the pool's ${processes} processes did not all start`);
+  return pool;
+}
+
+/** Resolves when `queue` counts `n` completed jobs (polled); rejects on a failed one. */
+export async function completed(queue: Queue, n: number, limitMs = WAIT_LIMIT_MS): Promise<void> {
+  let done = 0;
+  await until(
+    async () => {
+      const counts = await queue.getJobCounts('completed', 'failed');
+      if (counts.failed) throw new Error(`${counts.failed} job(s) failed`);
+      done = counts.completed!;
+      return done >= n;
+    },
+    limitMs,
+    () => `only ${done} of ${n} jobs completed`,
+    5,
+  );
+}
+
+async function until(check: () => Promise<boolean>, limitMs: number, what: () => string, everyMs = 50): Promise<void> {
+  const start = performance.now();
+  while (!(await check())) {
+    if (performance.now() - start > limitMs) throw new Error(`${what()} within ${limitMs} ms`);
+    await sleep(everyMs);
+  }
+}
+
+/** Resolves when `worker` has completed `n` jobs; rejects on a failure. */
+function allCompleted(worker: Worker, n: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let done = 0;
+    const timer = setTimeout(() => reject(new Error(`only ${done} of ${n} jobs completed within ${WAIT_LIMIT_MS} ms`)), WAIT_LIMIT_MS);
+    worker.on('completed', () => {
+      if (++done === n) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    worker.on('failed', (job, err) => {
+      clearTimeout(timer);
+      reject(new Error(`job ${job?.id} (${job?.name}) failed: ${err.message}`));
+    });
+  });
+}
+
+const batches = () => noopBatches(TASKS, BATCH);
+
+/** Releases the paused queue and times until all TASKS have completed. */
+async function release(queue: Queue, done: () => Promise<void>): Promise<{ ms: number }> {
+  await sleep(SETTLE_MS);
+  const start = performance.now();
+  await queue.resume();
+  await done();
+  return { ms: performance.now() - start };
+}
+
+function oursInProcess(log: Logger) {
+  return async (scope: Scope) => {
+    const { config } = scope;
+    const queue = await queued(scope);
+    const workerClient = new TaskClient(config, await scope.connection('worker-client'));
+    scope.defer(() => workerClient.close());
+    const tw = new TaskWorker({ config, connection: await scope.connection('worker'), client: workerClient, log, concurrency: CONCURRENCY });
+    scope.defer(() => tw.close());
+    await tw.worker.waitUntilReady();
+    const done = allCompleted(tw.worker, TASKS);
+    tw.start();
+    return release(queue, () => done);
+  };
+}
+
+async function rawInProcess(scope: Scope) {
+  const queue = await queued(scope);
+  const worker = await rawWorker(scope, CONCURRENCY);
+  const done = allCompleted(worker, TASKS);
+  void worker.run();
+  return release(queue, () => done);
+}
+
+function oursPool(log: Logger) {
+  return async (scope: Scope) => {
+    const queue = await queued(scope);
+    await startPool(scope, log, PROCESSES, PER_PROCESS);
+    return release(queue, () => completed(queue, TASKS));
+  };
+}
+
+async function rawPool(scope: Scope) {
+  const { config } = scope;
+  const queue = await queued(scope);
+  const redisUrl = config.redisUrl;
+  const children: ChildProcess[] = [];
+  for (let i = 0; i < PROCESSES; i++) {
+    // Loaded the way the pool loads its processes: through tsx, found from here.
+    const child = fork(SELF, [redisUrl, config.prefix, config.queue, String(PER_PROCESS)], {
+      execArgv: ['--import', import.meta.resolve('tsx')],
+      stdio: 'inherit',
+    });
+    children.push(child);
+    scope.defer(
+      () =>
+        new Promise<void>((resolve) => {
+          if (child.exitCode !== null || child.signalCode !== null) return resolve();
+          child.once('exit', () => resolve());
+          if (child.connected) child.send('stop');
+          else child.kill('SIGTERM');
+          setTimeout(() => child.kill('SIGKILL'), 10_000).unref();
+        }),
+    );
+  }
+  await Promise.all(
+    children.map(
+      (child) =>
+        new Promise<void>((resolve, reject) => {
+          const timer = setTimeout(() => reject(new Error('a raw worker process did not start')), READY_LIMIT_MS);
+          child.once('message', () => {
+            clearTimeout(timer);
+            resolve();
+          });
+          child.once('exit', (code) => reject(new Error(`a raw worker process exited with code ${code}`)));
+        }),
+    ),
+  );
+  return release(queue, () => completed(queue, TASKS));
+}
+
+/** One raw worker process: a BullMQ Worker with an empty processor; says 'ready', ends on 'stop'. */
+async function rawWorkerProcess(redisUrl: string, prefix: string, queue: string, concurrency: number): Promise<void> {
+  const connection = createRedis(redisUrl, { name: `${prefix}:raw-worker` });
+  const worker = new Worker(queue, async () => null, { connection, prefix, concurrency, autorun: false });
+  worker.on('error', () => {});
+  await worker.waitUntilReady();
+  void worker.run();
+  let stopping = false;
+  const stop = async () => {
+    if (stopping) return;
+    stopping = true;
+    await worker.close().catch(() => undefined);
+    connection.disconnect();
+    process.exit(0);
+  };
+  process.on('message', (msg) => msg === 'stop' && void stop());
+  process.on('disconnect', () => void stop());
+  process.on('SIGTERM', () => void stop());
+  process.send!('ready');
+}
+
+export const workerNoop: BenchCase = {
+  name: 'worker no-op',
+  async run(ctx) {
+    const log = createLogger({ level: 'silent', pretty: false });
+    const rounds = Math.min(ctx.rounds, MAX_ROUNDS);
+    const roundsNote = rounds < ctx.rounds ? `, ${rounds} rounds` : '';
+    const inProcess = await ctx.compare('worker no-op, in-process', { ours: oursInProcess(log), raw: rawInProcess }, rounds);
+    const pool = await ctx.compare('worker no-op, pool', { ours: oursPool(log), raw: rawPool }, rounds);
+    return [
+      {
+        name: `workers, ${fmt(TASKS)} no-op tasks, 1 process × concurrency ${CONCURRENCY} (in-process)${roundsNote}`,
+        ours: rate(TASKS, inProcess.ours.ms),
+        raw: rate(TASKS, inProcess.raw.ms),
+        ratio: inProcess.ratio.ms,
+        goal: 0.9,
+      },
+      {
+        name: `workers, ${fmt(TASKS)} no-op tasks, ${PROCESSES} processes × concurrency ${PER_PROCESS} (pool)${roundsNote}`,
+        ours: rate(TASKS, pool.ours.ms),
+        raw: rate(TASKS, pool.raw.ms),
+        ratio: pool.ratio.ms,
+        goal: 0.9,
+      },
+    ];
+  },
+};
+
+if (process.argv[1] === SELF && process.send) {
+  const [redisUrl, prefix, queue, concurrency] = process.argv.slice(2);
+  void rawWorkerProcess(redisUrl!, prefix!, queue!, Number(concurrency)).catch((err) => {
+    process.stderr.write(`raw worker: ${(err as Error).stack}\n`);
+    process.exit(1);
+  });
+}

@@ -1,0 +1,207 @@
+import { createServer, type Server as HttpServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { Server } from 'socket.io';
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import type { Config } from '../config/config.ts';
+import { Cancellations } from '../tasks/cancellations.ts';
+import { Gates } from '../tasks/gates.ts';
+import { Outcomes } from '../tasks/outcomes.ts';
+import type { TaskClient } from '../tasks/task-client.ts';
+import { ConsumerRegistry } from '../workers/registry.ts';
+import { BridgeAuth } from './auth.ts';
+import { FeederHandlers } from './feeder-handlers.ts';
+import { Presence, type Peer } from './presence.ts';
+import { connectionHandler, refuser } from './peer-events.ts';
+import { RunnerHandlers } from './runner-handlers.ts';
+import { RunnerLeases } from './runner-leases.ts';
+import { Watchers } from './watchers.ts';
+
+export interface BridgeOptions {
+  config: Config;
+  /** Shared connection for commands; the bridge duplicates it where it needs blocking reads or pub/sub. */
+  connection: Redis;
+  client: TaskClient;
+  log: Logger;
+  /**
+   * An HTTP server to attach to (the master's, shared with the status page). Its owner listens
+   * and closes it. @defaultValue a new server listening on config.port and config.host
+   */
+  httpServer?: HttpServer;
+  /** Lock length of a job a runner holds; renewed at half that while its socket is connected. @defaultValue 10000 */
+  lockDurationMs?: number;
+  /** How often the bridge checks for jobs whose lock expired (a crashed master's). @defaultValue 5000 */
+  stalledIntervalMs?: number;
+  /** How often connected clients are re-published in the registry. @defaultValue 5000 */
+  presenceEveryMs?: number;
+  /** A task started this many times in all fails for good rather than go out again. @defaultValue 20 */
+  maxStarts?: number;
+}
+
+export interface Bridge {
+  readonly httpServer: HttpServer;
+  readonly io: Server;
+  /** The port listened on (the real one when config.port is 0). */
+  readonly port: number;
+  /** This bridge's id in the registry (the `bridge` field of its clients' entries). */
+  readonly id: string;
+  /** Connected clients, for the status page. */
+  peers(): Peer[];
+  /** Disconnects every client, gives the jobs runners held back to the queue, and stops. */
+  close(): Promise<void>;
+}
+
+/** Bytes of Socket.IO framing and JSON re-escaping allowed on top of the payload limit. */
+const TRANSPORT_HEADROOM = 64 * 1024;
+
+/**
+ * The Socket.IO bridge: the 2015 taskmaster protocol for feeders and remote runners, on one
+ * HTTP port, for socket.io-client 1.x and 2.x (Engine.IO 3, `allowEIO3`) and current clients.
+ */
+export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
+  const { config, connection, client } = opts;
+  const log = opts.log.child({ component: 'bridge' });
+  const id = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
+  const releasers: (() => unknown)[] = [];
+  const release = async () => {
+    while (releasers.length) {
+      try {
+        await releasers.pop()!();
+      } catch (err) {
+        log.warn({ err }, 'error while closing the bridge');
+      }
+    }
+  };
+
+  try {
+    const gates = new Gates({ connection, prefix: config.prefix, store: client.store, log });
+    releasers.push(() => gates.close());
+    const outcomes = new Outcomes(client.store, gates);
+    const cancellations = new Cancellations(connection, config.prefix, gates, outcomes);
+    const presence = new Presence(new ConsumerRegistry(connection, config.prefix), id, log, opts.presenceEveryMs);
+    presence.start();
+    releasers.push(() => presence.close());
+
+    const emit = (peer: Peer, event: string, payload: unknown) => {
+      if (peer.connected) peer.socket.emit(event, payload);
+    };
+    const watchers = new Watchers({ config, connection, client, log, send: (peer, e) => emit(peer, e.event, e.payload) });
+    releasers.push(() => watchers.close());
+    // Started now (not on the first watch), so it is reading before anyone watches.
+    watchers.reader(config.queue);
+    const leases = new RunnerLeases({
+      config,
+      connection,
+      client,
+      outcomes,
+      cancellations,
+      presence,
+      log,
+      send: (peer, event, task) => emit(peer, event, JSON.stringify(task)),
+      lockDurationMs: opts.lockDurationMs,
+      stalledIntervalMs: opts.stalledIntervalMs,
+      maxStarts: opts.maxStarts,
+    });
+    releasers.push(() => leases.close());
+    releasers.push(listenForCancels(connection, cancellations, leases, log));
+
+    // Keep the transport's limit above ours: Socket.IO drops a larger message and closes the
+    // connection without a word, whereas our limit is answered with task:add:failed. A JSON
+    // string payload is escaped once more inside the packet, hence twice the limit.
+    const maxHttpBufferSize = 2 * config.limits.maxPayloadBytes + TRANSPORT_HEADROOM;
+    const ownServer = !opts.httpServer;
+    const httpServer = opts.httpServer ?? createServer();
+    httpServer.on('error', (err) => log.error({ err }, 'http server error'));
+    let closing = false;
+    const io = new Server(httpServer, {
+      allowEIO3: true,
+      maxHttpBufferSize,
+      serveClient: false,
+      // While closing, new handshakes get an HTTP error, which clients retry (a refusal by
+      // middleware would stop a 4.x client from reconnecting to the master that replaces this one).
+      allowRequest: (_req, cb) => cb(closing ? 'the master is shutting down' : null, !closing),
+    });
+    io.engine.on('connection_error', (err: { code: number; message: string; req?: { url?: string } }) =>
+      log.warn({ code: err.code, reason: err.message, url: err.req?.url }, 'socket.io connection error'),
+    );
+
+    const peers = new Set<Peer>();
+    const releasing = new Set<Promise<unknown>>();
+    const auth = new BridgeAuth(config);
+    io.use(refuser(auth, log));
+    io.on(
+      'connection',
+      connectionHandler({
+        bridgeId: id,
+        config,
+        log,
+        peers,
+        presence,
+        leases,
+        watchers,
+        feeders: new FeederHandlers({ client, presence, log, emit }),
+        runners: new RunnerHandlers({ leases, log, defaultQueue: config.queue }),
+        track: (p) => {
+          releasing.add(p);
+          void p.finally(() => releasing.delete(p));
+        },
+      }),
+    );
+    releasers.push(async () => {
+      closing = true;
+      // Connections are closed at the transport, without a Socket.IO disconnect packet, so that
+      // clients reconnect (to this master restarted, or to another behind the same address).
+      if (ownServer) {
+        const closed = new Promise<void>((resolve) => void io.close(() => resolve()));
+        httpServer.closeAllConnections();
+        await closed;
+      } else {
+        io.engine.close();
+      }
+      // Disconnect handlers give held jobs back; wait for them before the leases close.
+      await Promise.allSettled([...releasing]);
+    });
+
+    if (ownServer) {
+      await new Promise<void>((resolve, reject) => {
+        httpServer.once('error', reject);
+        httpServer.listen(config.port, config.host, () => {
+          httpServer.off('error', reject);
+          resolve();
+        });
+      });
+    }
+    const address = httpServer.address() as AddressInfo | null;
+    const port = address?.port ?? config.port;
+    if (!auth.enabled && !['127.0.0.1', '::1', 'localhost'].includes(config.host)) {
+      log.warn({ host: config.host, port }, 'TASKMASTER_TOKEN is not set: anyone who can reach this port may add and take tasks');
+    }
+    // A shared server is listened on by its owner, who logs the port.
+    log.info({ ...(ownServer ? { port, host: config.host } : {}), auth: auth.enabled, maxHttpBufferSize }, 'socket.io bridge ready');
+    return { httpServer, io, port, id, peers: () => [...peers], close: release };
+  } catch (err) {
+    await release();
+    throw err;
+  }
+}
+
+/**
+ * Cancel requests reach the bridge on the cancellations channel; on every (re)subscription the
+ * stored requests for jobs held here are caught up on. Returns the releaser.
+ */
+function listenForCancels(connection: Redis, cancellations: Cancellations, leases: RunnerLeases, log: Logger): () => void {
+  const sub = connection.duplicate();
+  sub.on('error', () => {});
+  const cancel = (jobId: string) => void leases.cancel(jobId).catch((err) => log.warn({ err, jobId }, 'could not cancel a task a runner holds'));
+  sub.on('message', (_channel, jobId: string) => cancel(jobId));
+  sub.on('ready', () => {
+    void sub.subscribe(cancellations.channel).catch((err) => log.warn({ err }, 'could not subscribe to cancel requests'));
+    void cancellations
+      .pending(leases.heldIds())
+      .then((ids) => ids.forEach(cancel))
+      .catch(() => undefined);
+  });
+  return () => sub.disconnect();
+}

@@ -1,0 +1,268 @@
+import { randomBytes } from 'node:crypto';
+import { UnrecoverableError, type Job } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import type { Config } from '../config/config.ts';
+import { TaskTimeoutError } from '../errors.ts';
+import { CANCELLED_REASON, type Cancellations } from '../tasks/cancellations.ts';
+import type { Outcomes } from '../tasks/outcomes.ts';
+import type { TaskClient } from '../tasks/task-client.ts';
+import { taskFromJob, type JobTask } from '../tasks/task.ts';
+import { refusalBeforeHandOut, type Refusal } from './hand-out-checks.ts';
+import { legacyFromJob, type LegacyTask, type TaskRef } from './legacy-shape.ts';
+import type { Peer, Presence } from './presence.ts';
+import { QueueFetcher, type HandOutcome } from './queue-fetcher.ts';
+
+export interface RunnerLeasesOptions {
+  config: Pick<Config, 'queue' | 'prefix' | 'defaults'>;
+  connection: Redis;
+  client: TaskClient;
+  outcomes: Outcomes;
+  cancellations: Cancellations;
+  presence: Presence;
+  log: Logger;
+  /** Sends a task to a runner (`task:send` and `task:run`) or tells it to stop (`task:cancel`). */
+  send(peer: Peer, event: 'task:send' | 'task:run' | 'task:cancel', task: LegacyTask): void;
+  /** How long a lease's lock lasts without renewal (renewed at half that while the runner is connected). @defaultValue 10000 */
+  lockDurationMs?: number;
+  /** @defaultValue 5000 */
+  stalledIntervalMs?: number;
+  /** @defaultValue 64 */
+  parallelFetches?: number;
+  /**
+   * A task started this many times in all (attempts, runners that disconnected, stalls) fails
+   * for good instead of being handed out again, so a task that kills its runner cannot loop.
+   * @defaultValue 20
+   */
+  maxStarts?: number;
+}
+
+/** How long a cancel announcement for a job not held here is remembered. */
+const ANNOUNCED_KEPT_MS = 60_000;
+
+/** A job a runner holds: the lock is ours (the token), the work is the runner's. */
+export interface Lease {
+  /** Short id sent as `assigned.lease`, so a report about an earlier hand-out of the same job is told apart. */
+  readonly id: string;
+  readonly job: Job;
+  readonly token: string;
+  readonly peer: Peer;
+  readonly task: LegacyTask;
+  /** The task's identity keys, computed once at hand-out, for recording its outcome. */
+  readonly keys: Pick<JobTask, 'taskKey' | 'dependencyKey'>;
+  readonly timer: NodeJS.Timeout;
+}
+
+/**
+ * Remote runners' leases. A `task:request` is one idle slot; the queue's fetcher takes the next
+ * job for it, and the runner holds it for as long as its socket is connected (the lock is
+ * renewed meanwhile). A lease ends exactly once: `task:done` completes the job, `task:error`
+ * fails the attempt (retried per policy), its timeout fails the attempt and sends
+ * `task:cancel`, a cancel request fails the job for good, and a disconnect gives the job back to
+ * the queue without spending an attempt. Whatever arrives for a lease that has ended is ignored.
+ */
+export class RunnerLeases {
+  private readonly fetchers = new Map<string, QueueFetcher>();
+  /** Every lease on this bridge, by job id. */
+  private readonly leases = new Map<string, Lease>();
+  private readonly lockMs: number;
+  private readonly log: Logger;
+  /**
+   * Lease ids tell one hand-out of a job from the next, also across masters and restarts: a
+   * random base per bridge and a counter.
+   */
+  private readonly leaseBase = randomBytes(4).toString('hex');
+  private handed = 0;
+  /**
+   * Cancel announcements for jobs not held here, kept a while by job id: a job fetched but not
+   * yet handed out when its announcement arrives is cancelled at hand-out instead of missed.
+   */
+  private readonly announced = new Map<string, number>();
+
+  constructor(private readonly opts: RunnerLeasesOptions) {
+    this.log = opts.log;
+    this.lockMs = opts.lockDurationMs ?? 10_000;
+  }
+
+  private fetcher(queue: string): QueueFetcher {
+    let f = this.fetchers.get(queue);
+    if (!f) {
+      f = new QueueFetcher({
+        queue,
+        prefix: this.opts.config.prefix,
+        connection: this.opts.connection,
+        log: this.log,
+        hand: (peer, job, token) => this.hand(peer, job, token),
+        giveBack: (job, token, why) => this.giveBack(job, token, why),
+        held: () => [...this.leases.values()].filter((l) => l.job.queueName === queue).map((l) => ({ jobId: l.job.id!, token: l.token })),
+        lost: (jobId) => this.lost(jobId),
+        lockDurationMs: this.lockMs,
+        stalledIntervalMs: this.opts.stalledIntervalMs ?? 5000,
+        parallel: this.opts.parallelFetches ?? 64,
+      });
+      this.fetchers.set(queue, f);
+    }
+    return f;
+  }
+
+  /** One idle slot of `peer` on `queue`. */
+  request(peer: Peer, queue: string): void {
+    peer.idle++;
+    peer.queues.add(queue);
+    this.opts.presence.touch(peer);
+    this.fetcher(queue).enqueue(peer);
+  }
+
+  /** The lease `peer` holds for `ref`, or undefined (a report about a task it no longer holds). */
+  held(peer: Peer, ref: TaskRef): Lease | undefined {
+    const lease = this.leases.get(ref.id);
+    if (!lease || lease.peer !== peer) return undefined;
+    if (ref.lease && ref.lease !== lease.id) return undefined;
+    return lease;
+  }
+
+  private async hand(peer: Peer, job: Job, token: string): Promise<HandOutcome> {
+    if (!peer.connected) return 'peer-gone';
+    const jt = taskFromJob(job as Job & { id: string });
+    peer.idle--;
+    let refusal: Refusal | undefined;
+    try {
+      refusal = await refusalBeforeHandOut(job, jt, { announced: this.announced, maxStarts: this.opts.maxStarts ?? 20, client: this.opts.client });
+      if (refusal) {
+        this.log.warn({ jobId: job.id, module: job.name, reason: refusal.message }, 'task failed for good instead of going to a runner');
+        await this.failForGood(job, token, refusal.message, refusal.reason, jt);
+        if (refusal.cancelled) await this.opts.cancellations.done(job.id!);
+      }
+    } catch (err) {
+      peer.idle++;
+      throw err;
+    }
+    if (refusal) {
+      peer.idle++;
+      return 'job-finished';
+    }
+    if (!peer.connected) {
+      peer.idle++;
+      return 'peer-gone';
+    }
+    const id = `${this.leaseBase}-${(++this.handed).toString(36)}`;
+    const task = legacyFromJob(job as Job & { id: string }, jt, this.opts.config.defaults.timeout, {
+      who: peer.name ?? peer.id,
+      when: Math.floor(Date.now() / 1000),
+      lease: id,
+    });
+    const timer = setTimeout(() => void this.timedOut(lease), task.timeout);
+    timer.unref();
+    const lease: Lease = { id, job, token, peer, task, keys: jt, timer };
+    this.leases.set(job.id!, lease);
+    peer.held.add(job.id!);
+    this.opts.presence.touch(peer);
+    this.log.debug({ jobId: job.id, module: job.name, runner: peer.name ?? peer.id }, 'task handed to a runner');
+    this.opts.send(peer, 'task:send', task);
+    this.opts.send(peer, 'task:run', task);
+    return 'leased';
+  }
+
+  /** Ends a lease (exactly once); false when it had already ended. */
+  private end(lease: Lease): boolean {
+    if (this.leases.get(lease.job.id!) !== lease) return false;
+    this.leases.delete(lease.job.id!);
+    clearTimeout(lease.timer);
+    lease.peer.held.delete(lease.job.id!);
+    this.opts.presence.touch(lease.peer);
+    return true;
+  }
+
+  /** `task:done`: completes the job with the runner's result. */
+  async complete(lease: Lease, result: unknown): Promise<void> {
+    if (!this.end(lease)) return;
+    const { job, token, peer } = lease;
+    // Recorded first, as a local worker does: if this process dies before the job is marked
+    // completed, the job is re-run (recording again is harmless); the reverse order could
+    // leave dependents waiting on a completion nobody recorded.
+    const record = () => this.opts.outcomes.record('completed', job as Job & { id: string }, undefined, lease.keys);
+    await this.fetcher(job.queueName).complete(peer, job, token, result === undefined ? null : result, record);
+  }
+
+  /** `task:error`: fails this attempt; BullMQ retries it per the job's attempts and backoff. */
+  async fail(lease: Lease, message: string): Promise<void> {
+    if (!this.end(lease)) return;
+    await this.failAttempt(lease, new Error(message));
+  }
+
+  private async failAttempt({ job, token, keys }: Lease, err: Error): Promise<void> {
+    const final = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
+    if (final) await this.opts.outcomes.record('failed', job as Job & { id: string }, err.message, keys);
+    await job.moveToFailed(err, token, false);
+  }
+
+  private async failForGood(job: Job, token: string, message: string, reason: string, keys: Lease['keys']): Promise<void> {
+    await this.opts.outcomes.record('failed', job as Job & { id: string }, reason, keys);
+    await job.moveToFailed(new UnrecoverableError(message), token, false);
+  }
+
+  private async timedOut(lease: Lease): Promise<void> {
+    if (!this.end(lease)) return;
+    const { job, peer, task } = lease;
+    this.log.warn({ jobId: job.id, module: job.name, runner: peer.name ?? peer.id, timeoutMs: task.timeout }, 'task timed out on its runner: cancelling it');
+    this.opts.send(peer, 'task:cancel', task);
+    const err = new TaskTimeoutError(`task ${job.name} exceeded its timeout of ${task.timeout} ms on runner ${peer.name ?? peer.id}`);
+    await this.failAttempt(lease, err).catch((e) => this.log.warn({ err: e, jobId: job.id }, 'could not fail a timed-out task'));
+  }
+
+  /** A cancel request for a job: when a runner here holds it, stop it and fail the job for good. */
+  async cancel(jobId: string): Promise<boolean> {
+    const lease = this.leases.get(jobId);
+    if (!lease || !this.end(lease)) {
+      const now = Date.now();
+      for (const [id, at] of this.announced) if (now - at > ANNOUNCED_KEPT_MS) this.announced.delete(id);
+      this.announced.set(jobId, now);
+      return false;
+    }
+    this.log.info({ jobId, runner: lease.peer.name ?? lease.peer.id }, 'task cancelled: telling its runner to stop');
+    this.opts.send(lease.peer, 'task:cancel', lease.task);
+    await this.failForGood(lease.job, lease.token, CANCELLED_REASON, CANCELLED_REASON, lease.keys);
+    await this.opts.cancellations.done(jobId);
+    return true;
+  }
+
+  /** Job ids held on this bridge (to catch up on cancel requests after a resubscription). */
+  heldIds(): string[] {
+    return [...this.leases.keys()];
+  }
+
+  private async giveBack(job: Job, token: string, why: string): Promise<void> {
+    try {
+      await job.moveToWait(token);
+      this.log.info({ jobId: job.id, module: job.name, why }, 'task given back to the queue');
+    } catch (err) {
+      // The lock is gone (expired, or the job was finished meanwhile): BullMQ's stalled check
+      // or whoever owns it now decides what happens to it.
+      this.log.warn({ err, jobId: job.id, why }, 'could not give a task back; the stalled-job check will');
+    }
+    // A prioritized job given back writes no marker, so a fetcher waiting here would not see it.
+    this.fetchers.get(job.queueName)?.kick();
+  }
+
+  /** A runner disconnected: its waiting slots are forgotten and its jobs go back to the queue. */
+  async release(peer: Peer): Promise<void> {
+    for (const f of this.fetchers.values()) peer.idle -= f.drop(peer);
+    const mine = [...this.leases.values()].filter((l) => l.peer === peer && this.end(l));
+    await Promise.all(mine.map((l) => this.giveBack(l.job, l.token, 'its runner disconnected')));
+  }
+
+  /** The lock of a held job could not be renewed (it expired meanwhile): the runner is told to stop. */
+  private lost(jobId: string): void {
+    const lease = this.leases.get(jobId);
+    if (!lease || !this.end(lease)) return;
+    this.log.warn({ jobId, runner: lease.peer.name ?? lease.peer.id }, 'lost the lock of a task a runner holds: cancelling it there');
+    this.opts.send(lease.peer, 'task:cancel', lease.task);
+  }
+
+  /** Gives every held job back and stops fetching. */
+  async close(): Promise<void> {
+    const all = [...this.leases.values()].filter((l) => this.end(l));
+    await Promise.all(all.map((l) => this.giveBack(l.job, l.token, 'the bridge is closing')));
+    await Promise.all([...this.fetchers.values()].map((f) => f.close()));
+  }
+}

@@ -1,0 +1,202 @@
+import { Job, QueueEvents } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import type { Config } from '../config/config.ts';
+import type { TaskClient } from '../tasks/task-client.ts';
+import { legacyFromJob, type LegacyTask } from './legacy-shape.ts';
+import type { Peer } from './presence.ts';
+
+/** What `task:completed` / `task:failed` carry: the task, and its result or its error. */
+export type WatchEvent =
+  | { event: 'task:completed'; payload: LegacyTask & { result: unknown } }
+  | { event: 'task:failed'; payload: Partial<LegacyTask> & { _id: string; queue: string; error: string; code?: string } };
+
+export interface WatchAnswer {
+  ok: boolean;
+  /** Ids whose outcome will be sent when they finish. */
+  watching: string[];
+  /** Ids that had already finished: their outcome was sent at once. */
+  finished: string[];
+  /** Ids no task has (never added, or removed since): a `task:failed` with code NOT_FOUND was sent. */
+  unknown: string[];
+  message?: string;
+}
+
+interface Watched {
+  task: LegacyTask;
+  peers: Set<Peer>;
+}
+
+const QUEUE_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
+/** Ids one client may watch at once. */
+export const MAX_WATCHED = 10_000;
+
+/**
+ * `task:watch`: a feeder names task ids and is told when each finishes. Every master reads the
+ * queue's BullMQ event stream (QueueEvents) for its own watchers, so a finish is delivered
+ * whichever master, worker or runner saw it; nothing is held for clients of other masters.
+ * The stream is read from a little before the reader started, so a watch registered and then
+ * checked against the job's state cannot miss a finish that happens in between.
+ */
+export class Watchers {
+  private readonly byKey = new Map<string, Watched>();
+  private readonly byPeer = new WeakMap<Peer, Set<string>>();
+  private readonly readers = new Map<string, { events: QueueEvents; connection: Redis }>();
+  private readonly log: Logger;
+
+  constructor(
+    private readonly opts: {
+      config: Pick<Config, 'queue' | 'prefix' | 'defaults'>;
+      connection: Redis;
+      client: TaskClient;
+      log: Logger;
+      send(peer: Peer, e: WatchEvent): void;
+    },
+  ) {
+    this.log = opts.log;
+  }
+
+  /** Starts reading a queue's events (the configured queue at start, others on first watch). */
+  reader(queue: string): QueueEvents {
+    let r = this.readers.get(queue);
+    if (!r) {
+      // QueueEvents blocks on XREAD, so it needs a connection of its own.
+      const connection = this.opts.connection.duplicate();
+      connection.on('error', () => {});
+      const events = new QueueEvents(queue, { connection, prefix: this.opts.config.prefix, lastEventId: `${Date.now() - 2000}-0` });
+      events.on('error', (err) => this.log.error({ err, queue }, 'queue events error'));
+      events.on('completed', ({ jobId, returnvalue }) => this.finish(queue, jobId, { ok: true, result: returnvalue }));
+      events.on('failed', ({ jobId, failedReason }) => this.finish(queue, jobId, { ok: false, error: failedReason }));
+      events.on('removed', ({ jobId }) =>
+        this.finish(queue, jobId, { ok: false, error: 'the task was removed before it finished (cancelled)', code: 'REMOVED' }),
+      );
+      r = { events, connection };
+      this.readers.set(queue, r);
+    }
+    return r.events;
+  }
+
+  private key(queue: string, id: string): string {
+    return `${queue}\u0000${id}`;
+  }
+
+  async watch(peer: Peer, input: unknown): Promise<WatchAnswer> {
+    const refs = parseWatch(input, this.opts.config.queue);
+    if (typeof refs === 'string') return { ok: false, watching: [], finished: [], unknown: [], message: refs };
+    const mine = this.byPeer.get(peer) ?? new Set<string>();
+    this.byPeer.set(peer, mine);
+    if (mine.size + refs.length > MAX_WATCHED) {
+      return { ok: false, watching: [], finished: [], unknown: [], message: `a client may watch at most ${MAX_WATCHED} tasks at once` };
+    }
+    const answer: WatchAnswer = { ok: true, watching: [], finished: [], unknown: [] };
+    await Promise.all(
+      refs.map(async ({ id, queue }) => {
+        const key = this.key(queue, id);
+        const q = this.opts.client.queue(queue);
+        const job = await Job.fromId(q, id);
+        if (!job) {
+          answer.unknown.push(id);
+          this.opts.send(peer, {
+            event: 'task:failed',
+            payload: { _id: id, queue, error: `no task with id ${id} in queue ${queue} (never added, or removed since it finished)`, code: 'NOT_FOUND' },
+          });
+          return;
+        }
+        const task = legacyFromJob(job as Job & { id: string }, undefined, this.opts.config.defaults.timeout);
+        delete task.attempt;
+        // Only a queue that has the job gets a reader: a client cannot make readers at will.
+        this.reader(queue);
+        // Registered before the state is read: a finish after this point reaches the watcher
+        // through the event stream, one before it is seen in the state.
+        const w = this.byKey.get(key) ?? { task, peers: new Set<Peer>() };
+        w.peers.add(peer);
+        this.byKey.set(key, w);
+        mine.add(key);
+        const state = await q.getJobState(id);
+        const done = state === 'completed' || state === 'failed' ? ((await Job.fromId(q, id)) ?? job) : job;
+        if (state === 'completed') this.finish(queue, id, { ok: true, result: done.returnvalue ?? null }, peer);
+        else if (state === 'failed') this.finish(queue, id, { ok: false, error: done.failedReason }, peer);
+        if (state === 'completed' || state === 'failed') answer.finished.push(id);
+        else answer.watching.push(id);
+      }),
+    );
+    return answer;
+  }
+
+  /** Delivers an outcome to the watchers of a job (or only to `only`), then forgets them. */
+  private finish(queue: string, id: string, outcome: { ok: true; result: unknown } | { ok: false; error: string; code?: string }, only?: Peer): void {
+    const key = this.key(queue, id);
+    const w = this.byKey.get(key);
+    if (!w) return;
+    const peers = only ? [only].filter((p) => w.peers.has(p)) : [...w.peers];
+    for (const peer of peers) {
+      w.peers.delete(peer);
+      this.byPeer.get(peer)?.delete(key);
+      if (!peer.connected) continue;
+      this.opts.send(
+        peer,
+        outcome.ok
+          ? { event: 'task:completed', payload: { ...w.task, result: outcome.result } }
+          : { event: 'task:failed', payload: { ...w.task, queue, error: outcome.error, ...(outcome.code ? { code: outcome.code } : {}) } },
+      );
+    }
+    if (!w.peers.size) this.byKey.delete(key);
+  }
+
+  /** A client went away: forget what it watched. */
+  forget(peer: Peer): void {
+    for (const key of this.byPeer.get(peer) ?? []) {
+      const w = this.byKey.get(key);
+      w?.peers.delete(peer);
+      if (w && !w.peers.size) this.byKey.delete(key);
+    }
+    this.byPeer.delete(peer);
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(
+      [...this.readers.values()].map(async ({ events, connection }) => {
+        await events.close().catch(() => undefined);
+        connection.disconnect();
+      }),
+    );
+    this.readers.clear();
+  }
+}
+
+/**
+ * What `task:watch` accepts: an id, an array of ids, tasks as `task:added` returned them
+ * (`{_id, queue}`), or a JSON string of any of these. Returns the refs, or a message.
+ */
+export function parseWatch(input: unknown, defaultQueue: string): { id: string; queue: string }[] | string {
+  let v = input;
+  if (typeof v === 'string' && /^\s*[[{]/.test(v)) {
+    try {
+      v = JSON.parse(v);
+    } catch {
+      return 'task:watch takes a task id, an array of ids or of tasks, or a JSON string of those; the string is not valid JSON';
+    }
+  }
+  const list = Array.isArray(v) ? v : [v];
+  if (!list.length) return 'task:watch got an empty list: name at least one task id';
+  if (list.length > MAX_WATCHED) return `task:watch takes at most ${MAX_WATCHED} ids at once`;
+  const out: { id: string; queue: string }[] = [];
+  for (const [i, item] of list.entries()) {
+    let id: unknown = item;
+    let queue: unknown = defaultQueue;
+    if (item && typeof item === 'object' && !Array.isArray(item)) {
+      const o = item as Record<string, unknown>;
+      id = o._id ?? o.id;
+      queue = o.queue ?? defaultQueue;
+    }
+    if (typeof id === 'number' && Number.isSafeInteger(id)) id = String(id);
+    if (typeof id !== 'string' || !id || id.length > 200 || id.includes(':')) {
+      return `task:watch item ${i}: a task id must be a string of 1 to 200 characters without ":", as task:added returned it`;
+    }
+    if (typeof queue !== 'string' || !QUEUE_NAME.test(queue)) {
+      return `task:watch item ${i}: queue must be a queue name of letters, digits, "_", "." or "-" (1-64 characters)`;
+    }
+    out.push({ id, queue });
+  }
+  return out;
+}

@@ -1,0 +1,292 @@
+import { Worker } from 'bullmq';
+import { describe, expect, it } from 'vitest';
+import type { LegacyTask } from '../src/bridge/legacy-shape.ts';
+import { Cancellations } from '../src/tasks/cancellations.ts';
+import { Gates } from '../src/tasks/gates.ts';
+import { Outcomes } from '../src/tasks/outcomes.ts';
+import { ConsumerRegistry } from '../src/workers/registry.ts';
+import { useHarness, waitFor } from './support/harness.ts';
+import { ALL_CLIENTS, bridge, connect, parseTask, sleep } from './fixtures/bridge-clients.ts';
+
+type Answer = { ok: boolean; tasks: LegacyTask[]; message?: string };
+
+describe('bridge: remote runners', () => {
+  const h = useHarness();
+  const state = (id: string) => h.client().queue().getJobState(id);
+  const job = (id: string) => h.client().queue().getJob(id);
+
+  for (const version of ALL_CLIENTS) {
+    it(`socket.io-client ${version}: task:request → task:send and task:run → task:done completes the job`, async () => {
+      const b = await bridge(h);
+      const feeder = await connect(h, '4.8.1', b.url);
+      const runner = await connect(h, version, b.url);
+      const [added] = ((await feeder.ask('task:add', { module: 'record', params: [{ v: version }], timeout: 60_000 })) as Answer).tasks;
+      runner.emit('task:request', `runner-${version}`);
+      const [send] = await runner.next('task:send');
+      const [run] = await runner.next('task:run');
+      expect(run).toBe(send);
+      const task = parseTask([send]);
+      expect(task).toMatchObject({ _id: added!._id, module: 'record', params: [{ v: version }], priority: 50, timeout: 60_000, dependencies: [], attempt: 1 });
+      expect(task.assigned.who).toBe(`runner-${version}`);
+      expect(Math.abs(task.assigned.when - Date.now() / 1000)).toBeLessThan(5);
+      expect(await state(task._id)).toBe('active');
+
+      // The registry (any master's status page) lists the runner with what it holds.
+      await waitFor(async () => (await new ConsumerRegistry(h.redis, h.prefix).live()).some((c) => c.running?.includes(task._id)), 'the runner in the registry');
+      const entry = (await new ConsumerRegistry(h.redis, h.prefix).live()).find((c) => c.kind === 'runner')!;
+      expect(entry).toMatchObject({ name: `runner-${version}`, queues: ['tasks'], protocol: version === '4.8.1' ? 4 : 3 });
+
+      runner.emit('task:done', send, { answer: 42 });
+      await waitFor(async () => (await state(task._id)) === 'completed', 'the job to complete');
+      expect((await job(task._id))!.returnvalue).toEqual({ answer: 42 });
+      // A second task:done for it is ignored: it is not completed twice.
+      const again = (await runner.ask('task:done', send, { answer: 43 })) as { ok: boolean; message: string };
+      expect(again.ok).toBe(false);
+      expect(again.message).toMatch(/does not hold it/);
+      expect((await job(task._id))!.returnvalue).toEqual({ answer: 42 });
+    });
+  }
+
+  it('hands tasks out by priority, first-in first-out among equals', async () => {
+    const b = await bridge(h);
+    const feeder = await connect(h, '2.5.0', b.url);
+    const prios = [10, 90, 50, 90, 50, 70];
+    await feeder.ask('task:add', prios.map((p, i) => ({ module: 'record', params: [i], priority: p })));
+    const runner = await connect(h, '1.7.4', b.url);
+    const seen: [number, number][] = [];
+    for (let i = 0; i < prios.length; i++) {
+      runner.emit('task:request');
+      const [json] = await runner.next('task:send');
+      const t = parseTask([json]);
+      seen.push([t.priority, t.params[0] as number]);
+      runner.emit('task:done', json);
+    }
+    expect(seen).toEqual([[90, 1], [90, 3], [70, 5], [50, 2], [50, 4], [10, 0]]);
+  });
+
+  it('hands a dependent out only after its dependencies are done', async () => {
+    const b = await bridge(h);
+    const feeder = await connect(h, '4.8.1', b.url);
+    const t = (name: string, deps: string[] = []) => ({ module: 'record', params: [name], dependencies: deps.map((d) => ({ module: 'record', params: [d] })) });
+    // One batch (flow children) plus one dependent added on its own (a gate), before its dependency.
+    await feeder.ask('task:add', t('d', ['c']));
+    await feeder.ask('task:add', [t('c', ['a', 'b']), t('a'), t('b')]);
+    const runner = await connect(h, '1.3.7', b.url);
+    // A 2016 runner listens to task:run; three idle slots.
+    for (let i = 0; i < 3; i++) runner.emit('task:request', { name: 'deps' });
+    const name = (args: unknown[]) => parseTask(args).params[0];
+    const first = [name(await runner.next('task:run')), name(await runner.next('task:run'))].sort();
+    expect(first).toEqual(['a', 'b']);
+    await sleep(150);
+    expect(runner.count('task:run')).toBe(2);
+    runner.emit('task:done', runner.all('task:run')[0]![0]);
+    await sleep(150);
+    expect(runner.count('task:run')).toBe(2); // c still waits for the other one
+    runner.emit('task:done', runner.all('task:run')[1]![0]);
+    const c = await runner.next('task:run');
+    expect(name(c)).toBe('c');
+    runner.emit('task:request', { name: 'deps' }); // slots are now: 2 idle
+    await sleep(150);
+    expect(runner.count('task:run')).toBe(3);
+    runner.emit('task:done', c[0]);
+    expect(name(await runner.next('task:run'))).toBe('d');
+  });
+
+  it('task:error fails the attempt and the task is retried; the third attempt completes', async () => {
+    const b = await bridge(h);
+    const feeder = await connect(h, '4.8.1', b.url);
+    const [added] = ((await feeder.ask('task:add', { module: 'record', params: ['flaky'] })) as Answer).tasks;
+    const runner = await connect(h, '1.7.4', b.url);
+    for (let attempt = 1; attempt <= 3; attempt++) {
+      runner.emit('task:request');
+      const [json] = await runner.next('task:send');
+      expect(parseTask([json]).attempt).toBe(attempt);
+      if (attempt < 3) runner.emit('task:error', { message: `boom ${attempt}` }, json);
+      else runner.emit('task:done', json, 'finally');
+    }
+    await waitFor(async () => (await state(added!._id)) === 'completed', 'completion');
+    const j = (await job(added!._id))!;
+    expect(j.attemptsMade).toBe(3);
+    expect(j.returnvalue).toBe('finally');
+    expect((j.stacktrace ?? []).join('\n')).toMatch(/boom 1[\s\S]*boom 2|boom 2[\s\S]*boom 1/);
+  });
+
+  it('a timeout sends task:cancel and retries; the late task:done of the first run is ignored', async () => {
+    const b = await bridge(h);
+    const feeder = await connect(h, '4.8.1', b.url);
+    const [added] = ((await feeder.ask('task:add', { module: 'record', params: ['slow'], timeout: 300 })) as Answer).tasks;
+    const runner = await connect(h, '2.5.0', b.url);
+    runner.emit('task:request', 'slowpoke');
+    const [first] = await runner.next('task:send');
+    const sentAt = Date.now();
+    const [cancel] = await runner.next('task:cancel');
+    expect(Date.now() - sentAt).toBeGreaterThanOrEqual(250);
+    expect(parseTask([cancel])._id).toBe(added!._id);
+    // The job was failed with a timeout and waits for its retry (backoff 50 ms).
+    await waitFor(async () => ['delayed', 'waiting', 'prioritized'].includes(await state(added!._id)), 'the retry to be scheduled');
+    expect((await job(added!._id))!.failedReason).toMatch(/exceeded its timeout of 300 ms on runner slowpoke/);
+    runner.emit('task:request', 'slowpoke');
+    const [second] = await runner.next('task:send');
+    expect(parseTask([second])).toMatchObject({ _id: added!._id, attempt: 2 });
+    expect(parseTask([second]).assigned.lease).not.toBe(parseTask([first]).assigned.lease);
+    const stale = (await runner.ask('task:done', first, 'from the first run')) as { ok: boolean; message: string };
+    expect(stale.ok).toBe(false);
+    expect(await state(added!._id)).toBe('active');
+    runner.emit('task:done', second, 'from the second run');
+    await waitFor(async () => (await state(added!._id)) === 'completed', 'completion');
+    expect((await job(added!._id))!.returnvalue).toBe('from the second run');
+  });
+
+  it('a runner that disconnects mid-task gives it back at once, without spending an attempt', async () => {
+    const b = await bridge(h);
+    const feeder = await connect(h, '4.8.1', b.url);
+    const [added] = ((await feeder.ask('task:add', { module: 'record', params: ['orphan'] })) as Answer).tasks;
+    const quitter = await connect(h, '1.3.7', b.url);
+    quitter.emit('task:request', 'quitter');
+    const [json] = await quitter.next('task:send');
+    const other = await connect(h, '4.8.1', b.url);
+    other.emit('task:request', 'other');
+    await sleep(100);
+    expect(other.count('task:send')).toBe(0);
+    const closedAt = Date.now();
+    quitter.close();
+    const [again] = await other.next('task:send');
+    expect(Date.now() - closedAt).toBeLessThan(1000);
+    expect(parseTask([again])).toMatchObject({ _id: added!._id, attempt: 1 });
+    expect((await job(added!._id))!.attemptsMade).toBe(0);
+    other.emit('task:done', again, 'rerun');
+    await waitFor(async () => (await state(added!._id)) === 'completed', 'completion');
+    expect(parseTask([json])._id).toBe(added!._id);
+  });
+
+  it('keeps a task with its runner past the lock duration (the lock is renewed), and forgets the runner when it leaves', async () => {
+    const b = await bridge(h, { lockDurationMs: 1000, stalledIntervalMs: 500 });
+    const feeder = await connect(h, '4.8.1', b.url);
+    const [added] = ((await feeder.ask('task:add', { module: 'record', params: ['long'] })) as Answer).tasks;
+    const runner = await connect(h, '1.7.4', b.url);
+    runner.emit('task:request', 'patient');
+    const [json] = await runner.next('task:send');
+    const other = await connect(h, '2.5.0', b.url);
+    other.emit('task:request', 'eager');
+    await sleep(3500); // several lock durations and stalled checks
+    expect(await state(added!._id)).toBe('active');
+    expect(other.count('task:send')).toBe(0);
+    expect(runner.count('task:cancel')).toBe(0);
+    runner.emit('task:done', json, 'late but fine');
+    await waitFor(async () => (await state(added!._id)) === 'completed', 'completion');
+    expect((await job(added!._id))!.returnvalue).toBe('late but fine');
+    const registry = new ConsumerRegistry(h.redis, h.prefix);
+    await waitFor(async () => (await registry.live()).some((c) => c.name === 'patient'), 'the runner in the registry');
+    runner.close();
+    await waitFor(async () => !(await registry.live()).some((c) => c.name === 'patient'), 'the runner to leave the registry');
+  });
+
+  it('takes back a job whose holder died without a word (its lock expired) and hands it to a runner', async () => {
+    const b = await bridge(h, { stalledIntervalMs: 500 });
+    const feeder = await connect(h, '4.8.1', b.url);
+    const [added] = ((await feeder.ask('task:add', { module: 'record', params: ['abandoned'] })) as Answer).tasks;
+    // Another master that crashed while a runner held the job: a manual fetch whose lock is never renewed.
+    const crashed = new Worker(h.config.queue, null, { connection: h.connection('crashed'), prefix: h.prefix, lockDuration: 500, autorun: false });
+    crashed.on('error', () => {});
+    h.defer(() => crashed.close(true));
+    const taken = await crashed.getNextJob('dead-token');
+    expect(taken?.id).toBe(added!._id);
+    const runner = await connect(h, '1.3.7', b.url);
+    runner.emit('task:request');
+    const [json] = await runner.next('task:send', 10_000);
+    expect(parseTask([json])._id).toBe(added!._id);
+    runner.emit('task:done', json);
+    await waitFor(async () => (await state(added!._id)) === 'completed', 'completion');
+  });
+
+  it('fails for good a task whose runners keep disconnecting, once it was started maxStarts times', async () => {
+    const b = await bridge(h, { maxStarts: 2 });
+    const feeder = await connect(h, '4.8.1', b.url);
+    const [added] = ((await feeder.ask('task:add', { module: 'record', params: ['poison'] })) as Answer).tasks;
+    for (let i = 0; i < 2; i++) {
+      const victim = await connect(h, '1.7.4', b.url);
+      victim.emit('task:request');
+      await victim.next('task:send');
+      victim.close();
+      await waitFor(async () => (await state(added!._id)) !== 'active', 'the task to be given back');
+    }
+    const last = await connect(h, '2.5.0', b.url);
+    last.emit('task:request');
+    await waitFor(async () => (await state(added!._id)) === 'failed', 'the task to fail');
+    expect((await job(added!._id))!.failedReason).toMatch(/started 3 times without finishing .* at most 2 are allowed/);
+    expect(last.count('task:send')).toBe(0);
+  });
+
+  it('serves a waiting task:request as soon as a task is added', async () => {
+    const b = await bridge(h);
+    const runner = await connect(h, '1.7.4', b.url);
+    const feeder = await connect(h, '4.8.1', b.url);
+    runner.emit('task:request');
+    await sleep(1500); // longer than one blocking wait, so the fetcher is waiting again
+    const latencies: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const before = Date.now();
+      feeder.emit('task:add', { module: 'record', params: ['late', i] });
+      const [json] = await runner.next('task:send');
+      latencies.push(Date.now() - before);
+      runner.emit('task:done', json);
+      runner.emit('task:request');
+      await sleep(200);
+    }
+    // Measured locally: a few ms (the blocking fetch wakes on BullMQ's marker).
+    expect(Math.max(...latencies), `latencies ${latencies.join(', ')} ms`).toBeLessThan(250);
+  });
+
+  it('a runner may add tasks; a cancel request stops the task on its runner', async () => {
+    const b = await bridge(h);
+    const feeder = await connect(h, '4.8.1', b.url);
+    const [added] = ((await feeder.ask('task:add', { module: 'record', params: ['parent'] })) as Answer).tasks;
+    const runner = await connect(h, '1.7.4', b.url);
+    runner.emit('task:request');
+    const [json] = await runner.next('task:send');
+    // From inside the task: add a follow-up, as `this.add(task)` did in 2015.
+    runner.emit('task:add', [{ module: 'record', params: ['child'] }]);
+    const [childAdded] = (await runner.next('task:added')) as [LegacyTask[]];
+    expect(await state(childAdded[0]!._id)).toMatch(/waiting|prioritized/);
+
+    const connection = h.connection('cancel');
+    const gates = new Gates({ connection, prefix: h.prefix, store: h.client().store, log: h.log });
+    h.defer(() => gates.close());
+    const cancellations = new Cancellations(connection, h.prefix, gates, new Outcomes(h.client().store, gates));
+    expect(await cancellations.request(h.client().queue(), added!._id)).toMatchObject({ state: 'cancelling' });
+    const [cancel] = await runner.next('task:cancel');
+    expect(parseTask([cancel])._id).toBe(added!._id);
+    await waitFor(async () => (await state(added!._id)) === 'failed', 'the job to fail');
+    expect((await job(added!._id))!.failedReason).toBe('cancelled');
+    expect((await job(added!._id))!.attemptsMade).toBe(1);
+    const late = (await runner.ask('task:done', json)) as { ok: boolean };
+    expect(late.ok).toBe(false);
+    expect(await cancellations.pending([added!._id])).toEqual(new Set());
+  });
+});
+
+describe('bridge: remote runners, one attempt', () => {
+  const h = useHarness({ TASKMASTER_ATTEMPTS: '1' });
+
+  it('a task that fails for good fails its dependents, which never reach a runner', async () => {
+    const b = await bridge(h);
+    const feeder = await connect(h, '4.8.1', b.url);
+    const t = (name: string, deps: string[] = []) => ({ module: 'record', params: [name], dependencies: deps.map((d) => ({ module: 'record', params: [d] })) });
+    const [dependent, base] = ((await feeder.ask('task:add', [t('dependent', ['base']), t('base')])) as Answer).tasks;
+    const runner = await connect(h, '2.5.0', b.url);
+    runner.emit('task:request');
+    const [json] = await runner.next('task:send');
+    expect(parseTask([json])._id).toBe(base!._id);
+    runner.emit('task:request'); // a second idle slot, which the dependent must not reach
+    runner.emit('task:error', 'disk full', json);
+    const q = h.client().queue();
+    await waitFor(async () => (await q.getJobState(dependent!._id)) === 'failed', 'the dependent to fail');
+    expect((await q.getJob(dependent!._id))!.failedReason).toMatch(/dependency record\(\["base"\]\) \(job \w+\) failed for good: disk full/);
+    expect((await q.getJob(base!._id))!.failedReason).toBe('disk full');
+    // The slot is still free: the next task goes to it.
+    const [other] = ((await feeder.ask('task:add', { module: 'record', params: ['next'] })) as Answer).tasks;
+    const [next] = await runner.next('task:send');
+    expect(parseTask([next])._id).toBe(other!._id);
+    expect(runner.count('task:send')).toBe(2);
+  });
+});
