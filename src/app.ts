@@ -9,6 +9,10 @@ import { Outcomes } from './tasks/outcomes.ts';
 import { WorkerPool } from './workers/worker-pool.ts';
 import { startBridge } from './bridge/bridge.ts';
 import { closeServer, createHttpServer, listen } from './http/server.ts';
+import { ArchiveStore } from './archive/store.ts';
+import { Archiver } from './archive/archiver.ts';
+import { History } from './archive/history.ts';
+import { historyRoutes } from './archive/api.ts';
 
 /** Something running that can be shut down gracefully. */
 export interface Running {
@@ -66,15 +70,19 @@ export interface Master extends Running {
 
 /**
  * The master: the gate worker and the reconciler that let dependents move on, the watcher that
- * records failures BullMQ decides on its own, and one HTTP server on `config.port` hosting the
- * Socket.IO bridge for feeders and remote runners.
+ * records failures BullMQ decides on its own, the archiver (MongoDB when `config.mongoUrl` is
+ * set; otherwise it only keeps Redis trimmed), and one HTTP server on `config.port` hosting the
+ * Socket.IO bridge for feeders and remote runners and the history API.
  */
 export async function startMaster(config: Config, rootLog: Logger): Promise<Master> {
   const log = rootLog.child({ component: 'master' });
   const releasers = new Releasers(log);
   const port = await releasers.guard(async () => {
     const connection = await connect(config, 'master', releasers);
-    const client = new TaskClient(config, connection);
+    // Without MongoDB at start the master still starts: the archiver retries until it answers.
+    const store = config.mongoUrl ? new ArchiveStore(config.mongoUrl, log) : undefined;
+    if (store) releasers.add(() => store.close());
+    const client = new TaskClient(config, connection, { identityArchive: store });
     releasers.add(() => client.close());
     const gates = new Gates({ connection, prefix: config.prefix, store: client.store, log });
     gates.start(connection);
@@ -83,7 +91,11 @@ export async function startMaster(config: Config, rootLog: Logger): Promise<Mast
     const watcher = new FailureWatcher({ queue: config.queue, prefix: config.prefix, connection, client, outcomes, log });
     releasers.add(() => watcher.close());
 
-    const httpServer = createHttpServer();
+    const archiver = new Archiver({ connection, prefix: config.prefix, queues: [client.queue()], store, keep: config.keep, batch: config.archiveBatch, log: rootLog }).start();
+    releasers.add(() => archiver.close());
+
+    const history = new History(client, store);
+    const httpServer = createHttpServer([historyRoutes({ config, history, lag: () => archiver.lag(), log: rootLog })]);
     httpServer.on('error', (err) => log.error({ err }, 'http server error'));
     releasers.add(() => closeServer(httpServer));
     // The bridge attaches before the port opens, so no client meets a server without Socket.IO.
@@ -91,7 +103,7 @@ export async function startMaster(config: Config, rootLog: Logger): Promise<Mast
     releasers.add(() => bridge.close());
     return listen(httpServer, config.port, config.host);
   });
-  log.info({ queue: config.queue, prefix: config.prefix, port, host: config.host }, 'master started');
+  log.info({ queue: config.queue, prefix: config.prefix, port, host: config.host, archive: Boolean(config.mongoUrl) }, 'master started');
   return {
     port,
     close: async () => {

@@ -40,6 +40,7 @@ describe('loadConfig: defaults', () => {
       retry: { attempts: 3, backoffMs: 1000 },
       limits: { maxBatch: 10_000, maxPayloadBytes: 16 * 1024 * 1024 },
       keep: { completed: 10_000, failed: 50_000 },
+      archiveBatch: 500,
       dataDir: resolve('/srv/app', '.taskmaster'),
       schedules: [],
       configFile: undefined,
@@ -127,6 +128,8 @@ const BAD_ENV: [string, string, RegExp][] = [
   ['TASKMASTER_MAX_PAYLOAD_BYTES', '10', /an integer from 1024 to/],
   ['TASKMASTER_KEEP_COMPLETED', '-1', /an integer from 0 to 10000000/],
   ['TASKMASTER_KEEP_FAILED', 'lots', /an integer from 0 to 10000000/],
+  ['TASKMASTER_ARCHIVE_BATCH', '0', /an integer from 1 to 10000/],
+  ['TASKMASTER_ARCHIVE_BATCH', 'all', /an integer from 1 to 10000/],
 ];
 
 describe('loadConfig: bad environment values', () => {

@@ -155,6 +155,8 @@ export class RunnerLeases {
     timer.unref();
     const lease: Lease = { id, job, token, peer, task, keys: jt, timer };
     this.leases.set(job.id!, lease);
+    // Who ran it, where BullMQ keeps a worker's name (the archive records it).
+    void this.opts.connection.hset(this.opts.client.keys.job(job.queueName, job.id!), 'pb', `runner:${peer.name ?? peer.id}`).catch(() => undefined);
     peer.held.add(job.id!);
     this.opts.presence.touch(peer);
     this.log.debug({ jobId: job.id, module: job.name, runner: peer.name ?? peer.id }, 'task handed to a runner');

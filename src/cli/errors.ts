@@ -1,5 +1,6 @@
 import { CommanderError } from 'commander';
 import { InvalidTaskError, TaskmasterError, UsageError } from '../errors.ts';
+import { InvalidQueryError } from '../archive/query.ts';
 
 /** Problems found in a batch file, each already naming its line (ndjson) or index (json). */
 export class BatchFileError extends TaskmasterError {
@@ -19,6 +20,7 @@ const MAX_LINES = 50;
 export function describeFailure(err: unknown): { lines: string[]; exitCode: number } {
   if (err instanceof CommanderError) return { lines: [err.message.replace(/^error: /, '')], exitCode: 2 };
   if (err instanceof UsageError) return { lines: [err.message], exitCode: 2 };
+  if (err instanceof InvalidQueryError) return { lines: [err.param === 'module' ? err.message : `--${err.message}`], exitCode: 2 };
   if (err instanceof InvalidTaskError) {
     return {
       lines: cap(err.problems.map((p) => (p.index < 0 ? `${p.field}: ${p.message}` : `task[${p.index}].${p.field}: ${p.message}`))),

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { registerAdd } from './add.ts';
 import { registerCancel } from './cancel.ts';
+import { registerHistory } from './history.ts';
 import type { Env } from './context.ts';
 import { describeFailure } from './errors.ts';
 import { registerStart } from './start.ts';
@@ -28,6 +29,7 @@ export function buildProgram(env: Env): Command {
   registerAdd(program, env);
   registerStatus(program, env);
   registerCancel(program, env);
+  registerHistory(program, env);
   return program;
 }
 

@@ -2,6 +2,9 @@ import type { Queue } from 'bullmq';
 import { InvalidArgumentError, type Command } from 'commander';
 import type { Redis } from 'ioredis';
 import type { Env } from './context.ts';
+import { archiveLag, type ArchiveLag } from '../archive/archiver.ts';
+import { FinishedJobs } from '../archive/finished-jobs.ts';
+import { cancelledSnapshotsKey } from '../tasks/cancellations.ts';
 
 /** The states reported, in the order shown, with the Redis structure BullMQ keeps each in. */
 export const STATES = [
@@ -24,6 +27,8 @@ export interface QueueStatus {
   counts: Counts;
   /** Per module (job name): how many jobs are in each state. */
   modules: Record<string, Counts>;
+  /** With an archive (MONGO_URL set): finished jobs waiting to be archived. */
+  archive?: ArchiveLag;
 }
 
 /** Ids and names are read this many at a time, so 100,000 jobs cost ~100 round trips per state. */
@@ -51,7 +56,7 @@ async function countModules(redis: Redis, queue: Queue, suffix: string, kind: 'l
   }
 }
 
-export async function queueStatus(redis: Redis, queue: Queue, prefix: string): Promise<QueueStatus> {
+export async function queueStatus(redis: Redis, queue: Queue, prefix: string, archived = false): Promise<QueueStatus> {
   const raw = await queue.getJobCounts(...STATES.map(([s]) => s));
   const counts = zero();
   for (const [s] of STATES) counts[s] = raw[s] ?? 0;
@@ -60,7 +65,9 @@ export async function queueStatus(redis: Redis, queue: Queue, prefix: string): P
     if (counts[state]) await countModules(redis, queue, suffix, kind, state, modules);
   }
   const sorted = Object.fromEntries(Object.entries(modules).sort(([a], [b]) => a.localeCompare(b)));
-  return { queue: queue.name, prefix, paused: await queue.isPaused(), counts, modules: sorted };
+  const status: QueueStatus = { queue: queue.name, prefix, paused: await queue.isPaused(), counts, modules: sorted };
+  if (archived) status.archive = await archiveLag([new FinishedJobs(redis, prefix, queue)], redis, cancelledSnapshotsKey(prefix), true);
+  return status;
 }
 
 function table(rows: string[][]): string {
@@ -73,9 +80,10 @@ export function formatStatus(s: QueueStatus): string {
   const head = `queue ${s.queue} (prefix ${s.prefix})${s.paused ? ' — paused' : ''}: ${total} job(s) in Redis`;
   const states = table([['state', 'jobs'], ...STATES.map(([st]) => [st, String(s.counts[st])])]);
   const names = Object.keys(s.modules);
-  if (!names.length) return `${head}\n\n${states}`;
+  const lag = s.archive ? `\n\narchive: ${s.archive.pending} finished job(s) waiting to be archived${s.archive.oldestAgeMs !== undefined ? `, oldest finished ${Math.round(s.archive.oldestAgeMs / 1000)} s ago` : ''}` : '';
+  if (!names.length) return `${head}\n\n${states}${lag}`;
   const modules = table([['module', ...STATES.map(([st]) => st)], ...names.map((n) => [n, ...STATES.map(([st]) => String(s.modules[n]![st]))])]);
-  return `${head}\n\n${states}\n\n${modules}`;
+  return `${head}\n\n${states}\n\n${modules}${lag}`;
 }
 
 export function registerStatus(program: Command, env: Env): void {
@@ -94,7 +102,7 @@ export function registerStatus(program: Command, env: Env): void {
     .action(async (opts: { queue?: string; json?: boolean }) => {
       const { withClient, out } = await import('./context.ts');
       await withClient(env, async ({ config, redis, client }) => {
-        const status = await queueStatus(redis, client.queue(opts.queue ?? config.queue), config.prefix);
+        const status = await queueStatus(redis, client.queue(opts.queue ?? config.queue), config.prefix, Boolean(config.mongoUrl));
         out(opts.json ? JSON.stringify(status) : formatStatus(status));
       });
     });

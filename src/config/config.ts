@@ -52,8 +52,10 @@ export interface Config {
   defaults: { priority: number; timeout: number };
   retry: RetryPolicy;
   limits: Limits;
-  /** Finished jobs kept in Redis (by count), for the status page and when there is no archive. */
+  /** Finished jobs kept in Redis (the most recent, by count), after archiving when there is an archive. */
   keep: { completed: number; failed: number };
+  /** Jobs per archive write. @defaultValue 500 */
+  archiveBatch: number;
   /** Folder for a private redis-server's data. @defaultValue ./.taskmaster/redis */
   dataDir: string;
   schedules: readonly ScheduleConfig[];
@@ -175,6 +177,7 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
       completed: int(env, 'TASKMASTER_KEEP_COMPLETED', fd.keepCompleted ?? 10_000, 0, 10_000_000),
       failed: int(env, 'TASKMASTER_KEEP_FAILED', fd.keepFailed ?? 50_000, 0, 10_000_000),
     },
+    archiveBatch: int(env, 'TASKMASTER_ARCHIVE_BATCH', 500, 1, 10_000),
     dataDir: resolve(cwd, str(env, 'TASKMASTER_DATA_DIR') ?? './.taskmaster'),
     schedules: Object.freeze(file.schedules ?? []),
     configFile: configPath,

@@ -4,6 +4,7 @@ import { TaskmasterError } from '../errors.ts';
 import { GATE_QUEUE } from '../queue/keys.ts';
 import type { Gates } from './gates.ts';
 import type { Outcomes } from './outcomes.ts';
+import type { CancelledSnapshot } from '../archive/document.ts';
 
 /** A run was stopped because someone cancelled its task; it is not retried. */
 export class TaskCancelledError extends TaskmasterError {
@@ -11,6 +12,8 @@ export class TaskCancelledError extends TaskmasterError {
 }
 
 export const CANCELLED_REASON = 'cancelled';
+
+export const cancelledSnapshotsKey = (prefix: string) => `${prefix}:tm:cancelled`;
 
 export type CancelResult =
   | { id: string; state: 'removed'; was: string }
@@ -25,6 +28,8 @@ export type CancelResult =
  */
 export class Cancellations {
   readonly hashKey: string;
+  /** List of CancelledSnapshot JSON, taken by the archiver (or trimmed when there is none). */
+  readonly cancelledKey: string;
   readonly channel: string;
 
   constructor(
@@ -34,6 +39,7 @@ export class Cancellations {
     private readonly outcomes: Outcomes,
   ) {
     this.hashKey = `${prefix}:tm:cancel`;
+    this.cancelledKey = cancelledSnapshotsKey(prefix);
     this.channel = `${prefix}:tm:cancel`;
   }
 
@@ -48,6 +54,19 @@ export class Cancellations {
     if (state === 'completed' || state === 'failed') return { id, state: 'finished', was: state };
     await this.redis.multi().hset(this.hashKey, id, JSON.stringify({ at: Date.now() })).publish(this.channel, id).exec();
     if (state === 'active') return { id, state: 'cancelling' };
+    // Kept before the job goes, for the archive: a task cancelled before it ran is a finished
+    // task too. Taken back if the job cannot be removed (it started meanwhile).
+    const snapshot = JSON.stringify({
+      queue: queue.name,
+      id,
+      name: job.name,
+      data: job.data,
+      priority: job.opts.priority,
+      timestamp: job.timestamp,
+      attemptsMade: job.attemptsMade,
+      cancelledAt: Date.now(),
+    } satisfies CancelledSnapshot);
+    await this.redis.rpush(this.cancelledKey, snapshot);
     try {
       // Dependencies are tasks in their own right: keep them; gates exist only for this job.
       const deps = await job.getDependencies();
@@ -55,6 +74,7 @@ export class Cancellations {
       const gateIds = (deps.unprocessed ?? []).filter((k) => k.includes(`:${GATE_QUEUE}:`)).map((k) => k.slice(k.lastIndexOf(':') + 1));
       await Promise.all(gateIds.map((gid) => this.gates.queue.remove(gid).catch(() => 0)));
     } catch {
+      await this.redis.lrem(this.cancelledKey, 1, snapshot);
       // It started meanwhile, perhaps after the announcement above reached its worker:
       // announce again now that it runs (the stored request covers a worker that is offline).
       await this.redis.publish(this.channel, id);

@@ -106,6 +106,14 @@ export interface Outcome {
   reason?: string;
 }
 
+/**
+ * Where identities that completed long ago are still found when Redis no longer has their
+ * record (the archive, see archive/store.ts).
+ */
+export interface IdentityArchive {
+  completed(dependencyKeys: string[]): Promise<Map<string, { jobId: string; at: number }>>;
+}
+
 /** A claim younger than this whose job is not written yet is an add in progress elsewhere. */
 const CLAIM_GRACE_MS = 30_000;
 const CHUNK = 1000;
@@ -116,6 +124,8 @@ const CHUNK = 1000;
  */
 export class IdentityStore {
   private readonly redis: Scripted;
+  /** Asked about identities Redis has no outcome for; what it knows is written back to Redis. */
+  archive?: IdentityArchive;
   constructor(
     redis: Redis,
     readonly keys: Keys,
@@ -173,11 +183,26 @@ export class IdentityStore {
       if (err) throw err;
       return v as (string | null)[];
     });
-    return dependencyKeys.map((_, i) => {
+    const out = dependencyKeys.map((_, i) => {
       if (done![i]) return { state: 'completed' as const, ...(JSON.parse(done![i]!) as Outcome) };
       if (failed![i]) return { state: 'failed' as const, ...(JSON.parse(failed![i]!) as Outcome) };
       return undefined;
     });
+    const unknown = dependencyKeys.filter((_, i) => !out[i]);
+    if (this.archive && unknown.length) {
+      // An archive that is away must not stop adds: the identity counts as not completed.
+      const found = await this.archive.completed(unknown).catch(() => new Map<string, Outcome>());
+      if (found.size) {
+        const m = this.redis.multi();
+        for (const [dk, o] of found) m.hsetnx(this.keys.done, dk, JSON.stringify(o));
+        await m.exec();
+        dependencyKeys.forEach((dk, i) => {
+          const o = found.get(dk);
+          if (!out[i] && o) out[i] = { state: 'completed', ...o };
+        });
+      }
+    }
+    return out;
   }
 
   async addWaiters(edges: { dependencyKey: string; gateId: string }[]): Promise<void> {

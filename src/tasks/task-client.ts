@@ -7,7 +7,7 @@ import { Cancellations, type CancelResult } from './cancellations.ts';
 import { GATE_NAME, GATE_SLEEP_MS, Gates, promoteGates, type GateData } from './gates.ts';
 import { Outcomes } from './outcomes.ts';
 import { dependencyKey, newTaskIds, taskKey } from './identity.ts';
-import { IdentityStore } from './identity-store.ts';
+import { IdentityStore, type IdentityArchive } from './identity-store.ts';
 import { toBullPriority } from './priority.ts';
 import { toJobData, type Task } from './task.ts';
 import { validateTasks } from './validate.ts';
@@ -62,9 +62,11 @@ export class TaskClient {
   constructor(
     private readonly config: ClientConfig,
     private readonly connection: Redis,
+    opts: { identityArchive?: IdentityArchive } = {},
   ) {
     this.keys = keysFor(config.prefix);
     this.store = new IdentityStore(connection, this.keys);
+    this.store.archive = opts.identityArchive;
     this.flows = new FlowProducer({ connection, prefix: config.prefix });
   }
 

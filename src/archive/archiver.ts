@@ -1,0 +1,214 @@
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import { Job, type Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import { cancelledSnapshotsKey } from '../tasks/cancellations.ts';
+import { documentFromJob, jobFromSnapshot, type CancelledSnapshot, type FinishedJob, type TaskDocument } from './document.ts';
+import { FinishedJobs, type PendingJob } from './finished-jobs.ts';
+import type { ArchiveStore } from './store.ts';
+
+export interface ArchiverOptions {
+  connection: Redis;
+  prefix: string;
+  queues: Queue[];
+  /** Unset: no archive; finished jobs are only trimmed to `keep`. */
+  store?: ArchiveStore;
+  /** Finished jobs kept in Redis per queue, after archiving (the most recent). */
+  keep: { completed: number; failed: number };
+  log: Logger;
+  /** Jobs per MongoDB write. @defaultValue 500 */
+  batch?: number;
+  /** Pause when there is nothing to do. @defaultValue 1000 */
+  idleMs?: number;
+  /** Longest pause between attempts while MongoDB is failing. @defaultValue 30000 */
+  maxBackoffMs?: number;
+}
+
+/** What the archiver reports (API, status). */
+export interface ArchiveLag {
+  enabled: boolean;
+  /** Finished jobs (and tasks cancelled before they ran) waiting to be archived. */
+  pending: number;
+  /** Age of the oldest of them, ms. */
+  oldestAgeMs?: number;
+  lastError?: string;
+}
+
+/** How often the walk for jobs to archive starts from the oldest finished job. */
+const FULL_WALK_EVERY_MS = 30_000;
+/** How long one master holds the archiving role without renewing it. */
+const LOCK_MS = 15_000;
+/** Renews the lock when it is ours; 1 when it is (now) ours. */
+const TAKE_LOCK = `
+local cur = redis.call('GET', KEYS[1])
+if cur == ARGV[1] or not cur then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+`;
+
+/**
+ * Moves every finished job — completed, failed for good, cancelled — from Redis into the
+ * archive, losslessly: a job is marked archived only after MongoDB acknowledged its document,
+ * and only archived jobs ever leave Redis (beyond the most recent `keep`, left for the page).
+ * Documents are upserted by job id, so archiving again (a master killed between the write and
+ * the mark, two masters) never duplicates. One master at a time archives (a lock in Redis that
+ * another master takes over when its holder dies); while MongoDB is away it retries with
+ * back-off and Redis keeps everything.
+ *
+ * Without a store it only keeps Redis trimmed: the most recent `keep` finished jobs stay.
+ */
+export class Archiver {
+  private readonly sets: FinishedJobs[];
+  private readonly lockKey: string;
+  private readonly cancelledKey: string;
+  private readonly owner = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
+  private readonly log: Logger;
+  private running = false;
+  private loop?: Promise<void>;
+  private wake?: () => void;
+  private lastError?: string;
+  private lastFullWalk = 0;
+
+  constructor(private readonly opts: ArchiverOptions) {
+    this.log = opts.log.child({ component: 'archiver' });
+    this.sets = opts.queues.map((q) => new FinishedJobs(opts.connection, opts.prefix, q));
+    this.lockKey = `${opts.prefix}:tm:archiver`;
+    this.cancelledKey = cancelledSnapshotsKey(opts.prefix);
+    opts.connection.defineCommand('tmTakeLock', { numberOfKeys: 1, lua: TAKE_LOCK });
+  }
+
+  start(): this {
+    this.running = true;
+    this.loop = this.run();
+    return this;
+  }
+
+  async close(): Promise<void> {
+    this.running = false;
+    this.wake?.();
+    await this.loop;
+    // Hand the role over at once rather than after the lock expires.
+    await this.opts.connection.eval(`if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`, 1, this.lockKey, this.owner).catch(() => undefined);
+  }
+
+  private async run(): Promise<void> {
+    let backoff = 0;
+    while (this.running) {
+      let busy = false;
+      try {
+        if (await this.takeLock()) busy = await this.round();
+        if (backoff) this.log.info('archive is reachable again; catching up');
+        backoff = 0;
+        this.lastError = undefined;
+      } catch (err) {
+        backoff = Math.min(backoff ? backoff * 2 : 500, this.opts.maxBackoffMs ?? 30_000);
+        this.lastError = (err as Error).message;
+        this.log.warn({ err, retryInMs: backoff }, 'archiving failed; finished jobs stay in Redis until it succeeds');
+      }
+      if (!busy || backoff) await this.sleep(backoff || (this.opts.idleMs ?? 1000));
+    }
+  }
+
+  private async takeLock(): Promise<boolean> {
+    const r = this.opts.connection as Redis & { tmTakeLock(key: string, owner: string, ms: number): Promise<number> };
+    return (await r.tmTakeLock(this.lockKey, this.owner, LOCK_MS)) === 1;
+  }
+
+  /** One batch per queue and of cancelled snapshots; true when there was work (go on at once). */
+  private async round(): Promise<boolean> {
+    const { store, keep } = this.opts;
+    const batch = this.opts.batch ?? 500;
+    let busy = false;
+    for (const set of this.sets) {
+      if (store) {
+        // Now and then from the oldest, for jobs that arrived with an older finish time.
+        const full = Date.now() - this.lastFullWalk > FULL_WALK_EVERY_MS;
+        if (full) this.lastFullWalk = Date.now();
+        const pending = await set.pending(batch, full);
+        if (pending.length) {
+          await this.archive(set, pending, store);
+          busy ||= pending.length >= batch;
+        }
+      }
+      const removed = await set.trim(keep, batch, !!store);
+      busy ||= removed >= batch;
+    }
+    busy = (await this.cancelled(batch)) || busy;
+    return busy;
+  }
+
+  private async archive(set: FinishedJobs, pending: PendingJob[], store: ArchiveStore): Promise<void> {
+    const jobs = await Promise.all(pending.map((p) => Job.fromId(set.queue, p.id)));
+    const docs: TaskDocument[] = [];
+    const archived: PendingJob[] = [];
+    pending.forEach((p, i) => {
+      const job = jobs[i];
+      // Gone meanwhile (removed by someone): nothing left to archive.
+      if (!job || job.finishedOn !== p.finishedOn) return;
+      docs.push(documentFromJob(job as FinishedJob, p.state));
+      archived.push(p);
+    });
+    await store.upsert(docs);
+    await set.markArchived(archived);
+    this.log.debug({ queue: set.queue.name, archived: archived.length }, 'archived');
+  }
+
+  /**
+   * Tasks cancelled before they ran, kept as snapshots by the canceller: archived (with an
+   * archive), then dropped; without one, only the most recent `keep.failed` are kept.
+   */
+  private async cancelled(batch: number): Promise<boolean> {
+    const { connection, store, keep } = this.opts;
+    if (!store) {
+      await connection.ltrim(this.cancelledKey, -Math.max(1, keep.failed), -1);
+      return false;
+    }
+    const raw = await connection.lrange(this.cancelledKey, 0, batch - 1);
+    if (!raw.length) return false;
+    const docs: TaskDocument[] = [];
+    for (const text of raw) {
+      try {
+        docs.push(documentFromJob(jobFromSnapshot(JSON.parse(text) as CancelledSnapshot), 'cancelled'));
+      } catch (err) {
+        this.log.error({ err, snapshot: text.slice(0, 200) }, 'unreadable snapshot of a cancelled task; dropped');
+      }
+    }
+    await store.upsert(docs);
+    const m = connection.multi();
+    for (const text of raw) m.lrem(this.cancelledKey, 1, text);
+    await m.exec();
+    return raw.length === batch;
+  }
+
+  /** Jobs waiting to be archived and the age of the oldest (from Redis: works while MongoDB is away). */
+  async lag(): Promise<ArchiveLag> {
+    return archiveLag(this.sets, this.opts.connection, this.cancelledKey, !!this.opts.store, this.lastError);
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const t = setTimeout(resolve, ms);
+      this.wake = () => {
+        clearTimeout(t);
+        resolve();
+      };
+    });
+  }
+}
+
+/** The lag, read from Redis by whoever asks (the master's API, `taskmaster status`). */
+export async function archiveLag(sets: FinishedJobs[], connection: Redis, cancelledKey: string, enabled: boolean, lastError?: string): Promise<ArchiveLag> {
+  if (!enabled) return { enabled, pending: 0 };
+  const lags = await Promise.all(sets.map((s) => s.lag()));
+  const snapshots = await connection.lrange(cancelledKey, 0, 0);
+  const cancelled = await connection.llen(cancelledKey);
+  let oldest = Math.min(...lags.map((l) => l.oldestFinishedOn ?? Infinity));
+  if (snapshots[0]) oldest = Math.min(oldest, (JSON.parse(snapshots[0]) as CancelledSnapshot).cancelledAt);
+  const out: ArchiveLag = { enabled, pending: lags.reduce((n, l) => n + l.count, 0) + cancelled };
+  if (Number.isFinite(oldest)) out.oldestAgeMs = Math.max(0, Date.now() - oldest);
+  if (lastError) out.lastError = lastError;
+  return out;
+}

@@ -1,0 +1,146 @@
+import type { Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
+
+/**
+ * Finished jobs of one state not yet archived, oldest first. KEYS[1] BullMQ's set of the state
+ * (scored by finish time), KEYS[2] our archived set of that state (id → the finish time it was
+ * archived with). ARGV[1] how many to return, ARGV[2] where to start: -1 from the oldest,
+ * otherwise that many ranks below the count of archived ones.
+ * The archiver goes oldest first and removes only the oldest archived jobs, so the archived
+ * ones are the bottom of the set and the walk can start near the top of them; a job that
+ * arrived with an older finish time (a worker's clock behind) is found by the occasional walk
+ * from the oldest. A job counts as archived only with the same finish time, so one retried
+ * after it was archived is archived again when it finishes again.
+ * Returns flat pairs: id, finish time.
+ */
+const PENDING = `
+local out = {}
+local want = tonumber(ARGV[1])
+local slack = tonumber(ARGV[2])
+local start = 0
+if slack >= 0 then start = math.max(0, redis.call('ZCARD', KEYS[2]) - slack) end
+local found = 0
+while found < want do
+  local chunk = redis.call('ZRANGE', KEYS[1], start, start + 499, 'WITHSCORES')
+  if #chunk == 0 then break end
+  for i = 1, #chunk, 2 do
+    if redis.call('ZSCORE', KEYS[2], chunk[i]) ~= chunk[i + 1] then
+      found = found + 1
+      out[#out + 1] = chunk[i]
+      out[#out + 1] = chunk[i + 1]
+      if found >= want then break end
+    end
+  end
+  start = start + 500
+end
+return out
+`;
+
+/**
+ * The oldest finished jobs beyond ARGV[1] kept, at most ARGV[2] of them, that may leave Redis:
+ * with an archive (ARGV[3] = '1') only archived ones. KEYS as PENDING.
+ */
+const EXCESS = `
+local out = {}
+local excess = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[1])
+if excess <= 0 then return out end
+local chunk = redis.call('ZRANGE', KEYS[1], 0, math.min(excess, tonumber(ARGV[2])) - 1, 'WITHSCORES')
+for i = 1, #chunk, 2 do
+  if ARGV[3] ~= '1' or redis.call('ZSCORE', KEYS[2], chunk[i]) == chunk[i + 1] then out[#out + 1] = chunk[i] end
+end
+return out
+`;
+
+export type FinishedState = 'completed' | 'failed';
+
+export interface PendingJob {
+  id: string;
+  state: FinishedState;
+  finishedOn: number;
+}
+
+type Scripts = Redis & {
+  tmArchivePending(set: string, archived: string, want: number, slack: number): Promise<string[]>;
+  tmArchiveExcess(set: string, archived: string, keep: number, most: number, needArchived: string): Promise<string[]>;
+};
+
+/** How far below the top of the archived ones a walk for pending ones starts. */
+const SLACK = 1000;
+const STATES: FinishedState[] = ['completed', 'failed'];
+
+/** One queue's finished jobs in Redis, as the archive sees them. */
+export class FinishedJobs {
+  private readonly redis: Scripts;
+  private readonly keys: Record<FinishedState, { set: string; archived: string }>;
+
+  constructor(
+    redis: Redis,
+    prefix: string,
+    readonly queue: Queue,
+  ) {
+    this.redis = redis as Scripts;
+    if (!this.redis.tmArchivePending) {
+      redis.defineCommand('tmArchivePending', { numberOfKeys: 2, lua: PENDING });
+      redis.defineCommand('tmArchiveExcess', { numberOfKeys: 2, lua: EXCESS });
+    }
+    const keys = (state: FinishedState) => ({ set: `${prefix}:${queue.name}:${state}`, archived: `${prefix}:tm:archived:${queue.name}:${state}` });
+    this.keys = { completed: keys('completed'), failed: keys('failed') };
+  }
+
+  /** Up to `want` finished jobs of each state not archived yet, oldest first; `full` walks from the oldest. */
+  async pending(want: number, full = false): Promise<PendingJob[]> {
+    const out: PendingJob[] = [];
+    for (const state of STATES) {
+      const { set, archived } = this.keys[state];
+      const flat = await this.redis.tmArchivePending(set, archived, want, full ? -1 : SLACK);
+      for (let i = 0; i < flat.length; i += 2) out.push({ id: flat[i]!, state, finishedOn: Number(flat[i + 1]) });
+    }
+    return out;
+  }
+
+  /** Marks jobs archived, with the finish time their document holds. */
+  async markArchived(jobs: PendingJob[]): Promise<void> {
+    const m = this.redis.multi();
+    for (const state of STATES) {
+      const of = jobs.filter((j) => j.state === state);
+      if (of.length) m.zadd(this.keys[state].archived, ...of.flatMap((j) => [j.finishedOn, j.id]));
+    }
+    await m.exec();
+  }
+
+  /**
+   * Removes the oldest finished jobs beyond `keep` of each state (with `needArchived`, only
+   * archived ones), at most `most` of each a call; returns how many left Redis. Removal is
+   * BullMQ's own (job hash, logs, sets), which leaves a dependent's flow parent undisturbed.
+   */
+  async trim(keep: Record<FinishedState, number>, most: number, needArchived: boolean): Promise<number> {
+    let removed = 0;
+    for (const state of STATES) {
+      const { set, archived } = this.keys[state];
+      const ids = await this.redis.tmArchiveExcess(set, archived, keep[state], most, needArchived ? '1' : '0');
+      if (!ids.length) continue;
+      const done = await Promise.all(ids.map((id) => this.queue.remove(id).catch(() => 0)));
+      await this.redis.zrem(archived, ...ids);
+      removed += done.filter((r) => r === 1).length;
+    }
+    return removed;
+  }
+
+  /** Finished jobs waiting to be archived, and the finish time of the oldest of them. */
+  async lag(): Promise<{ count: number; oldestFinishedOn?: number }> {
+    let count = 0;
+    let oldest = Infinity;
+    for (const state of STATES) {
+      const { set, archived } = this.keys[state];
+      const [total, done, first] = await Promise.all([
+        this.redis.zcard(set),
+        this.redis.zcard(archived),
+        this.redis.tmArchivePending(set, archived, 1, SLACK),
+      ]);
+      // Archived entries are the jobs of the set already archived, so the rest is the lag.
+      count += Math.max(0, total - done);
+      if (first.length) oldest = Math.min(oldest, Number(first[1]));
+    }
+    return Number.isFinite(oldest) ? { count, oldestFinishedOn: oldest } : { count };
+  }
+}

@@ -1,0 +1,135 @@
+import { Job, type Queue } from 'bullmq';
+import type { TaskClient, AddedTask } from '../tasks/task-client.ts';
+import { TaskmasterError } from '../errors.ts';
+import { documentFromJob, documentId, type FinishedJob, type TaskDocument } from './document.ts';
+import { FINISHED_STATUSES, type HistoryQuery, type TaskStatus } from './query.ts';
+import type { ArchiveStore } from './store.ts';
+
+/** A task as history shows it: the archive document's fields, wherever the task is now. */
+export type TaskView = Omit<TaskDocument, 'status' | 'finished' | 'archivedAt'> & {
+  status: TaskStatus;
+  finished?: Date;
+  archivedAt?: Date;
+  /** Where it was found: still in Redis (live or kept finished), or only in the archive. */
+  source: 'redis' | 'archive';
+};
+
+export class TaskNotFoundError extends TaskmasterError {
+  override readonly code = 'TASK_NOT_FOUND';
+}
+
+export class NotRetriableError extends TaskmasterError {
+  override readonly code = 'NOT_RETRIABLE';
+}
+
+/** BullMQ's states as history names them. */
+const REDIS_STATES: Record<string, TaskStatus> = {
+  wait: 'waiting',
+  waiting: 'waiting',
+  prioritized: 'prioritized',
+  delayed: 'delayed',
+  'waiting-children': 'waiting-children',
+  active: 'active',
+  completed: 'completed',
+  failed: 'failed',
+};
+
+/** Jobs read from Redis per state for a search (the live queue and the kept finished jobs). */
+const REDIS_SCAN = 2000;
+
+/**
+ * One search over live and archived tasks: Redis for what is waiting, running or still kept
+ * there, the archive (when there is one) for everything that finished. A task found in both is
+ * shown once, as Redis has it.
+ */
+export class History {
+  constructor(
+    private readonly client: TaskClient,
+    private readonly store?: ArchiveStore,
+  ) {}
+
+  get archived(): boolean {
+    return !!this.store;
+  }
+
+  async search(q: HistoryQuery): Promise<TaskView[]> {
+    const wanted = new Set<TaskStatus>(q.statuses ?? (Object.values(REDIS_STATES) as TaskStatus[]).concat('cancelled'));
+    const finished = FINISHED_STATUSES.filter((s) => wanted.has(s));
+    const [live, archived] = await Promise.all([
+      this.fromRedis(this.client.queue(q.queue), q, wanted),
+      this.store && finished.length ? this.store.find({ ...q, statuses: finished }) : Promise.resolve([]),
+    ]);
+    const byId = new Map<string, TaskView>();
+    for (const d of archived) byId.set(d._id, { ...d, source: 'archive' });
+    for (const v of live) byId.set(v._id, v);
+    const when = (v: TaskView) => (v.finished ?? v.started ?? v.created).getTime();
+    return [...byId.values()].sort((a, b) => when(b) - when(a) || (a._id < b._id ? 1 : -1)).slice(0, q.limit);
+  }
+
+  private async fromRedis(queue: Queue, q: HistoryQuery, wanted: Set<TaskStatus>): Promise<TaskView[]> {
+    const states = Object.keys(REDIS_STATES).filter((s) => s !== 'wait' && (wanted.has(REDIS_STATES[s]!) || (s === 'failed' && wanted.has('cancelled'))));
+    const out: TaskView[] = [];
+    for (const state of states) {
+      const jobs = await queue.getJobs([state as 'completed'], 0, REDIS_SCAN - 1, false);
+      for (const job of jobs) {
+        if (!job?.id || (q.module && job.name !== q.module)) continue;
+        const v = viewOf(job, REDIS_STATES[state]!);
+        if (!wanted.has(v.status)) continue;
+        const t = (v.finished ?? v.started ?? v.created).getTime();
+        if ((q.since && t < q.since.getTime()) || (q.until && t > q.until.getTime())) continue;
+        out.push(v);
+      }
+    }
+    return out;
+  }
+
+  /** A task by id, whether still in Redis or only in the archive. */
+  async get(id: string, queueName: string): Promise<TaskView | undefined> {
+    const queue = this.client.queue(queueName);
+    const job = await Job.fromId(queue, id);
+    if (job) {
+      const state = await job.getState();
+      return viewOf(job, REDIS_STATES[state] ?? 'waiting');
+    }
+    const doc = await this.store?.get(documentId(queueName, id));
+    return doc ? { ...doc, source: 'archive' } : undefined;
+  }
+
+  /**
+   * Queues a finished task again (a new task with the same module, params, priority, timeout
+   * and dependencies; dedup applies). The archived one records the new id in `retriedAs`.
+   */
+  async retry(id: string, queueName: string): Promise<{ from: TaskView; added: AddedTask }> {
+    const from = await this.get(id, queueName);
+    if (!from) {
+      throw new TaskNotFoundError(`no task with id ${id} in queue ${queueName}${this.store ? ', in Redis or in the archive' : ' (no archive configured: MONGO_URL is not set)'}`);
+    }
+    if (!(FINISHED_STATUSES as readonly string[]).includes(from.status)) {
+      throw new NotRetriableError(`task ${id} is ${from.status}, not finished: only completed, failed or cancelled tasks can be retried`);
+    }
+    const [added] = await this.client.add({
+      module: from.module,
+      params: from.params,
+      priority: from.priority,
+      ...(from.timeout !== undefined ? { timeout: from.timeout } : {}),
+      dependencies: from.dependencies,
+      queue: queueName,
+    });
+    if (this.store) await this.store.addRetry(from._id, added!.id).catch(() => undefined);
+    return { from, added: added! };
+  }
+}
+
+function viewOf(job: Job, status: TaskStatus): TaskView {
+  if (status === 'completed' || status === 'failed') {
+    const { archivedAt, ...doc } = documentFromJob(job as FinishedJob, status);
+    void archivedAt;
+    return { ...doc, source: 'redis' };
+  }
+  const { finished, archivedAt, status: _s, ...doc } = documentFromJob(job as FinishedJob, 'completed');
+  void finished;
+  void archivedAt;
+  void _s;
+  delete (doc as Partial<TaskDocument>).result;
+  return { ...doc, status, source: 'redis' };
+}
