@@ -10,6 +10,7 @@ import { WorkerPool } from './workers/worker-pool.ts';
 import { startBridge } from './bridge/bridge.ts';
 import { closeServer, createHttpServer, listen } from './http/server.ts';
 import { ArchiveStore } from './archive/store.ts';
+import { documentId } from './archive/document.ts';
 import { Archiver } from './archive/archiver.ts';
 import { History } from './archive/history.ts';
 import { historyRoutes } from './archive/api.ts';
@@ -99,7 +100,8 @@ export async function startMaster(config: Config, rootLog: Logger): Promise<Mast
     httpServer.on('error', (err) => log.error({ err }, 'http server error'));
     releasers.add(() => closeServer(httpServer));
     // The bridge attaches before the port opens, so no client meets a server without Socket.IO.
-    const bridge = await startBridge({ config, connection, client, log: rootLog, httpServer });
+    const archived = store ? async (id: string, queue: string) => store.get(documentId(queue, id)) : undefined;
+    const bridge = await startBridge({ config, connection, client, log: rootLog, httpServer, archived });
     releasers.add(() => bridge.close());
     return listen(httpServer, config.port, config.host);
   });

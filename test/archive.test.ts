@@ -10,6 +10,7 @@ import type { TaskDocument } from '../src/archive/document.ts';
 import { TaskClient } from '../src/tasks/task-client.ts';
 import { useHarness, waitFor, type Harness } from './support/harness.ts';
 import { testMongo } from './support/mongo.ts';
+import { connect } from './fixtures/bridge-clients.ts';
 import type { MongoTestServer } from './support/mongo-test-server.ts';
 
 const BIN = fileURLToPath(new URL('../bin/taskmaster.js', import.meta.url));
@@ -243,6 +244,24 @@ describe('archive', () => {
     const notFinished = await fetch(`${api}/tasks/${answer.task.id}/retry`, { method: 'POST' });
     expect([201, 409]).toContain(notFinished.status);
   }, 60_000);
+
+  it('records the remote runner that ran a task, and answers a feeder from the master port', async () => {
+    const m = await master();
+    const url = `http://127.0.0.1:${m.port}`;
+    const feeder = await connect(h, '4.8.1', url);
+    const runner = await connect(h, '1.7.4', url);
+    const answer = (await feeder.ask('task:add', { module: 'record', params: [{ by: 'runner' }] })) as { tasks: { _id: string }[] };
+    runner.emit('task:request', 'archive-runner');
+    const [send] = await runner.next('task:send');
+    runner.emit('task:done', send, { fine: true });
+    await waitFor(async () => (await docs().countDocuments({ jobId: answer.tasks[0]!._id })) === 1, 'the runner’s task archived');
+    expect(await docs().findOne({ jobId: answer.tasks[0]!._id })).toMatchObject({ status: 'completed', result: { fine: true }, ranBy: 'runner:archive-runner' });
+    // Gone from Redis (keep 0), a watch is answered from the archive.
+    await waitFor(async () => !(await h.client().queue().getJob(answer.tasks[0]!._id)), 'the job to leave Redis');
+    feeder.emit('task:watch', answer.tasks[0]!._id);
+    const [completed] = (await feeder.next('task:completed')) as [{ _id: string; result: unknown; module: string }];
+    expect(completed).toMatchObject({ _id: answer.tasks[0]!._id, module: 'record', result: { fine: true } });
+  });
 
   it('finds a dependency that completed long ago in the archive when Redis no longer has its record', async () => {
     const c = h.client();

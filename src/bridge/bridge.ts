@@ -17,7 +17,7 @@ import { Presence, type Peer } from './presence.ts';
 import { connectionHandler, refuser } from './peer-events.ts';
 import { RunnerHandlers } from './runner-handlers.ts';
 import { RunnerLeases } from './runner-leases.ts';
-import { Watchers } from './watchers.ts';
+import { Watchers, type ArchivedTask } from './watchers.ts';
 
 export interface BridgeOptions {
   config: Config;
@@ -38,6 +38,8 @@ export interface BridgeOptions {
   presenceEveryMs?: number;
   /** A task started this many times in all fails for good rather than go out again. @defaultValue 20 */
   maxStarts?: number;
+  /** Finds a task that finished and left Redis (the archive), for `task:watch`. */
+  archived?: (id: string, queue: string) => Promise<ArchivedTask | undefined>;
 }
 
 export interface Bridge {
@@ -87,7 +89,7 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
     const emit = (peer: Peer, event: string, payload: unknown) => {
       if (peer.connected) peer.socket.emit(event, payload);
     };
-    const watchers = new Watchers({ config, connection, client, log, send: (peer, e) => emit(peer, e.event, e.payload) });
+    const watchers = new Watchers({ config, connection, client, log, send: (peer, e) => emit(peer, e.event, e.payload), archived: opts.archived });
     releasers.push(() => watchers.close());
     // Started now (not on the first watch), so it is reading before anyone watches.
     watchers.reader(config.queue);

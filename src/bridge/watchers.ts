@@ -5,6 +5,10 @@ import type { Config } from '../config/config.ts';
 import type { TaskClient } from '../tasks/task-client.ts';
 import { legacyFromJob, type LegacyTask } from './legacy-shape.ts';
 import type { Peer } from './presence.ts';
+import type { TaskDocument } from '../archive/document.ts';
+
+/** What the watchers need of an archived task. */
+export type ArchivedTask = Pick<TaskDocument, 'module' | 'params' | 'priority' | 'timeout' | 'dependencies' | 'created' | 'status' | 'result' | 'error'>;
 
 /** What `task:completed` / `task:failed` carry: the task, and its result or its error. */
 export type WatchEvent =
@@ -51,6 +55,8 @@ export class Watchers {
       client: TaskClient;
       log: Logger;
       send(peer: Peer, e: WatchEvent): void;
+      /** Where a task that left Redis is still found (the archive). */
+      archived?: (id: string, queue: string) => Promise<ArchivedTask | undefined>;
     },
   ) {
     this.log = opts.log;
@@ -94,6 +100,19 @@ export class Watchers {
         const key = this.key(queue, id);
         const q = this.opts.client.queue(queue);
         const job = await Job.fromId(q, id);
+        const gone = job ? undefined : await this.opts.archived?.(id, queue).catch(() => undefined);
+        if (gone) {
+          // Finished and archived since: answered from the archive.
+          answer.finished.push(id);
+          const task: LegacyTask = { _id: id, queue, module: gone.module, params: gone.params, priority: gone.priority, timeout: gone.timeout ?? this.opts.config.defaults.timeout, dependencies: gone.dependencies, created: Math.floor(new Date(gone.created).getTime() / 1000) };
+          this.opts.send(
+            peer,
+            gone.status === 'completed'
+              ? { event: 'task:completed', payload: { ...task, result: gone.result ?? null } }
+              : { event: 'task:failed', payload: { ...task, queue, error: gone.error?.message ?? gone.status } },
+          );
+          return;
+        }
         if (!job) {
           answer.unknown.push(id);
           this.opts.send(peer, {

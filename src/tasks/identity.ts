@@ -32,9 +32,12 @@ export function dependencyKey(module: string, params: readonly unknown[]): strin
 
 /**
  * What deduplicates: module, parameters and the set of dependencies (their order does not
- * matter).
+ * matter). A task without dependencies is identified by its dependency key (`ownKey`, when
+ * already computed, saves hashing again); the two never collide, as they hash differently
+ * shaped JSON.
  */
-export function taskKey(module: string, params: readonly unknown[], dependencyKeys: readonly string[]): string {
+export function taskKey(module: string, params: readonly unknown[], dependencyKeys: readonly string[], ownKey?: string): string {
+  if (!dependencyKeys.length) return ownKey ?? dependencyKey(module, params);
   return hash(canonicalJson([module, params, [...dependencyKeys].sort()]));
 }
 

@@ -1,5 +1,5 @@
 import { FlowProducer, Job, Queue, type FlowJobNode, type FlowJob, type JobsOptions } from 'bullmq';
-import type { Redis } from 'ioredis';
+import type { ChainableCommander, Redis } from 'ioredis';
 import type { Config } from '../config/config.ts';
 import { keysFor, GATE_QUEUE, type Keys } from '../queue/keys.ts';
 import pino from 'pino';
@@ -130,7 +130,7 @@ export class TaskClient {
     }
     // A new run of an identity whose last run failed for good: dependents added from now on
     // wait for it instead of failing at once.
-    await this.store.clearFailures(toAdd.map((p) => p.dependencyKey));
+    if (gates.length || toAdd.some((p) => p.task.dependencies.length)) await this.store.clearFailures(toAdd.map((p) => p.dependencyKey));
     await this.openSettledGates(gates);
     return planned.map((p) => {
       const first = p.sameAs === undefined ? p : planned[p.sameAs]!;
@@ -145,6 +145,9 @@ export class TaskClient {
     for (const p of toAdd) {
       await new Job(this.queue(p.queue), p.task.module, toJobData(p.task, { task: p.taskKey, dependency: p.dependencyKey }), this.jobOpts(p), p.id).addJob(multi);
     }
+    // A new run of an identity whose last run failed for good (see addTasks), in the same step.
+    // (Our connections are ioredis, whose transaction BullMQ's wrapper extends.)
+    (multi as unknown as ChainableCommander).hdel(this.keys.failed, ...toAdd.map((p) => p.dependencyKey));
     const results = (await multi.exec()) as [Error | null, unknown][] | null;
     const failed = results?.find(([err]) => err);
     if (!results || failed) throw failed?.[0] ?? new Error('Redis discarded the transaction');
@@ -156,13 +159,14 @@ export class TaskClient {
     return tasks.map((task, i) => {
       const queue = task.queue ?? this.config.queue;
       const depKeys = task.dependencies.map((d) => dependencyKey(d.module, d.params));
-      const tk = taskKey(task.module, task.params, depKeys);
+      const ownKey = dependencyKey(task.module, task.params);
+      const tk = taskKey(task.module, task.params, depKeys, ownKey);
       const id = ids[i]!;
       const p: Planned = {
         task,
         queue,
         taskKey: tk,
-        dependencyKey: dependencyKey(task.module, task.params),
+        dependencyKey: ownKey,
         depKeys,
         id,
         jobKey: this.keys.job(queue, id),

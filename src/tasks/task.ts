@@ -97,6 +97,7 @@ export function taskFromJob(job: JobLike): JobTask {
         job.name,
         params,
         dependencies.map((d) => dependencyKey(d.module, d.params)),
+        keys?.dependency,
       ),
   };
 }

@@ -29,6 +29,19 @@ export const MAX_TIMEOUT = 2_147_483_647;
 
 export function moduleNameProblem(name: unknown, tasksDir?: string): string | undefined {
   if (typeof name !== 'string') return `must be a string (${MODULE_RULE}), got ${typeName(name)}`;
+  // A batch names few modules many times: each name is checked once.
+  const memo = `${tasksDir ?? ''}\0${name}`;
+  if (checkedNames.has(memo)) return checkedNames.get(memo);
+  const problem = nameProblem(name, tasksDir);
+  if (checkedNames.size >= CHECKED_NAMES_MAX) checkedNames.clear();
+  checkedNames.set(memo, problem);
+  return problem;
+}
+
+const checkedNames = new Map<string, string | undefined>();
+const CHECKED_NAMES_MAX = 1000;
+
+function nameProblem(name: string, tasksDir?: string): string | undefined {
   if (name.length === 0 || name.length > 200) return `must be 1 to 200 characters (${MODULE_RULE})`;
   const segments = name.split('/');
   if (!segments.every((s) => MODULE_SEGMENT.test(s))) {

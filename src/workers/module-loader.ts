@@ -10,6 +10,9 @@ import { moduleNameProblem } from '../tasks/validate.ts';
 export type TaskFunction = (...args: unknown[]) => unknown;
 
 /** The module exists but could not be loaded (syntax error, missing import, no function). */
+/** Module names whose candidate paths are remembered; beyond this the memory starts over. */
+const MAX_REMEMBERED_PATHS = 10_000;
+
 export class ModuleLoadError extends TaskmasterError {
   override readonly code = 'MODULE_LOAD_FAILED';
 }
@@ -31,6 +34,8 @@ interface Loaded {
  */
 export class ModuleLoader {
   private readonly cache = new Map<string, Loaded>();
+  /** The files a module name may be, by name (joined once, not per run). */
+  private readonly paths = new Map<string, string[]>();
   readonly dir: string;
 
   constructor(tasksDir: string) {
@@ -63,8 +68,13 @@ export class ModuleLoader {
    */
   private async find(name: string): Promise<{ file: string; mtimeMs: number } | undefined> {
     const cached = this.cache.get(name);
-    const candidates = cached ? [cached.file, ...MODULE_EXTENSIONS.map((ext) => join(this.dir, name + ext))] : MODULE_EXTENSIONS.map((ext) => join(this.dir, name + ext));
-    for (const file of candidates) {
+    let paths = this.paths.get(name);
+    if (!paths) {
+      paths = MODULE_EXTENSIONS.map((ext) => join(this.dir, name + ext));
+      if (this.paths.size >= MAX_REMEMBERED_PATHS) this.paths.clear();
+      this.paths.set(name, paths);
+    }
+    for (const file of cached ? [cached.file, ...paths] : paths) {
       const s = statSync(file, { throwIfNoEntry: false });
       if (s?.isFile()) return { file, mtimeMs: s.mtimeMs };
     }
