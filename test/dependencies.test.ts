@@ -229,6 +229,27 @@ describe('failing dependencies', () => {
     return (await Job.fromId(c.queue(), id))!.failedReason;
   }
 
+  it('a new run of a dependency that failed for good makes later dependents wait for it instead of failing', async () => {
+    const c = h.client();
+    h.worker({ concurrency: 3 });
+    const H = { module: 'hold', params: [{ name: 'again' }] };
+    const [first] = await c.add(H);
+    await waitFor(() => !!g.__tmHolds?.again, 'the first run');
+    g.__tmHolds!.again!(new Error('first run fails'));
+    await settled(c, first!.id, 'failed');
+    const [early] = await c.add({ module: 'step', params: [{ name: 'early' }], dependencies: [H] });
+    expect(await failed(c, early!.id)).toMatch(/failed for good: first run fails/);
+
+    const [second] = await c.add(H);
+    expect(second!.id).not.toBe(first!.id);
+    const [late] = await c.add({ module: 'step', params: [{ name: 'late' }], dependencies: [H] });
+    await waitFor(() => !!g.__tmHolds?.again, 'the second run');
+    await new Promise((r) => setTimeout(r, 200));
+    expect(await state(c, late!.id)).toBe('waiting-children');
+    g.__tmHolds!.again!('fine now');
+    await settled(c, late!.id);
+  });
+
   it('fails dependents of a dependency that failed for good: flow children, gated ones and transitively', async () => {
     const c1 = h.client();
     const c2 = h.client();

@@ -3,11 +3,13 @@ import type { Keys } from '../queue/keys.ts';
 
 /**
  * Claims identities for a batch in one round trip.
- * KEYS[1] live hash
+ * KEYS[1] live hash, KEYS[2] failed hash
  * ARGV[1] now (ms), ARGV[2] how long a claim whose job does not exist yet is honoured (ms),
- * then pairs: taskKey, jobKey
- * Returns, per pair, the job key that holds the identity: the given one when it was claimed,
- * another one when a live task already has it. A holder is live while its job hash exists
+ * then triples: taskKey, jobKey, dependencyKey
+ * Returns, per triple, the job key that holds the identity: the given one when it was claimed,
+ * another one when a live task already has it; then one more element, a string with a '1' for
+ * each claimed identity whose last run failed for good (its record is cleared once the add
+ * commits) and '0' otherwise. A holder is live while its job hash exists
  * without `finishedOn`, or, before the job is written, while its claim is young; so a crash
  * between claim and add, or a finished job whose claim was never released, heals itself.
  */
@@ -15,7 +17,8 @@ const CLAIM = `
 local out = {}
 local now = tonumber(ARGV[1])
 local stale = tonumber(ARGV[2])
-for i = 3, #ARGV, 2 do
+local failed = {}
+for i = 3, #ARGV, 3 do
   local tk, jk = ARGV[i], ARGV[i + 1]
   local cur = redis.call('HGET', KEYS[1], tk)
   local holder = false
@@ -31,11 +34,14 @@ for i = 3, #ARGV, 2 do
   end
   if holder then
     out[#out + 1] = holder
+    failed[#failed + 1] = '0'
   else
     redis.call('HSET', KEYS[1], tk, now .. '|' .. jk)
     out[#out + 1] = jk
+    failed[#failed + 1] = redis.call('HEXISTS', KEYS[2], ARGV[i + 2]) == 1 and '1' or '0'
   end
 end
+out[#out + 1] = table.concat(failed)
 return out
 `;
 
@@ -79,7 +85,7 @@ return waiters
 `;
 
 type Scripted = Redis & {
-  tmClaim(live: string, ...args: (string | number)[]): Promise<string[]>;
+  tmClaim(live: string, failed: string, ...args: (string | number)[]): Promise<string[]>;
   tmRelease(live: string, ...args: string[]): Promise<number>;
   tmSettle(live: string, done: string, failed: string, opening: string, waiters: string, ...args: string[]): Promise<string[]>;
 };
@@ -87,7 +93,7 @@ type Scripted = Redis & {
 function scripted(redis: Redis): Scripted {
   const r = redis as Scripted;
   if (typeof r.tmClaim !== 'function') {
-    redis.defineCommand('tmClaim', { numberOfKeys: 1, lua: CLAIM });
+    redis.defineCommand('tmClaim', { numberOfKeys: 2, lua: CLAIM });
     redis.defineCommand('tmRelease', { numberOfKeys: 1, lua: RELEASE });
     redis.defineCommand('tmSettle', { numberOfKeys: 5, lua: SETTLE });
   }
@@ -133,15 +139,21 @@ export class IdentityStore {
     this.redis = scripted(redis);
   }
 
-  /** Claims each identity; returns the holder's job key per item (its own when claimed). */
-  async claim(items: ClaimItem[], now = Date.now()): Promise<string[]> {
-    const out: string[] = [];
+  /**
+   * Claims each identity; returns the holder's job key per item (its own when claimed), and
+   * whether any claimed identity has a failed-for-good record (to clear once the add commits).
+   */
+  async claim(items: ClaimItem[], now = Date.now()): Promise<{ holders: string[]; anyFailed: boolean }> {
+    const holders: string[] = [];
+    let anyFailed = false;
     for (let i = 0; i < items.length; i += CHUNK) {
       const args: (string | number)[] = [now, CLAIM_GRACE_MS];
-      for (const it of items.slice(i, i + CHUNK)) args.push(it.taskKey, it.jobKey);
-      out.push(...(await this.redis.tmClaim(this.keys.live, ...args)));
+      for (const it of items.slice(i, i + CHUNK)) args.push(it.taskKey, it.jobKey, it.dependencyKey);
+      const out = await this.redis.tmClaim(this.keys.live, this.keys.failed, ...args);
+      anyFailed ||= out.pop()!.includes('1');
+      holders.push(...out);
     }
-    return out;
+    return { holders, anyFailed };
   }
 
   /** Forgets failed-for-good records of identities that have a new run now. */

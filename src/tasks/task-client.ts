@@ -94,7 +94,7 @@ export class TaskClient {
   async addTasks(tasks: Task[]): Promise<AddedTask[]> {
     const planned = this.plan(tasks);
     const fresh = planned.filter((p) => p.sameAs === undefined);
-    const holders = await this.store.claim(fresh);
+    const { holders, anyFailed } = await this.store.claim(fresh);
     fresh.forEach((p, i) => {
       const holder = holders[i]!;
       if (holder !== p.jobKey) {
@@ -121,7 +121,7 @@ export class TaskClient {
         });
         await this.flows.addBulk(flows);
       } else if (toAdd.length) {
-        await this.addPlain(toAdd);
+        await this.addPlain(toAdd, anyFailed);
       }
     } catch (err) {
       await this.store.release(toAdd).catch(() => undefined);
@@ -130,7 +130,7 @@ export class TaskClient {
     }
     // A new run of an identity whose last run failed for good: dependents added from now on
     // wait for it instead of failing at once.
-    if (gates.length || toAdd.some((p) => p.task.dependencies.length)) await this.store.clearFailures(toAdd.map((p) => p.dependencyKey));
+    if (anyFailed && (gates.length || toAdd.some((p) => p.task.dependencies.length))) await this.store.clearFailures(toAdd.map((p) => p.dependencyKey));
     await this.openSettledGates(gates);
     return planned.map((p) => {
       const first = p.sameAs === undefined ? p : planned[p.sameAs]!;
@@ -139,7 +139,7 @@ export class TaskClient {
   }
 
   /** Independent tasks: BullMQ's add script for each, queued in one transaction. */
-  private async addPlain(toAdd: Planned[]): Promise<void> {
+  private async addPlain(toAdd: Planned[], clearFailures: boolean): Promise<void> {
     // BullMQ's client wrapper (not the raw ioredis one) knows how to queue its scripts.
     const multi = (await this.queue(toAdd[0]!.queue).getBackend().client).multi();
     for (const p of toAdd) {
@@ -147,7 +147,7 @@ export class TaskClient {
     }
     // A new run of an identity whose last run failed for good (see addTasks), in the same step.
     // (Our connections are ioredis, whose transaction BullMQ's wrapper extends.)
-    (multi as unknown as ChainableCommander).hdel(this.keys.failed, ...toAdd.map((p) => p.dependencyKey));
+    if (clearFailures) (multi as unknown as ChainableCommander).hdel(this.keys.failed, ...toAdd.map((p) => p.dependencyKey));
     const results = (await multi.exec()) as [Error | null, unknown][] | null;
     const failed = results?.find(([err]) => err);
     if (!results || failed) throw failed?.[0] ?? new Error('Redis discarded the transaction');
