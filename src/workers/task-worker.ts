@@ -164,7 +164,9 @@ export class TaskWorker {
 
   private async process(job: BullJob, token: string): Promise<unknown> {
     const task = taskFromJob(job as BullJob & { id: string });
-    const log = this.log.child({ jobId: job.id, module: task.module });
+    // Made when first used: most runs log nothing, and a child logger per run shows in profiles.
+    let child: Logger | undefined;
+    const logger = () => (child ??= this.log.child({ jobId: job.id, module: task.module }));
     const abort = new AbortController();
     const run: RunInfo = { jobId: job.id!, queue: job.queueName, token, timeoutMs: task.timeout ?? this.opts.config.defaults.timeout };
     this.runs.set(run.jobId, abort);
@@ -176,7 +178,7 @@ export class TaskWorker {
         // Consumers are expected to hold the same modules; where they differ, one that lacks
         // a module hands the job back (no attempt spent) while another live one announces it.
         if (err instanceof UnknownModuleError && (await this.registry.canRun(task.module, job.queueName, this.consumerId))) {
-          log.info('module not here but another consumer has it; handing the job back');
+          logger().info('module not here but another consumer has it; handing the job back');
           await job.moveToDelayed(Date.now() + 1000, token);
           throw new DelayedError();
         }
@@ -184,21 +186,23 @@ export class TaskWorker {
       });
       const ctx: TaskContext = {
         signal: abort.signal,
-        log,
+        get log() {
+          return logger();
+        },
         jobId: job.id!,
         module: task.module,
         attempt: job.attemptsMade + 1,
         progress: (value) => job.updateProgress(value),
         add: async (tasks) => (await this.opts.client.add(tasks)).map((t) => t.id),
       };
-      const linger = { ms: this.opts.lingerMs ?? 2000, onLinger: () => this.lingered(run, log) };
+      const linger = { ms: this.opts.lingerMs ?? 2000, onLinger: () => this.lingered(run, logger()) };
       const result = await runTask(fn, task.params, ctx, run.timeoutMs, abort, linger);
       await this.outcomes.record('completed', job as BullJob & { id: string }, undefined, task);
       return result;
     } catch (err) {
       if (err instanceof DelayedError) throw err;
       const final = isUnrecoverable(err) || job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
-      log.warn({ err, attempt: job.attemptsMade + 1, final }, 'task failed');
+      logger().warn({ err, attempt: job.attemptsMade + 1, final }, 'task failed');
       const error = isUnrecoverable(err) ? new UnrecoverableError(failureReason(err)) : err;
       if (final) await this.outcomes.record('failed', job as BullJob & { id: string }, failureReason(err), task);
       if (err instanceof TaskCancelledError) await this.cancellations.done(run.jobId);
