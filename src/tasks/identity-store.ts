@@ -60,34 +60,41 @@ return 0
 `;
 
 /**
- * Records the final outcome of an identity and returns the gates waiting on it. When there are
- * any, the identity is also put in the `opening` set in the same step, so that a crash before
- * they are promoted leaves work the reconciler finds. Most tasks have no waiters, and then
- * this is the only round trip a completion costs.
- * KEYS[1] live, KEYS[2] done, KEYS[3] failed, KEYS[4] opening, KEYS[5] waiters of this identity
- * ARGV[1] 'completed' | 'failed', ARGV[2] taskKey, ARGV[3] dependencyKey, ARGV[4] jobKey,
- * ARGV[5] record JSON
+ * Records the final outcomes of identities and returns, per identity, the gates waiting on it.
+ * When there are any, the identity is also put in the `opening` set in the same step, so that
+ * a crash before they are promoted leaves work the reconciler finds. Most tasks have no
+ * waiters, and then this is the only round trip a completion costs — shared by the tasks that
+ * finish in the same turn of the event loop.
+ * KEYS[1] live, KEYS[2] done, KEYS[3] failed, KEYS[4] opening, then per item its waiters set
+ * ARGV per item: 'completed' | 'failed', taskKey, dependencyKey, jobKey, record JSON
  */
 const SETTLE = `
-local cur = redis.call('HGET', KEYS[1], ARGV[2])
-if cur and string.sub(cur, string.find(cur, '|', 1, true) + 1) == ARGV[4] then
-  redis.call('HDEL', KEYS[1], ARGV[2])
+local out = {}
+for n = 1, #KEYS - 4 do
+  local a = (n - 1) * 5
+  local outcome, tk, dk, jk, record = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
+  local cur = redis.call('HGET', KEYS[1], tk)
+  if cur and string.sub(cur, string.find(cur, '|', 1, true) + 1) == jk then
+    redis.call('HDEL', KEYS[1], tk)
+  end
+  if outcome == 'completed' then
+    redis.call('HSET', KEYS[2], dk, record)
+    redis.call('HDEL', KEYS[3], dk)
+  else
+    redis.call('HSET', KEYS[3], dk, record)
+  end
+  local waiters = redis.call('SMEMBERS', KEYS[4 + n])
+  if #waiters > 0 then redis.call('SADD', KEYS[4], dk) end
+  out[n] = waiters
 end
-if ARGV[1] == 'completed' then
-  redis.call('HSET', KEYS[2], ARGV[3], ARGV[5])
-  redis.call('HDEL', KEYS[3], ARGV[3])
-else
-  redis.call('HSET', KEYS[3], ARGV[3], ARGV[5])
-end
-local waiters = redis.call('SMEMBERS', KEYS[5])
-if #waiters > 0 then redis.call('SADD', KEYS[4], ARGV[3]) end
-return waiters
+return out
 `;
 
 type Scripted = Redis & {
   tmClaim(live: string, failed: string, ...args: (string | number)[]): Promise<string[]>;
   tmRelease(live: string, ...args: string[]): Promise<number>;
-  tmSettle(live: string, done: string, failed: string, opening: string, waiters: string, ...args: string[]): Promise<string[]>;
+  /** numberOfKeys first: 4 + one waiters key per item. */
+  tmSettle(numberOfKeys: number, ...keysAndArgs: string[]): Promise<string[][]>;
 };
 
 function scripted(redis: Redis): Scripted {
@@ -95,7 +102,7 @@ function scripted(redis: Redis): Scripted {
   if (typeof r.tmClaim !== 'function') {
     redis.defineCommand('tmClaim', { numberOfKeys: 2, lua: CLAIM });
     redis.defineCommand('tmRelease', { numberOfKeys: 1, lua: RELEASE });
-    redis.defineCommand('tmSettle', { numberOfKeys: 5, lua: SETTLE });
+    redis.defineCommand('tmSettle', { lua: SETTLE });
   }
   return r;
 }
@@ -120,6 +127,15 @@ export interface IdentityArchive {
   completed(dependencyKeys: string[]): Promise<Map<string, { jobId: string; at: number }>>;
 }
 
+interface PendingSettle {
+  outcome: 'completed' | 'failed';
+  item: ClaimItem;
+  record: Outcome;
+  sent(): void;
+  resolve(waiters: string[]): void;
+  reject(err: unknown): void;
+}
+
 /** A claim younger than this whose job is not written yet is an add in progress elsewhere. */
 const CLAIM_GRACE_MS = 30_000;
 const CHUNK = 1000;
@@ -132,6 +148,8 @@ export class IdentityStore {
   private readonly redis: Scripted;
   /** Asked about identities Redis has no outcome for; what it knows is written back to Redis. */
   archive?: IdentityArchive;
+  /** Outcomes waiting for this turn's command (see settle). */
+  private settling: PendingSettle[] = [];
   constructor(
     redis: Redis,
     readonly keys: Keys,
@@ -168,20 +186,39 @@ export class IdentityStore {
     }
   }
 
-  /** Records the outcome; returns the ids of the gates waiting on this identity. */
-  settle(outcome: 'completed' | 'failed', item: ClaimItem, record: Outcome): Promise<string[]> {
-    return this.redis.tmSettle(
-      this.keys.live,
-      this.keys.done,
-      this.keys.failed,
-      this.keys.opening,
-      this.keys.waiters(item.dependencyKey),
-      outcome,
-      item.taskKey,
-      item.dependencyKey,
-      item.jobKey,
-      JSON.stringify(record),
-    );
+  /**
+   * Records the outcome; `waiters` resolves to the ids of the gates waiting on this identity.
+   * Outcomes recorded in the same turn of the event loop go to Redis together, in one command,
+   * written at the end of the turn; `sent` resolves once it is written, ahead of whatever is
+   * sent on this connection after that (Redis runs a connection's commands in order).
+   */
+  settle(outcome: 'completed' | 'failed', item: ClaimItem, record: Outcome): { sent: Promise<void>; waiters: Promise<string[]> } {
+    let sent!: () => void;
+    const sentP = new Promise<void>((r) => (sent = r));
+    const waiters = new Promise<string[]>((resolve, reject) => {
+      if (this.settling.push({ outcome, item, record, sent, resolve, reject }) === 1) setImmediate(() => this.flushSettles());
+    });
+    return { sent: sentP, waiters };
+  }
+
+  private flushSettles(): void {
+    const batch = this.settling;
+    this.settling = [];
+    for (let i = 0; i < batch.length; i += CHUNK) {
+      const part = batch.slice(i, i + CHUNK);
+      const keys = [this.keys.live, this.keys.done, this.keys.failed, this.keys.opening];
+      const args: string[] = [];
+      for (const { outcome, item, record } of part) {
+        keys.push(this.keys.waiters(item.dependencyKey));
+        args.push(outcome, item.taskKey, item.dependencyKey, item.jobKey, JSON.stringify(record));
+      }
+      this.redis.tmSettle(keys.length, ...keys, ...args).then(
+        (out) => part.forEach((s, n) => s.resolve(out[n] ?? [])),
+        (err) => part.forEach((s) => s.reject(err)),
+      );
+      // ioredis has written the command (or queued it, in order, while reconnecting).
+      for (const s of part) s.sent();
+    }
   }
 
   /** Outcome per dependency key: completed wins over failed; undefined while neither. */

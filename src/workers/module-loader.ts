@@ -9,10 +9,10 @@ import { moduleNameProblem } from '../tasks/validate.ts';
 /** A task module's function: legacy `function (...params)` or modern `async (params, ctx)`. */
 export type TaskFunction = (...args: unknown[]) => unknown;
 
-/** The module exists but could not be loaded (syntax error, missing import, no function). */
 /** Module names whose candidate paths are remembered; beyond this the memory starts over. */
 const MAX_REMEMBERED_PATHS = 10_000;
 
+/** The module exists but could not be loaded (syntax error, missing import, no function). */
 export class ModuleLoadError extends TaskmasterError {
   override readonly code = 'MODULE_LOAD_FAILED';
 }
@@ -36,6 +36,8 @@ export class ModuleLoader {
   private readonly cache = new Map<string, Loaded>();
   /** The files a module name may be, by name (joined once, not per run). */
   private readonly paths = new Map<string, string[]>();
+  /** What find() saw in this turn of the event loop, by name. */
+  private readonly seenThisTurn = new Map<string, { file: string; mtimeMs: number } | undefined>();
   readonly dir: string;
 
   constructor(tasksDir: string) {
@@ -46,7 +48,7 @@ export class ModuleLoader {
     // A name in the cache was checked when it was first loaded.
     const problem = this.cache.has(name) ? undefined : moduleNameProblem(name, this.dir);
     if (problem) throw new UnknownModuleError(`module ${problem}`);
-    const found = await this.find(name);
+    const found = this.find(name);
     if (!found) {
       const known = await this.list();
       throw new UnknownModuleError(
@@ -63,10 +65,20 @@ export class ModuleLoader {
   }
 
   /**
-   * One stat per run: a synchronous stat of a file the OS has cached costs microseconds, far
-   * less than a round trip through libuv's thread pool, and sees an edit the moment it lands.
+   * One stat per module and turn of the event loop: runs that start in the same turn (a burst
+   * of jobs fetched together) see the same file, and a run in any later turn sees an edit that
+   * landed before it. A synchronous stat of a file the OS has cached costs microseconds, far
+   * less than a round trip through libuv's thread pool.
    */
-  private async find(name: string): Promise<{ file: string; mtimeMs: number } | undefined> {
+  private find(name: string): { file: string; mtimeMs: number } | undefined {
+    if (this.seenThisTurn.has(name)) return this.seenThisTurn.get(name);
+    const found = this.stat(name);
+    if (this.seenThisTurn.size === 0) setImmediate(() => this.seenThisTurn.clear());
+    this.seenThisTurn.set(name, found);
+    return found;
+  }
+
+  private stat(name: string): { file: string; mtimeMs: number } | undefined {
     const cached = this.cache.get(name);
     let paths = this.paths.get(name);
     if (!paths) {

@@ -24,6 +24,34 @@ export class ResultNotSerialisableError extends TaskmasterError {
 }
 
 /**
+ * Aborts one run. Its AbortController (and so `ctx.signal`) is made only when the task asks
+ * for the signal: most runs never do, and a controller and its listener cost on every run.
+ */
+export class RunAbort {
+  aborted = false;
+  reason: unknown;
+  /** Told first, before the signal's own listeners (runTask settles the run here). */
+  onAbort?: (reason: unknown) => void;
+  private controller?: AbortController;
+
+  get signal(): AbortSignal {
+    if (!this.controller) {
+      this.controller = new AbortController();
+      if (this.aborted) this.controller.abort(this.reason);
+    }
+    return this.controller.signal;
+  }
+
+  abort(reason: unknown): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.reason = reason;
+    this.onAbort?.(reason);
+    this.controller?.abort(reason);
+  }
+}
+
+/**
  * The 2015 worker object: legacy modules run with it as `this` and call `this.done(result)`,
  * `this.error(err)` or `this.add(task)`. It is an EventEmitter as the original was.
  */
@@ -69,7 +97,7 @@ export function runTask(
   params: unknown[],
   ctx: TaskContext,
   timeoutMs: number,
-  abort: AbortController,
+  abort: RunAbort,
   linger?: { ms: number; onLinger(): void },
 ): Promise<unknown> {
   return new Promise((resolve, reject) => {
@@ -101,15 +129,12 @@ export function runTask(
         reject(e);
       }
     };
-    // Aborted (cancelled) before it began, e.g. while its module was loading: the abort event
-    // has fired already and would never reach the listener below, so do not start it at all.
-    if (abort.signal.aborted) return settle(abort.signal.reason ?? new Error('aborted'), undefined, 'not-started');
+    // Aborted (cancelled) before it began, e.g. while its module was loading: do not start it.
+    if (abort.aborted) return settle(abort.reason ?? new Error('aborted'), undefined, 'not-started');
     timer = setTimeout(() => {
       abort.abort(new TaskTimeoutError(`task ${ctx.module} exceeded its timeout of ${timeoutMs} ms`));
     }, timeoutMs);
-    abort.signal.addEventListener('abort', () => settle(abort.signal.reason ?? new Error('aborted'), undefined, 'abort'), {
-      once: true,
-    });
+    abort.onAbort = (reason) => settle(reason ?? new Error('aborted'), undefined, 'abort');
 
     const legacyThis = new LegacyWorkerApi(ctx, settle);
     let returned: unknown;

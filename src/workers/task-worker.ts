@@ -8,12 +8,14 @@ import { DependencyFailedError, UnknownModuleError } from '../errors.ts';
 import { assertDependenciesSucceeded } from '../tasks/dependency-check.ts';
 import { Gates } from '../tasks/gates.ts';
 import { CANCELLED_REASON, Cancellations, TaskCancelledError } from '../tasks/cancellations.ts';
+import { IdentityStore } from '../tasks/identity-store.ts';
 import { Outcomes } from '../tasks/outcomes.ts';
 import type { TaskClient } from '../tasks/task-client.ts';
 import { taskFromJob } from '../tasks/task.ts';
 import { ModuleLoader } from './module-loader.ts';
 import { ConsumerRegistry } from './registry.ts';
-import { ResultNotSerialisableError, runTask, type TaskContext } from './run-task.ts';
+import { RunContext } from './run-context.ts';
+import { ResultNotSerialisableError, RunAbort, runTask } from './run-task.ts';
 
 export interface TaskWorkerOptions {
   config: Pick<Config, 'queue' | 'prefix' | 'concurrency' | 'tasksDir' | 'defaults'>;
@@ -65,7 +67,7 @@ export class TaskWorker {
   readonly cancellations: Cancellations;
   private readonly log: Logger;
   /** Runs in flight in this process, by job id, so a cancel can reach them. */
-  private readonly runs = new Map<string, AbortController>();
+  private readonly runs = new Map<string, RunAbort>();
   private subscriber?: Redis;
   /** Cancel announcements for runs not (yet) here, by job id → when heard. */
   private readonly recentCancels = new Map<string, number>();
@@ -78,7 +80,9 @@ export class TaskWorker {
     this.log = opts.log.child({ component: 'worker' });
     this.loader = new ModuleLoader(config.tasksDir);
     this.gates = new Gates({ connection, prefix: config.prefix, store: opts.client.store, log: this.log });
-    this.outcomes = new Outcomes(opts.client.store, this.gates);
+    // Outcomes are written on the connection the BullMQ Worker finishes jobs on, ahead of the
+    // finishing command (see Outcomes.recordAhead).
+    this.outcomes = new Outcomes(new IdentityStore(connection, opts.client.store.keys), this.gates, this.log);
     this.cancellations = new Cancellations(connection, config.prefix, this.gates, this.outcomes);
     this.worker = new Worker(opts.queue ?? config.queue, (job, token) => this.process(job, token!), {
       connection,
@@ -120,6 +124,7 @@ export class TaskWorker {
   /** Stops taking jobs and waits for the runs in flight (all of them, unless `force`). */
   async close(force = false): Promise<void> {
     await this.worker.close(force);
+    await this.outcomes.close();
     await this.stopHeartbeat?.();
     await this.gates.close();
     this.subscriber?.disconnect();
@@ -132,14 +137,14 @@ export class TaskWorker {
     return Boolean(run);
   }
 
-  private takeRecentCancel(jobId: string, abort: AbortController): void {
+  private takeRecentCancel(jobId: string, abort: RunAbort): void {
     const now = Date.now();
     for (const [id, at] of this.recentCancels) if (now - at > 60_000) this.recentCancels.delete(id);
     if (this.recentCancels.delete(jobId)) abort.abort(new TaskCancelledError(`task ${jobId} was cancelled`));
   }
 
-  private lingered(run: RunInfo, log: Logger): void {
-    log.warn('aborted run shows no sign of stopping');
+  private lingered(run: RunInfo, ctx: RunContext): void {
+    ctx.log.warn('aborted run shows no sign of stopping');
     this.opts.hooks?.onLinger?.(run);
   }
 
@@ -164,53 +169,48 @@ export class TaskWorker {
 
   private async process(job: BullJob, token: string): Promise<unknown> {
     const task = taskFromJob(job as BullJob & { id: string });
-    // Made when first used: most runs log nothing, and a child logger per run shows in profiles.
-    let child: Logger | undefined;
-    const logger = () => (child ??= this.log.child({ jobId: job.id, module: task.module }));
-    const abort = new AbortController();
+    const abort = new RunAbort();
+    const ctx = new RunContext(job, task.module, this.log, abort, this.opts.client);
     const run: RunInfo = { jobId: job.id!, queue: job.queueName, token, timeoutMs: task.timeout ?? this.opts.config.defaults.timeout };
     this.runs.set(run.jobId, abort);
     this.opts.hooks?.onStart?.(run);
     this.takeRecentCancel(run.jobId, abort);
     try {
       if (task.dependencies.length) await assertDependenciesSucceeded(job, this.opts.client);
-      const fn = await this.loader.load(task.module).catch(async (err) => {
-        // Consumers are expected to hold the same modules; where they differ, one that lacks
-        // a module hands the job back (no attempt spent) while another live one announces it.
-        if (err instanceof UnknownModuleError && (await this.registry.canRun(task.module, job.queueName, this.consumerId))) {
-          logger().info('module not here but another consumer has it; handing the job back');
-          await job.moveToDelayed(Date.now() + 1000, token);
-          throw new DelayedError();
-        }
+      let fn;
+      try {
+        fn = await this.loader.load(task.module);
+      } catch (err) {
+        await this.handBackIfRunnableElsewhere(err, job, token, ctx);
         throw err;
-      });
-      const ctx: TaskContext = {
-        signal: abort.signal,
-        get log() {
-          return logger();
-        },
-        jobId: job.id!,
-        module: task.module,
-        attempt: job.attemptsMade + 1,
-        progress: (value) => job.updateProgress(value),
-        add: async (tasks) => (await this.opts.client.add(tasks)).map((t) => t.id),
-      };
-      const linger = { ms: this.opts.lingerMs ?? 2000, onLinger: () => this.lingered(run, logger()) };
+      }
+      const linger = { ms: this.opts.lingerMs ?? 2000, onLinger: this.lingered.bind(this, run, ctx) };
       const result = await runTask(fn, task.params, ctx, run.timeoutMs, abort, linger);
-      await this.outcomes.record('completed', job as BullJob & { id: string }, undefined, task);
+      await this.outcomes.recordAhead('completed', job as BullJob & { id: string }, undefined, task);
       return result;
     } catch (err) {
       if (err instanceof DelayedError) throw err;
       const final = isUnrecoverable(err) || job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
-      logger().warn({ err, attempt: job.attemptsMade + 1, final }, 'task failed');
+      ctx.log.warn({ err, attempt: job.attemptsMade + 1, final }, 'task failed');
       const error = isUnrecoverable(err) ? new UnrecoverableError(failureReason(err)) : err;
-      if (final) await this.outcomes.record('failed', job as BullJob & { id: string }, failureReason(err), task);
+      if (final) await this.outcomes.recordAhead('failed', job as BullJob & { id: string }, failureReason(err), task);
       if (err instanceof TaskCancelledError) await this.cancellations.done(run.jobId);
       throw error;
     } finally {
       this.runs.delete(run.jobId);
       this.opts.hooks?.onEnd?.(run);
     }
+  }
+
+  /**
+   * Consumers are expected to hold the same modules; where they differ, one that lacks a
+   * module hands the job back (no attempt spent) while another live one announces it.
+   */
+  private async handBackIfRunnableElsewhere(err: unknown, job: BullJob, token: string, ctx: RunContext): Promise<void> {
+    if (!(err instanceof UnknownModuleError) || !(await this.registry.canRun(ctx.module, job.queueName, this.consumerId))) return;
+    ctx.log.info('module not here but another consumer has it; handing the job back');
+    await job.moveToDelayed(Date.now() + 1000, token);
+    throw new DelayedError();
   }
 }
 

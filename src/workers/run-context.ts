@@ -1,0 +1,46 @@
+import type { Job as BullJob } from 'bullmq';
+import type { Logger } from 'pino';
+import type { TaskClient } from '../tasks/task-client.ts';
+import type { RunAbort, TaskContext } from './run-task.ts';
+
+/**
+ * The `ctx` of one run. What costs something — the child logger, the AbortController, the
+ * functions — is made when the task first asks for it: a run that uses none of it (most
+ * legacy tasks) pays for none of it. `progress` and `add` come as functions of their own, so
+ * `const { progress } = ctx` works.
+ */
+export class RunContext implements TaskContext {
+  private child?: Logger;
+
+  constructor(
+    private readonly job: BullJob,
+    readonly module: string,
+    private readonly parentLog: Logger,
+    readonly abort: RunAbort,
+    private readonly client: TaskClient,
+  ) {}
+
+  get jobId(): string {
+    return this.job.id!;
+  }
+
+  get attempt(): number {
+    return this.job.attemptsMade + 1;
+  }
+
+  get signal(): AbortSignal {
+    return this.abort.signal;
+  }
+
+  get log(): Logger {
+    return (this.child ??= this.parentLog.child({ jobId: this.job.id, module: this.module }));
+  }
+
+  get progress(): TaskContext['progress'] {
+    return (value) => this.job.updateProgress(value);
+  }
+
+  get add(): TaskContext['add'] {
+    return async (tasks) => (await this.client.add(tasks)).map((t) => t.id);
+  }
+}
