@@ -16,9 +16,8 @@ const RETRY_MAX_MS = 5000;
  * runners. It is idempotent, so a second call for the same job does no harm.
  */
 export class Outcomes {
-  /** Records sent ahead whose answer (and gate opening) is still to come. */
-  private readonly inFlight = new Set<Promise<void>>();
-  private readonly pendingJobs = new Set<string>();
+  /** Records sent ahead whose answer (and gate opening) is still to come → their job ids. */
+  private readonly inFlight = new Map<Promise<void>, string>();
   private closing = false;
 
   constructor(
@@ -44,12 +43,8 @@ export class Outcomes {
   async recordAhead(outcome: 'completed' | 'failed', job: OutcomeJob, reason?: string, task: OutcomeTask = taskFromJob(job)): Promise<void> {
     const { sent, waiters } = this.settle(outcome, job, reason, task);
     const after = this.finish(outcome, job, reason, task, waiters);
-    this.inFlight.add(after);
-    this.pendingJobs.add(job.id);
-    void after.finally(() => {
-      this.inFlight.delete(after);
-      this.pendingJobs.delete(job.id);
-    });
+    this.inFlight.set(after, job.id);
+    void after.finally(() => this.inFlight.delete(after));
     await sent;
   }
 
@@ -62,8 +57,8 @@ export class Outcomes {
     let timer: NodeJS.Timeout | undefined;
     const limit = new Promise<boolean>((r) => (timer = setTimeout(() => r(false), limitMs)));
     while (this.inFlight.size) {
-      if (!(await Promise.race([Promise.all(this.inFlight).then(() => true), limit]))) {
-        this.log?.error({ jobIds: [...this.pendingJobs] }, 'stopped with task outcomes not yet recorded in Redis');
+      if (!(await Promise.race([Promise.all(this.inFlight.keys()).then(() => true), limit]))) {
+        this.log?.error({ jobIds: [...this.inFlight.values()] }, 'stopped with task outcomes not yet recorded in Redis');
         break;
       }
     }
