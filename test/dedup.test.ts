@@ -178,12 +178,13 @@ describe('dedup', () => {
     const F = { module: 'fail', params: ['f'] };
     const [f] = await c.add(F);
     await reached(c, f!.id, 'failed');
-    // A task without dependencies is added by TaskClient.addPlain: make that add fail.
-    const client = c as unknown as { addPlain: () => Promise<void> };
-    const addPlain = client.addPlain;
-    client.addPlain = () => Promise.reject(new Error('simulated: connection lost during add'));
+    // A task without dependencies is claimed and added by one script (plain-add.ts): make
+    // that command fail as a lost connection would.
+    const redis = (c as unknown as { connection: { tmClaimAndAdd?: unknown } }).connection;
+    const original = redis.tmClaimAndAdd;
+    redis.tmClaimAndAdd = () => Promise.reject(new Error('simulated: connection lost during add'));
     await expect(c.add(F)).rejects.toThrow(/simulated/);
-    client.addPlain = addPlain;
+    redis.tmClaimAndAdd = original;
     // F is still failed for good and nothing re-runs it, so a new dependent must fail at once
     // rather than wait in waiting-children forever.
     const [x] = await c.add({ module: 'record', params: ['x'], dependencies: [F] });

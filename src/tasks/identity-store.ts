@@ -2,6 +2,26 @@ import type { Redis } from 'ioredis';
 import type { Keys } from '../queue/keys.ts';
 
 /**
+ * Lua shared by the claim scripts: the job key that holds identity `tk` while it is live, or
+ * false. KEYS[1] is the live hash.
+ */
+export const HOLDER_LUA = `
+local function holderOf(tk, now, stale)
+  local cur = redis.call('HGET', KEYS[1], tk)
+  if not cur then return false end
+  local sep = string.find(cur, '|', 1, true)
+  local at = tonumber(string.sub(cur, 1, sep - 1))
+  local curKey = string.sub(cur, sep + 1)
+  if redis.call('EXISTS', curKey) == 1 then
+    if not redis.call('HGET', curKey, 'finishedOn') then return curKey end
+  elseif now - at < stale then
+    return curKey
+  end
+  return false
+end
+`;
+
+/**
  * Claims identities for a batch in one round trip.
  * KEYS[1] live hash, KEYS[2] failed hash
  * ARGV[1] now (ms), ARGV[2] how long a claim whose job does not exist yet is honoured (ms),
@@ -13,25 +33,14 @@ import type { Keys } from '../queue/keys.ts';
  * without `finishedOn`, or, before the job is written, while its claim is young; so a crash
  * between claim and add, or a finished job whose claim was never released, heals itself.
  */
-const CLAIM = `
+const CLAIM = `${HOLDER_LUA}
 local out = {}
 local now = tonumber(ARGV[1])
 local stale = tonumber(ARGV[2])
 local failed = {}
 for i = 3, #ARGV, 3 do
   local tk, jk = ARGV[i], ARGV[i + 1]
-  local cur = redis.call('HGET', KEYS[1], tk)
-  local holder = false
-  if cur then
-    local sep = string.find(cur, '|', 1, true)
-    local at = tonumber(string.sub(cur, 1, sep - 1))
-    local curKey = string.sub(cur, sep + 1)
-    if redis.call('EXISTS', curKey) == 1 then
-      if not redis.call('HGET', curKey, 'finishedOn') then holder = curKey end
-    elseif now - at < stale then
-      holder = curKey
-    end
-  end
+  local holder = holderOf(tk, now, stale)
   if holder then
     out[#out + 1] = holder
     failed[#failed + 1] = '0'
@@ -137,7 +146,7 @@ interface PendingSettle {
 }
 
 /** A claim younger than this whose job is not written yet is an add in progress elsewhere. */
-const CLAIM_GRACE_MS = 30_000;
+export const CLAIM_GRACE_MS = 30_000;
 const CHUNK = 1000;
 
 /**

@@ -1,5 +1,5 @@
-import { FlowProducer, Job, Queue, type FlowJobNode, type FlowJob, type JobsOptions } from 'bullmq';
-import type { ChainableCommander, Redis } from 'ioredis';
+import { FlowProducer, Queue, type FlowJobNode, type FlowJob, type JobsOptions } from 'bullmq';
+import type { Redis } from 'ioredis';
 import type { Config } from '../config/config.ts';
 import { keysFor, GATE_QUEUE, type Keys } from '../queue/keys.ts';
 import pino from 'pino';
@@ -8,6 +8,7 @@ import { GATE_NAME, GATE_SLEEP_MS, Gates, promoteGates, type GateData } from './
 import { Outcomes } from './outcomes.ts';
 import { dependencyKey, newTaskIds, taskKey } from './identity.ts';
 import { IdentityStore, type IdentityArchive } from './identity-store.ts';
+import { claimAndAdd } from './plain-add.ts';
 import { toBullPriority } from './priority.ts';
 import { toJobData, type Task } from './task.ts';
 import { validateTasks } from './validate.ts';
@@ -87,17 +88,53 @@ export class TaskClient {
   }
 
   /**
-   * Adds already validated tasks as one atomic step — one MULTI — all of them or none. A batch
-   * without dependencies goes in as plain jobs (BullMQ's own add script per job, in one
-   * transaction); a batch with dependencies goes in as flows.
+   * Adds already validated tasks as one atomic step, all of them or none. A batch without
+   * dependencies goes in as plain jobs, claimed and added by one script (plain-add.ts); a batch
+   * with dependencies goes in as flows (one MULTI) after its identities are claimed.
    */
   async addTasks(tasks: Task[]): Promise<AddedTask[]> {
     const planned = this.plan(tasks);
     const fresh = planned.filter((p) => p.sameAs === undefined);
+    if (!fresh.some((p) => p.task.dependencies.length)) {
+      const items = fresh.map((p) => ({ ...p, queue: this.queue(p.queue), name: p.task.module, data: this.jobData(p), opts: this.jobOpts(p) }));
+      this.takeHolders(fresh, await claimAndAdd(this.connection, this.keys, items));
+      return this.answer(planned);
+    }
     const { holders, anyFailed } = await this.store.claim(fresh);
+    this.takeHolders(fresh, holders);
+    const toAdd = fresh.filter((p) => !p.duplicate);
+    const gates: GateEdge[] = [];
+    try {
+      const flows = this.buildFlows(toAdd, gates);
+      await this.store.addWaiters(gates);
+      // A dependency that settled before this point gets an open gate; one that settles
+      // between this read and the add is caught by the second read below, and one that
+      // settles after that finds the gate in its waiters set (registered above).
+      const settled = await this.store.outcomes(gates.map((g) => g.dependencyKey));
+      gates.forEach((g, i) => {
+        if (settled[i]) g.node.opts!.delay = 0;
+      });
+      if (flows.length) await this.flows.addBulk(flows);
+    } catch (err) {
+      await this.store.release(toAdd).catch(() => undefined);
+      await this.store.removeWaiters(gates).catch(() => undefined);
+      throw err;
+    }
+    // A new run of an identity whose last run failed for good: dependents added from now on
+    // wait for it instead of failing at once.
+    if (anyFailed) await this.store.clearFailures(toAdd.map((p) => p.dependencyKey));
+    await this.openSettledGates(gates);
+    return this.answer(planned);
+  }
+
+  /**
+   * Marks the tasks whose identity another live task holds as duplicates of that task; a
+   * holder that is '' or the task's own job key means the task was claimed.
+   */
+  private takeHolders(fresh: Planned[], holders: string[]): void {
     fresh.forEach((p, i) => {
       const holder = holders[i]!;
-      if (holder !== p.jobKey) {
+      if (holder && holder !== p.jobKey) {
         // Identity does not include the queue, so the holder may live in another queue.
         // Job keys are `${prefix}:${queue}:${id}` and neither part contains ':'.
         p.duplicate = true;
@@ -106,51 +143,13 @@ export class TaskClient {
         p.id = holder.slice(holder.lastIndexOf(':') + 1);
       }
     });
-    const toAdd = fresh.filter((p) => !p.duplicate);
-    const gates: GateEdge[] = [];
-    try {
-      if (toAdd.some((p) => p.task.dependencies.length)) {
-        const flows = this.buildFlows(toAdd, gates);
-        await this.store.addWaiters(gates);
-        // A dependency that settled before this point gets an open gate; one that settles
-        // between this read and the add is caught by the second read below, and one that
-        // settles after that finds the gate in its waiters set (registered above).
-        const settled = await this.store.outcomes(gates.map((g) => g.dependencyKey));
-        gates.forEach((g, i) => {
-          if (settled[i]) g.node.opts!.delay = 0;
-        });
-        await this.flows.addBulk(flows);
-      } else if (toAdd.length) {
-        await this.addPlain(toAdd, anyFailed);
-      }
-    } catch (err) {
-      await this.store.release(toAdd).catch(() => undefined);
-      await this.store.removeWaiters(gates).catch(() => undefined);
-      throw err;
-    }
-    // A new run of an identity whose last run failed for good: dependents added from now on
-    // wait for it instead of failing at once.
-    if (anyFailed && (gates.length || toAdd.some((p) => p.task.dependencies.length))) await this.store.clearFailures(toAdd.map((p) => p.dependencyKey));
-    await this.openSettledGates(gates);
+  }
+
+  private answer(planned: Planned[]): AddedTask[] {
     return planned.map((p) => {
       const first = p.sameAs === undefined ? p : planned[p.sameAs]!;
       return { id: first.id, queue: first.queue, duplicate: p.duplicate || p.sameAs !== undefined, task: p.task };
     });
-  }
-
-  /** Independent tasks: BullMQ's add script for each, queued in one transaction. */
-  private async addPlain(toAdd: Planned[], clearFailures: boolean): Promise<void> {
-    // BullMQ's client wrapper (not the raw ioredis one) knows how to queue its scripts.
-    const multi = (await this.queue(toAdd[0]!.queue).getBackend().client).multi();
-    for (const p of toAdd) {
-      await new Job(this.queue(p.queue), p.task.module, toJobData(p.task, { task: p.taskKey, dependency: p.dependencyKey }), this.jobOpts(p), p.id).addJob(multi);
-    }
-    // A new run of an identity whose last run failed for good (see addTasks), in the same step.
-    // (Our connections are ioredis, whose transaction BullMQ's wrapper extends.)
-    if (clearFailures) (multi as unknown as ChainableCommander).hdel(this.keys.failed, ...toAdd.map((p) => p.dependencyKey));
-    const results = (await multi.exec()) as [Error | null, unknown][] | null;
-    const failed = results?.find(([err]) => err);
-    if (!results || failed) throw failed?.[0] ?? new Error('Redis discarded the transaction');
   }
 
   private plan(tasks: Task[]): Planned[] {
@@ -179,6 +178,10 @@ export class TaskClient {
     });
   }
 
+  private jobData(p: Planned) {
+    return toJobData(p.task, { task: p.taskKey, dependency: p.dependencyKey });
+  }
+
   private jobOpts(p: Planned): JobsOptions {
     return { jobId: p.id, ...taskJobOptions(this.config, p.task.priority) };
   }
@@ -193,7 +196,7 @@ export class TaskClient {
     const nodes = new Map<Planned, FlowJob>();
     const childOf = new Map<Planned, Planned>();
     for (const p of toAdd) {
-      nodes.set(p, { name: p.task.module, queueName: p.queue, data: toJobData(p.task, { task: p.taskKey, dependency: p.dependencyKey }), opts: this.jobOpts(p) });
+      nodes.set(p, { name: p.task.module, queueName: p.queue, data: this.jobData(p), opts: this.jobOpts(p) });
     }
     for (const p of toAdd) {
       const node = nodes.get(p)!;
