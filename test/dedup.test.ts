@@ -1,6 +1,6 @@
-import type { FlowProducer } from 'bullmq';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { InvalidTaskError } from '../src/errors.ts';
+import type { AtomicAdder } from '../src/tasks/atomic-add.ts';
 import type { TaskClient } from '../src/tasks/task-client.ts';
 import { useHarness, waitFor } from './support/harness.ts';
 
@@ -142,12 +142,15 @@ describe('dedup', () => {
 
   it('adds nothing, and claims nothing, from a batch whose add fails in Redis', async () => {
     const c = h.client();
-    const flows = (c as unknown as { flows: FlowProducer }).flows;
-    const addBulk = flows.addBulk.bind(flows);
-    flows.addBulk = () => Promise.reject(new Error('simulated: connection lost during add'));
+    // depB is outside the batch, so the batch is claimed and its gate registered before the
+    // write, which fails: both must be undone.
+    const adder = (c as unknown as { adder: AtomicAdder }).adder;
+    const add = adder.add.bind(adder);
+    adder.add = () => Promise.reject(new Error('simulated: connection lost during add'));
     const batch = [depA, { module: 'record', params: ['x'], dependencies: [depA, depB] }];
     await expect(c.add(batch)).rejects.toThrow(/simulated/);
-    flows.addBulk = addBulk;
+    expect(await h.redis.hlen(c.keys.live)).toBe(0);
+    adder.add = add;
     expect(await jobCount(c)).toBe(0);
     expect(await h.redis.hlen(c.keys.live)).toBe(0);
     expect(await h.redis.keys(c.keys.waiters('*'))).toEqual([]);
@@ -178,13 +181,13 @@ describe('dedup', () => {
     const F = { module: 'fail', params: ['f'] };
     const [f] = await c.add(F);
     await reached(c, f!.id, 'failed');
-    // A task without dependencies is claimed and added by one script (plain-add.ts): make
+    // A task without dependencies is claimed and added by one script (atomic-add.ts): make
     // that command fail as a lost connection would.
-    const redis = (c as unknown as { connection: { tmClaimAndAdd?: unknown } }).connection;
-    const original = redis.tmClaimAndAdd;
-    redis.tmClaimAndAdd = () => Promise.reject(new Error('simulated: connection lost during add'));
+    const redis = (c as unknown as { connection: { tmAdd?: unknown } }).connection;
+    const original = redis.tmAdd;
+    redis.tmAdd = () => Promise.reject(new Error('simulated: connection lost during add'));
     await expect(c.add(F)).rejects.toThrow(/simulated/);
-    redis.tmClaimAndAdd = original;
+    redis.tmAdd = original;
     // F is still failed for good and nothing re-runs it, so a new dependent must fail at once
     // rather than wait in waiting-children forever.
     const [x] = await c.add({ module: 'record', params: ['x'], dependencies: [F] });

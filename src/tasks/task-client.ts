@@ -1,4 +1,4 @@
-import { FlowProducer, Queue, type FlowJobNode, type FlowJob, type JobsOptions } from 'bullmq';
+import { Queue, type FlowJobNode, type FlowJob, type JobsOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Config } from '../config/config.ts';
 import { keysFor, GATE_QUEUE, type Keys } from '../queue/keys.ts';
@@ -8,7 +8,7 @@ import { GATE_NAME, GATE_SLEEP_MS, Gates, promoteGates, type GateData } from './
 import { Outcomes } from './outcomes.ts';
 import { dependencyKey, newTaskIds, taskKey } from './identity.ts';
 import { IdentityStore, type IdentityArchive } from './identity-store.ts';
-import { claimAndAdd } from './plain-add.ts';
+import { AtomicAdder } from './atomic-add.ts';
 import { toBullPriority } from './priority.ts';
 import { toJobData, type Task } from './task.ts';
 import { validateTasks } from './validate.ts';
@@ -55,7 +55,7 @@ interface GateEdge {
 export class TaskClient {
   readonly keys: Keys;
   readonly store: IdentityStore;
-  private readonly flows: FlowProducer;
+  private readonly adder: AtomicAdder;
   private readonly queues = new Map<string, Queue>();
   private cancellations?: Cancellations;
   private readonly closers: (() => Promise<void>)[] = [];
@@ -68,7 +68,7 @@ export class TaskClient {
     this.keys = keysFor(config.prefix);
     this.store = new IdentityStore(connection, this.keys);
     this.store.archive = opts.identityArchive;
-    this.flows = new FlowProducer({ connection, prefix: config.prefix });
+    this.adder = new AtomicAdder(connection, this.keys, config.prefix, (name) => this.queue(name));
   }
 
   /** Validates `input` (a task, an array, or a JSON string of either) and adds it atomically. */
@@ -88,22 +88,24 @@ export class TaskClient {
   }
 
   /**
-   * Adds already validated tasks as one atomic step, all of them or none. A batch without
-   * dependencies goes in as plain jobs, claimed and added by one script (plain-add.ts); a batch
-   * with dependencies goes in as flows (one MULTI) after its identities are claimed.
+   * Adds already validated tasks as one atomic step, all of them or none: BullMQ flows (a task
+   * is a flow of one, or a parent of the tasks of the batch it depends on; other dependencies
+   * are gates), written by one script (atomic-add.ts).
    */
   async addTasks(tasks: Task[]): Promise<AddedTask[]> {
     const planned = this.plan(tasks);
     const fresh = planned.filter((p) => p.sameAs === undefined);
-    if (!fresh.some((p) => p.task.dependencies.length)) {
-      const items = fresh.map((p) => ({ ...p, queue: this.queue(p.queue), name: p.task.module, data: this.jobData(p), opts: this.jobOpts(p) }));
-      this.takeHolders(fresh, await claimAndAdd(this.connection, this.keys, items));
-      return this.answer(planned);
-    }
+    const gates: GateEdge[] = [];
+    // The common case — every dependency inside the batch, no identity held by a live task —
+    // is one step: claims and jobs written by one script.
+    const all = this.buildFlows(fresh, gates);
+    if (!gates.length && !(await this.adder.add(all, fresh))) return this.answer(planned);
+    gates.length = 0;
+    // Otherwise claims come first, so that duplicates answer with their holder and gates can be
+    // registered before the jobs they hold back are written.
     const { holders, anyFailed } = await this.store.claim(fresh);
     this.takeHolders(fresh, holders);
     const toAdd = fresh.filter((p) => !p.duplicate);
-    const gates: GateEdge[] = [];
     try {
       const flows = this.buildFlows(toAdd, gates);
       await this.store.addWaiters(gates);
@@ -114,7 +116,7 @@ export class TaskClient {
       gates.forEach((g, i) => {
         if (settled[i]) g.node.opts!.delay = 0;
       });
-      if (flows.length) await this.flows.addBulk(flows);
+      if (flows.length) await this.adder.add(flows, []);
     } catch (err) {
       await this.store.release(toAdd).catch(() => undefined);
       await this.store.removeWaiters(gates).catch(() => undefined);
@@ -260,7 +262,7 @@ export class TaskClient {
 
   async close(): Promise<void> {
     for (const close of this.closers.splice(0)) await close();
-    await this.flows.close();
+    await this.adder.close();
     await Promise.all([...this.queues.values()].map((q) => q.close()));
   }
 }

@@ -1,8 +1,9 @@
 import { Queue } from 'bullmq';
 import { addPrioritizedJob } from 'bullmq/dist/esm/scripts/addPrioritizedJob-9.js';
+import { releaseParentIfNoPendingDependencies } from 'bullmq/dist/esm/scripts/releaseParentIfNoPendingDependencies-2.js';
 import { describe, expect, it } from 'vitest';
 import { taskJobOptions } from '../src/tasks/task-client.ts';
-import { splitBullmqScript } from '../src/tasks/plain-add.ts';
+import { splitBullmqScript, type AtomicAdder } from '../src/tasks/atomic-add.ts';
 import { useHarness } from './support/harness.ts';
 
 /** The job hash fields that depend on what was added (the id aside), not on when. */
@@ -11,7 +12,7 @@ async function stored(redis: import('ioredis').Redis, key: string) {
   return { name, data, opts: { ...JSON.parse(opts!), jobId: undefined }, priority, delay };
 }
 
-describe('independent tasks added by the embedded BullMQ add script', () => {
+describe('tasks written by the embedded BullMQ scripts', () => {
   const h = useHarness();
 
   it('writes the same job as Queue.add, and BullMQ events and states follow', async () => {
@@ -52,12 +53,32 @@ describe('independent tasks added by the embedded BullMQ add script', () => {
     expect(await c.queue('other').getJobCountByTypes('prioritized')).toBe(2);
   });
 
-  it('refuses a BullMQ add script of another shape rather than embedding it wrongly', () => {
-    const { names, functions, body } = splitBullmqScript(addPrioritizedJob.content);
-    expect(names).toContain('jobId');
-    expect(functions).not.toMatch(/\b(KEYS|ARGV)\b/);
-    expect(body).toMatch(/^metaKey = KEYS\[2\]/);
-    expect(() => splitBullmqScript(addPrioritizedJob.content.replace('local function storeJob(', 'function storeJob(KEYS, '))).toThrow(/shape/);
-    expect(() => splitBullmqScript(addPrioritizedJob.content.replace('local metaKey = KEYS[2]', 'local metaKey, x = KEYS[2], 1'))).toThrow(/header line/);
+  it('writes nothing, and leaves no claim, when an identity of the batch is held', async () => {
+    const c = h.client();
+    const [b] = await c.add({ module: 'record', params: ['b'] });
+    const held = (await c.queue().getJob(b!.id))!.data.$taskmaster.keys.task as string;
+    const adder = (c as unknown as { adder: AtomicAdder }).adder;
+    const free = { taskKey: 'free-identity', jobKey: c.keys.job(h.config.queue, 'tfree'), dependencyKey: 'free-dk' };
+    const flows = [{ name: 'record', queueName: h.config.queue, data: {}, opts: { jobId: 'tfree', priority: 1 } }];
+    const out = await adder.add(flows, [free, { taskKey: held, jobKey: c.keys.job(h.config.queue, 'tother'), dependencyKey: 'x' }]);
+    expect(out).toEqual(['', c.keys.job(h.config.queue, b!.id)]);
+    expect(await h.redis.hexists(c.keys.live, 'free-identity')).toBe(0);
+    expect(await c.queue().getJob('tfree')).toBeUndefined();
+    // Free again, the same call writes both.
+    expect(await adder.add(flows, [free])).toBeUndefined();
+    expect(await h.redis.hexists(c.keys.live, 'free-identity')).toBe(1);
+    expect(await c.queue().getJobState('tfree')).toBe('prioritized');
+  });
+
+  it('embeds a BullMQ script split into helpers and body only when its shape allows it', () => {
+    const split = splitBullmqScript(addPrioritizedJob.content)!;
+    expect(split.names).toContain('jobId');
+    expect(split.functions).not.toMatch(/\b(KEYS|ARGV)\b/);
+    expect(split.body).toMatch(/^metaKey = KEYS\[2\]/);
+    // A helper reading KEYS, or code between the helpers, would change meaning if split.
+    expect(splitBullmqScript(addPrioritizedJob.content.replace('local function storeJob(', 'local function storeJob(KEYS, '))).toBeUndefined();
+    expect(splitBullmqScript(addPrioritizedJob.content.replace('local function storeJob(', 'rcall("PING")\nlocal function storeJob('))).toBeUndefined();
+    // The parent release starts with code before its helpers: embedded whole.
+    expect(splitBullmqScript(releaseParentIfNoPendingDependencies.content)).toBeUndefined();
   });
 });
