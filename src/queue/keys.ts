@@ -11,6 +11,8 @@ export interface Keys {
   failed: string;
   /** set of dependencyKeys whose gates are being opened (re-run by the reconciler after a crash). */
   opening: string;
+  /** pub/sub channel: a dependencyKey whose gates are to be opened (see workers/finish-script.ts). */
+  openingChannel: string;
   /** set of gate job ids waiting on one dependencyKey. */
   waiters(dependencyKey: string): string;
   /** BullMQ job hash key of a job. */
@@ -26,6 +28,7 @@ export function keysFor(prefix: string): Keys {
     done: `${prefix}:tm:done`,
     failed: `${prefix}:tm:failed`,
     opening: `${prefix}:tm:opening`,
+    openingChannel: `${prefix}:tm:opening:announce`,
     waiters: (dk) => `${prefix}:tm:waiters:${dk}`,
     job: (queue, id) => `${prefix}:${queue}:${id}`,
   };

@@ -69,32 +69,42 @@ return 0
 `;
 
 /**
+ * Lua shared by the scripts that record outcomes (SETTLE here, and the worker's finishing
+ * script, see workers/finish-script.ts): records one identity's final outcome, releases its
+ * claim if it still points at this job, and returns the gates waiting on it — putting the
+ * identity in the `opening` set when there are any, so that a crash before they are promoted
+ * leaves work the reconciler finds.
+ */
+export const SETTLE_ONE_LUA = `
+local function settleOne(live, done, failed, opening, waitersKey, outcome, tk, dk, jk, record)
+  local cur = redis.call('HGET', live, tk)
+  if cur and string.sub(cur, string.find(cur, '|', 1, true) + 1) == jk then
+    redis.call('HDEL', live, tk)
+  end
+  if outcome == 'completed' then
+    redis.call('HSET', done, dk, record)
+    redis.call('HDEL', failed, dk)
+  else
+    redis.call('HSET', failed, dk, record)
+  end
+  local waiters = redis.call('SMEMBERS', waitersKey)
+  if #waiters > 0 then redis.call('SADD', opening, dk) end
+  return waiters
+end
+`;
+
+/**
  * Records the final outcomes of identities and returns, per identity, the gates waiting on it.
- * When there are any, the identity is also put in the `opening` set in the same step, so that
- * a crash before they are promoted leaves work the reconciler finds. Most tasks have no
- * waiters, and then this is the only round trip a completion costs — shared by the tasks that
- * finish in the same turn of the event loop.
+ * Most tasks have no waiters, and then this is the only round trip a completion costs — shared
+ * by the tasks that finish in the same turn of the event loop.
  * KEYS[1] live, KEYS[2] done, KEYS[3] failed, KEYS[4] opening, then per item its waiters set
  * ARGV per item: 'completed' | 'failed', taskKey, dependencyKey, jobKey, record JSON
  */
-const SETTLE = `
+const SETTLE = `${SETTLE_ONE_LUA}
 local out = {}
 for n = 1, #KEYS - 4 do
   local a = (n - 1) * 5
-  local outcome, tk, dk, jk, record = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
-  local cur = redis.call('HGET', KEYS[1], tk)
-  if cur and string.sub(cur, string.find(cur, '|', 1, true) + 1) == jk then
-    redis.call('HDEL', KEYS[1], tk)
-  end
-  if outcome == 'completed' then
-    redis.call('HSET', KEYS[2], dk, record)
-    redis.call('HDEL', KEYS[3], dk)
-  else
-    redis.call('HSET', KEYS[3], dk, record)
-  end
-  local waiters = redis.call('SMEMBERS', KEYS[4 + n])
-  if #waiters > 0 then redis.call('SADD', KEYS[4], dk) end
-  out[n] = waiters
+  out[n] = settleOne(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[4 + n], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5])
 end
 return out
 `;

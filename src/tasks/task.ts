@@ -56,6 +56,15 @@ function envelopeOf(data: unknown): Envelope | undefined {
   return undefined;
 }
 
+/**
+ * Whether job data carries the identity keys TaskClient writes; the worker's finishing script
+ * records the outcome of such jobs itself (workers/finish-script.ts applies the same test).
+ */
+export function carriesKeys(data: unknown): boolean {
+  const keys = envelopeOf(data)?.keys;
+  return typeof keys?.task === 'string' && typeof keys.dependency === 'string';
+}
+
 /** The minimal view of a BullMQ job that the task model needs. */
 export interface JobLike {
   id?: string;

@@ -11,7 +11,8 @@ import { CANCELLED_REASON, Cancellations, TaskCancelledError } from '../tasks/ca
 import { IdentityStore } from '../tasks/identity-store.ts';
 import { Outcomes } from '../tasks/outcomes.ts';
 import type { TaskClient } from '../tasks/task-client.ts';
-import { taskFromJob } from '../tasks/task.ts';
+import { carriesKeys, taskFromJob } from '../tasks/task.ts';
+import { installFinishScript } from './finish-script.ts';
 import { ModuleLoader } from './module-loader.ts';
 import { ConsumerRegistry } from './registry.ts';
 import { RunContext } from './run-context.ts';
@@ -74,14 +75,19 @@ export class TaskWorker {
   readonly registry: ConsumerRegistry;
   readonly consumerId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
   private stopHeartbeat?: () => Promise<void>;
+  /** Whether this worker's connection finishes jobs with finish-script.ts. */
+  readonly recordsInScript: boolean;
 
   constructor(private readonly opts: TaskWorkerOptions) {
     const { config, connection } = opts;
     this.log = opts.log.child({ component: 'worker' });
     this.loader = new ModuleLoader(config.tasksDir);
     this.gates = new Gates({ connection, prefix: config.prefix, store: opts.client.store, log: this.log });
-    // Outcomes are written on the connection the BullMQ Worker finishes jobs on, ahead of the
-    // finishing command (see Outcomes.recordAhead).
+    // Outcomes of tasks that carry their identity keys are recorded by the script that finishes
+    // their jobs (finish-script.ts); others are written on the connection the BullMQ Worker
+    // finishes jobs on, ahead of the finishing command (see Outcomes.recordAhead).
+    this.recordsInScript = installFinishScript(connection, config.prefix);
+    if (!this.recordsInScript) this.log.warn("BullMQ's finishing script has changed shape; task outcomes are recorded by a command of their own");
     this.outcomes = new Outcomes(new IdentityStore(connection, opts.client.store.keys), this.gates, this.log);
     this.cancellations = new Cancellations(connection, config.prefix, this.gates, this.outcomes);
     this.worker = new Worker(opts.queue ?? config.queue, (job, token) => this.process(job, token!), {
@@ -104,7 +110,7 @@ export class TaskWorker {
   /** Starts taking jobs (and runs the gate worker in this process too). */
   start(): this {
     this.gates.start(this.opts.connection);
-    this.listenForCancels();
+    this.listenForAnnouncements();
     const startedAt = Date.now();
     this.stopHeartbeat = this.registry.heartbeat(async () => ({
       id: this.consumerId,
@@ -148,7 +154,7 @@ export class TaskWorker {
     this.opts.hooks?.onLinger?.(run);
   }
 
-  private listenForCancels(): void {
+  private listenForAnnouncements(): void {
     const sub = (this.subscriber = this.opts.connection.duplicate());
     sub.on('error', () => {});
     const cancel = (id: string) => {
@@ -156,10 +162,15 @@ export class TaskWorker {
       // Redis): remember it briefly, and process() checks before starting.
       if (!this.abort(id, new TaskCancelledError(`task ${id} was cancelled`))) this.recentCancels.set(id, Date.now());
     };
-    sub.on('message', (_channel, id: string) => cancel(id));
-    // On every (re)subscription, catch up on requests announced while this was not listening.
+    const opening = this.opts.client.store.keys.openingChannel;
+    sub.on('message', (channel: string, message: string) => {
+      if (channel === opening) void this.gates.open(message).catch((err) => this.log.warn({ err }, 'opening gates failed; the reconciler will'));
+      else cancel(message);
+    });
+    // On every (re)subscription, catch up on requests announced while this was not listening
+    // (gates announced meanwhile are in the `opening` set, which the reconciler works off).
     sub.on('ready', () => {
-      void sub.subscribe(this.cancellations.channel).catch(() => undefined);
+      void sub.subscribe(this.cancellations.channel, opening).catch(() => undefined);
       void this.cancellations
         .pending([...this.runs.keys()])
         .then((ids) => ids.forEach(cancel))
@@ -169,6 +180,7 @@ export class TaskWorker {
 
   private async process(job: BullJob, token: string): Promise<unknown> {
     const task = taskFromJob(job as BullJob & { id: string });
+    const recordHere = !(this.recordsInScript && carriesKeys(job.data));
     const abort = new RunAbort();
     const ctx = new RunContext(job, task.module, this.log, abort, this.opts.client);
     const run: RunInfo = { jobId: job.id!, queue: job.queueName, token, timeoutMs: task.timeout ?? this.opts.config.defaults.timeout };
@@ -186,14 +198,14 @@ export class TaskWorker {
       }
       const linger = { ms: this.opts.lingerMs ?? 2000, onLinger: this.lingered.bind(this, run, ctx) };
       const result = await runTask(fn, task.params, ctx, run.timeoutMs, abort, linger);
-      await this.outcomes.recordAhead('completed', job as BullJob & { id: string }, undefined, task);
+      if (recordHere) await this.outcomes.recordAhead('completed', job as BullJob & { id: string }, undefined, task);
       return result;
     } catch (err) {
       if (err instanceof DelayedError) throw err;
       const final = isUnrecoverable(err) || job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
       ctx.log.warn({ err, attempt: job.attemptsMade + 1, final }, 'task failed');
       const error = isUnrecoverable(err) ? new UnrecoverableError(failureReason(err)) : err;
-      if (final) await this.outcomes.recordAhead('failed', job as BullJob & { id: string }, failureReason(err), task);
+      if (final && recordHere) await this.outcomes.recordAhead('failed', job as BullJob & { id: string }, failureReason(err), task);
       if (err instanceof TaskCancelledError) await this.cancellations.done(run.jobId);
       throw error;
     } finally {

@@ -1,0 +1,54 @@
+import { moveToFinished } from 'bullmq/dist/esm/scripts/moveToFinished-14.js';
+import { version } from 'bullmq/dist/esm/version.js';
+import type { Redis } from 'ioredis';
+import { keysFor } from '../queue/keys.ts';
+import { SETTLE_ONE_LUA } from '../tasks/identity-store.ts';
+
+/** The line of BullMQ's script right after it has checked and removed the job's lock. */
+const ANCHOR = '    updateJobFields(jobIdKey, ARGV[9]);\n';
+
+/**
+ * BullMQ's finishing script (completed, or failed for good) with the task's outcome recorded
+ * in the same step, once the job's lock has been checked: a job cannot finish without its
+ * record, and a completion costs no command of ours. Jobs whose data does not carry identity
+ * keys (tasks from plain BullMQ producers) are left to Outcomes, as the same test in
+ * task.ts's carriesKeys tells the worker. Gates waiting on the identity are announced on
+ * `openingChannel`; the `opening` set keeps them for the reconciler.
+ * Undefined when BullMQ's script no longer has the line this goes after.
+ */
+export function finishScript(prefix: string): string | undefined {
+  const at = moveToFinished.content.indexOf(ANCHOR);
+  if (at < 0 || moveToFinished.content.indexOf(ANCHOR, at + 1) >= 0) return undefined;
+  const k = keysFor(prefix);
+  // The prefix's characters (config.ts) need no escaping in a Lua string.
+  const lit = (s: string) => JSON.stringify(s);
+  const record = `
+    do
+      ${SETTLE_ONE_LUA}
+      local ok, data = pcall(cjson.decode, rcall("HGET", jobIdKey, "data") or "")
+      local env = ok and type(data) == "table" and data["$taskmaster"]
+      local ids = type(env) == "table" and type(env["params"]) == "table" and env["keys"]
+      if type(ids) == "table" and type(ids["task"]) == "string" and type(ids["dependency"]) == "string" then
+        local dk = ids["dependency"]
+        local record = '{"jobId":' .. cjson.encode(ARGV[1]) .. ',"at":' .. ARGV[2]
+        if ARGV[5] ~= "completed" then record = record .. ',"reason":' .. cjson.encode(ARGV[4]) end
+        local waiters = settleOne(${lit(k.live)}, ${lit(k.done)}, ${lit(k.failed)}, ${lit(k.opening)}, ${lit(k.waiters(''))} .. dk,
+          ARGV[5], ids["task"], dk, jobIdKey, record .. '}')
+        if #waiters > 0 then rcall("PUBLISH", ${lit(k.openingChannel)}, dk) end
+      end
+    end
+`;
+  return moveToFinished.content.slice(0, at) + record + moveToFinished.content.slice(at);
+}
+
+/**
+ * Makes `connection` finish jobs with finishScript. BullMQ defines its scripts on a connection
+ * only where they are not defined yet, and this replaces its own where it already did.
+ * Returns false (and changes nothing) when the script cannot be built.
+ */
+export function installFinishScript(connection: Redis, prefix: string): boolean {
+  const lua = finishScript(prefix);
+  if (!lua) return false;
+  connection.defineCommand(`${moveToFinished.name}:${version}`, { numberOfKeys: moveToFinished.keys, lua });
+  return true;
+}

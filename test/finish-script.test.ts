@@ -1,0 +1,66 @@
+import { Queue } from 'bullmq';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { dependencyKey } from '../src/tasks/identity.ts';
+import { IdentityStore } from '../src/tasks/identity-store.ts';
+import { finishScript } from '../src/workers/finish-script.ts';
+import { useHarness, waitFor } from './support/harness.ts';
+
+describe("outcomes recorded by the worker's finishing script", () => {
+  const h = useHarness({ TASKMASTER_ATTEMPTS: '1' });
+  afterEach(() => vi.restoreAllMocks());
+
+  it('records a completion and a failure in the step that finishes the job, with no command of its own', async () => {
+    const settle = vi.spyOn(IdentityStore.prototype, 'settle');
+    const c = h.client();
+    const w = h.worker();
+    expect(w.recordsInScript).toBe(true);
+    const [ok, bad] = await c.add([
+      { module: 'record', params: ['ok'] },
+      { module: 'fail', params: ['bad'] },
+    ]);
+    await waitFor(async () => (await c.queue().getJobState(bad!.id)) === 'failed' && (await c.queue().getJobState(ok!.id)) === 'completed', 'both to finish');
+    const done = JSON.parse((await h.redis.hget(c.keys.done, dependencyKey('record', ['ok'])))!);
+    expect(done).toMatchObject({ jobId: ok!.id });
+    expect(typeof done.at).toBe('number');
+    const failed = JSON.parse((await h.redis.hget(c.keys.failed, dependencyKey('fail', ['bad'])))!);
+    expect(failed).toMatchObject({ jobId: bad!.id, reason: (await c.queue().getJob(bad!.id))!.failedReason });
+    // Both identities are free again: the same tasks can be added anew.
+    expect(await h.redis.hlen(c.keys.live)).toBe(0);
+    expect(settle).not.toHaveBeenCalled();
+  });
+
+  it('leaves tasks from plain BullMQ producers to a command of their own', async () => {
+    const settle = vi.spyOn(IdentityStore.prototype, 'settle');
+    const c = h.client();
+    h.worker();
+    const native = new Queue(h.config.queue, { connection: h.connection('native'), prefix: h.prefix });
+    h.defer(() => native.close());
+    const job = await native.add('record', { n: 1 });
+    await waitFor(async () => (await h.redis.hexists(c.keys.done, dependencyKey('record', [{ n: 1 }]))) === 1, 'the native task to be recorded');
+    expect(settle).toHaveBeenCalledTimes(1);
+    expect(JSON.parse((await h.redis.hget(c.keys.done, dependencyKey('record', [{ n: 1 }])))!)).toMatchObject({ jobId: job.id });
+  });
+
+  it('announces the gates waiting on a task, which open without waiting for the reconciler', async () => {
+    const c = h.client();
+    h.worker();
+    const dep = { module: 'record', params: ['dep'] };
+    const [x] = await c.add({ module: 'record', params: ['x'], dependencies: [dep] });
+    expect(await c.queue().getJobState(x!.id)).toBe('waiting-children');
+    const started = Date.now();
+    await c.add(dep);
+    // The reconciler runs every 15 s; the announcement opens the gate at once.
+    await waitFor(async () => (await c.queue().getJobState(x!.id)) === 'completed', 'the dependent to complete', 3000);
+    expect(Date.now() - started).toBeLessThan(3000);
+    expect(await h.redis.scard(c.keys.opening)).toBe(0);
+  });
+
+  it('is built from BullMQ’s own script, after its lock check', () => {
+    const lua = finishScript('tm')!;
+    const lock = lua.indexOf('removeLock(jobIdKey');
+    const record = lua.indexOf('settleOne(');
+    expect(lock).toBeGreaterThan(0);
+    expect(record).toBeGreaterThan(lock);
+    expect(lua).toContain('"tm:tm:done"');
+  });
+});
