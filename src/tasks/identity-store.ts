@@ -83,7 +83,8 @@ local function settleOne(live, done, failed, opening, waitersKey, outcome, tk, d
   end
   if outcome == 'completed' then
     redis.call('HSET', done, dk, record)
-    redis.call('HDEL', failed, dk)
+    -- (false when the caller knows the add of this run cleared any failure record)
+    if failed then redis.call('HDEL', failed, dk) end
   else
     redis.call('HSET', failed, dk, record)
   end

@@ -32,7 +32,9 @@ export function finishScript(prefix: string): string | undefined {
         local dk = ids["dependency"]
         local record = '{"jobId":' .. cjson.encode(ARGV[1]) .. ',"at":' .. ARGV[2]
         if ARGV[5] ~= "completed" then record = record .. ',"reason":' .. cjson.encode(ARGV[4]) end
-        local waiters = settleOne(${lit(k.live)}, ${lit(k.done)}, ${lit(k.failed)}, ${lit(k.opening)}, ${lit(k.waiters(''))} .. dk,
+        -- A completion needs no failure record cleared: the add that made this run cleared it.
+        local failed = ARGV[5] == "completed" and false or ${lit(k.failed)}
+        local waiters = settleOne(${lit(k.live)}, ${lit(k.done)}, failed, ${lit(k.opening)}, ${lit(k.waiters(''))} .. dk,
           ARGV[5], ids["task"], dk, jobIdKey, record .. '}')
         if #waiters > 0 then rcall("PUBLISH", ${lit(k.openingChannel)}, dk) end
       end

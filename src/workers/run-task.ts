@@ -56,17 +56,19 @@ export class RunAbort {
  * `this.error(err)` or `this.add(task)`. It is an EventEmitter as the original was.
  */
 export class LegacyWorkerApi extends EventEmitter {
+  readonly #run: { settle(err: unknown, value?: unknown, how?: string): void };
   constructor(
     readonly ctx: TaskContext,
-    private readonly settle: (err: unknown, value?: unknown, how?: string) => void,
+    run: { settle(err: unknown, value?: unknown, how?: string): void },
   ) {
     super();
+    this.#run = run;
   }
   done(result?: unknown): void {
-    this.settle(undefined, result, 'done');
+    this.#run.settle(undefined, result, 'done');
   }
   error(err?: unknown): void {
-    this.settle(err ?? new Error('task called this.error() without an error'), undefined, 'error');
+    this.#run.settle(err ?? new Error('task called this.error() without an error'), undefined, 'error');
   }
   add(tasks: unknown): Promise<string[]> {
     return this.ctx.add(tasks);
@@ -100,62 +102,83 @@ export function runTask(
   abort: RunAbort,
   linger?: { ms: number; onLinger(): void },
 ): Promise<unknown> {
-  return new Promise((resolve, reject) => {
-    let settled = false;
-    let stoppedByAbort = false;
-    let reacted = false;
-    let timer: NodeJS.Timeout | undefined;
-    const settle = (err: unknown, value?: unknown, how = 'return') => {
-      if (settled) {
-        // After an abort, a done/error call or the promise settling shows the task stopped.
-        if (stoppedByAbort) reacted = true;
-        else if (how === 'done' || how === 'error') {
-          ctx.log.warn({ how }, `task called this.${how}() after it had already finished; ignored`);
-        }
-        return;
-      }
-      settled = true;
-      if (how === 'abort') {
-        stoppedByAbort = true;
-        // A task that neither calls done/error nor settles its promise within the grace is
-        // presumed still running: the owner recycles its process.
-        if (linger) setTimeout(() => !reacted && linger.onLinger(), linger.ms).unref();
-      }
-      clearTimeout(timer);
-      if (err !== undefined) return reject(toError(err));
-      try {
-        resolve(serialisable(value));
-      } catch (e) {
-        reject(e);
-      }
-    };
-    // Aborted (cancelled) before it began, e.g. while its module was loading: do not start it.
-    if (abort.aborted) return settle(abort.reason ?? new Error('aborted'), undefined, 'not-started');
-    timer = setTimeout(() => {
-      abort.abort(new TaskTimeoutError(`task ${ctx.module} exceeded its timeout of ${timeoutMs} ms`));
-    }, timeoutMs);
-    abort.onAbort = (reason) => settle(reason ?? new Error('aborted'), undefined, 'abort');
+  return new Promise((resolve, reject) => new Run(ctx, abort, resolve, reject, linger).start(fn, params, timeoutMs));
+}
 
-    const legacyThis = new LegacyWorkerApi(ctx, settle);
+/**
+ * One run's state. A class rather than closures: a run is made for every job, and its methods
+ * are made once.
+ */
+class Run {
+  private settled = false;
+  private stoppedByAbort = false;
+  private reacted = false;
+  private timer?: NodeJS.Timeout;
+
+  constructor(
+    private readonly ctx: TaskContext,
+    private readonly abort: RunAbort,
+    private readonly resolve: (value: unknown) => void,
+    private readonly reject: (err: unknown) => void,
+    private readonly linger?: { ms: number; onLinger(): void },
+  ) {}
+
+  start(fn: TaskFunction, params: unknown[], timeoutMs: number): void {
+    const { abort, ctx } = this;
+    // Aborted (cancelled) before it began, e.g. while its module was loading: do not start it.
+    if (abort.aborted) return this.settle(abort.reason ?? new Error('aborted'), undefined, 'not-started');
+    this.timer = setTimeout(timedOut, timeoutMs, abort, ctx.module, timeoutMs);
+    abort.onAbort = (reason) => this.settle(reason ?? new Error('aborted'), undefined, 'abort');
     let returned: unknown;
     try {
       // ctx comes after the declared parameters, so `async (params, ctx)` gets it second even
       // when the task has no params; legacy functions get their params exactly as before.
       const args: unknown[] = [...params];
       while (args.length < fn.length - 1) args.push(undefined);
-      returned = fn.apply(legacyThis, [...args, ctx]);
+      args.push(ctx);
+      returned = fn.apply(new LegacyWorkerApi(ctx, this), args);
     } catch (err) {
-      return settle(err ?? new Error('task threw a falsy value'), undefined, 'throw');
+      return this.settle(err ?? new Error('task threw a falsy value'), undefined, 'throw');
     }
     if (returned && typeof (returned as PromiseLike<unknown>).then === 'function') {
       (returned as PromiseLike<unknown>).then(
-        (v) => settle(undefined, v, 'resolve'),
-        (e) => settle(e ?? new Error('task rejected with a falsy value'), undefined, 'reject'),
+        (v) => this.settle(undefined, v, 'resolve'),
+        (e) => this.settle(e ?? new Error('task rejected with a falsy value'), undefined, 'reject'),
       );
     } else if (returned !== undefined) {
-      settle(undefined, returned, 'return');
+      this.settle(undefined, returned, 'return');
     }
-  });
+  }
+
+  settle(err: unknown, value?: unknown, how = 'return'): void {
+    if (this.settled) {
+      // After an abort, a done/error call or the promise settling shows the task stopped.
+      if (this.stoppedByAbort) this.reacted = true;
+      else if (how === 'done' || how === 'error') {
+        this.ctx.log.warn({ how }, `task called this.${how}() after it had already finished; ignored`);
+      }
+      return;
+    }
+    this.settled = true;
+    if (how === 'abort') {
+      this.stoppedByAbort = true;
+      // A task that neither calls done/error nor settles its promise within the grace is
+      // presumed still running: the owner recycles its process.
+      const linger = this.linger;
+      if (linger) setTimeout(() => !this.reacted && linger.onLinger(), linger.ms).unref();
+    }
+    clearTimeout(this.timer);
+    if (err !== undefined) return this.reject(toError(err));
+    try {
+      this.resolve(serialisable(value));
+    } catch (e) {
+      this.reject(e);
+    }
+  }
+}
+
+function timedOut(abort: RunAbort, module: string, timeoutMs: number): void {
+  abort.abort(new TaskTimeoutError(`task ${module} exceeded its timeout of ${timeoutMs} ms`));
 }
 
 function toError(err: unknown): Error {
@@ -170,7 +193,9 @@ function toError(err: unknown): Error {
 
 /** Round-trips the result through JSON so that what is stored is what a reader will get. */
 function serialisable(value: unknown): unknown {
-  if (value === undefined) return null;
+  if (value === undefined || value === null) return null;
+  // Strings, booleans and finite numbers are stored as they are.
+  if (typeof value === 'string' || typeof value === 'boolean' || (typeof value === 'number' && Number.isFinite(value))) return value;
   try {
     const text = JSON.stringify(value);
     return text === undefined ? null : JSON.parse(text);
