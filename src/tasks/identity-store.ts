@@ -83,8 +83,7 @@ local function settleOne(live, done, failed, opening, waitersKey, outcome, tk, d
   end
   if outcome == 'completed' then
     redis.call('HSET', done, dk, record)
-    -- (false when the caller knows the add of this run cleared any failure record)
-    if failed then redis.call('HDEL', failed, dk) end
+    redis.call('HDEL', failed, dk)
   else
     redis.call('HSET', failed, dk, record)
   end

@@ -180,10 +180,6 @@ export class TaskClient {
     });
   }
 
-  private jobData(p: Planned) {
-    return toJobData(p.task, { task: p.taskKey, dependency: p.dependencyKey });
-  }
-
   private jobOpts(p: Planned): JobsOptions {
     return { jobId: p.id, ...taskJobOptions(this.config, p.task.priority) };
   }
@@ -198,7 +194,7 @@ export class TaskClient {
     const nodes = new Map<Planned, FlowJob>();
     const childOf = new Map<Planned, Planned>();
     for (const p of toAdd) {
-      nodes.set(p, { name: p.task.module, queueName: p.queue, data: this.jobData(p), opts: this.jobOpts(p) });
+      nodes.set(p, { name: p.task.module, queueName: p.queue, data: toJobData(p.task, { task: p.taskKey, dependency: p.dependencyKey }), opts: this.jobOpts(p) });
     }
     for (const p of toAdd) {
       const node = nodes.get(p)!;

@@ -56,15 +56,6 @@ function envelopeOf(data: unknown): Envelope | undefined {
   return undefined;
 }
 
-/**
- * Whether job data carries the identity keys TaskClient writes; the worker's finishing script
- * records the outcome of such jobs itself (workers/finish-script.ts applies the same test).
- */
-export function carriesKeys(data: unknown): boolean {
-  const keys = envelopeOf(data)?.keys;
-  return typeof keys?.task === 'string' && typeof keys.dependency === 'string';
-}
-
 /** The minimal view of a BullMQ job that the task model needs. */
 export interface JobLike {
   id?: string;
@@ -85,6 +76,12 @@ export interface JobTask {
   created: number;
   dependencyKey: string;
   taskKey: string;
+  /**
+   * Whether the job data carries both identity keys, as TaskClient writes them; the worker's
+   * finishing script records the outcome of such jobs itself (workers/finish-script.ts applies
+   * the same test).
+   */
+  keysStored: boolean;
 }
 
 export function taskFromJob(job: JobLike): JobTask {
@@ -108,5 +105,6 @@ export function taskFromJob(job: JobLike): JobTask {
         dependencies.map((d) => dependencyKey(d.module, d.params)),
         keys?.dependency,
       ),
+    keysStored: typeof keys?.task === 'string' && typeof keys.dependency === 'string',
   };
 }

@@ -12,7 +12,7 @@ const ANCHOR = '    updateJobFields(jobIdKey, ARGV[9]);\n';
  * in the same step, once the job's lock has been checked: a job cannot finish without its
  * record, and a completion costs no command of ours. Jobs whose data does not carry identity
  * keys (tasks from plain BullMQ producers) are left to Outcomes, as the same test in
- * task.ts's carriesKeys tells the worker. Gates waiting on the identity are announced on
+ * JobTask.keysStored tells the worker. Gates waiting on the identity are announced on
  * `openingChannel`; the `opening` set keeps them for the reconciler.
  * Undefined when BullMQ's script no longer has the line this goes after.
  */
@@ -32,9 +32,7 @@ export function finishScript(prefix: string): string | undefined {
         local dk = ids["dependency"]
         local record = '{"jobId":' .. cjson.encode(ARGV[1]) .. ',"at":' .. ARGV[2]
         if ARGV[5] ~= "completed" then record = record .. ',"reason":' .. cjson.encode(ARGV[4]) end
-        -- A completion needs no failure record cleared: the add that made this run cleared it.
-        local failed = ARGV[5] == "completed" and false or ${lit(k.failed)}
-        local waiters = settleOne(${lit(k.live)}, ${lit(k.done)}, failed, ${lit(k.opening)}, ${lit(k.waiters(''))} .. dk,
+        local waiters = settleOne(${lit(k.live)}, ${lit(k.done)}, ${lit(k.failed)}, ${lit(k.opening)}, ${lit(k.waiters(''))} .. dk,
           ARGV[5], ids["task"], dk, jobIdKey, record .. '}')
         if #waiters > 0 then rcall("PUBLISH", ${lit(k.openingChannel)}, dk) end
       end

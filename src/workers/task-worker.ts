@@ -11,7 +11,7 @@ import { CANCELLED_REASON, Cancellations, TaskCancelledError } from '../tasks/ca
 import { IdentityStore } from '../tasks/identity-store.ts';
 import { Outcomes } from '../tasks/outcomes.ts';
 import type { TaskClient } from '../tasks/task-client.ts';
-import { carriesKeys, taskFromJob } from '../tasks/task.ts';
+import { taskFromJob } from '../tasks/task.ts';
 import { installFinishScript } from './finish-script.ts';
 import { ModuleLoader } from './module-loader.ts';
 import { ConsumerRegistry } from './registry.ts';
@@ -180,7 +180,7 @@ export class TaskWorker {
 
   private async process(job: BullJob, token: string): Promise<unknown> {
     const task = taskFromJob(job as BullJob & { id: string });
-    const recordHere = !(this.recordsInScript && carriesKeys(job.data));
+    const recordHere = !(this.recordsInScript && task.keysStored);
     const abort = new RunAbort();
     const ctx = new RunContext(job, task.module, this.log, abort, this.opts.client);
     const run: RunInfo = { jobId: job.id!, queue: job.queueName, token, timeoutMs: task.timeout ?? this.opts.config.defaults.timeout };
