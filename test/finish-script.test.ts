@@ -1,8 +1,8 @@
-import { Queue } from 'bullmq';
+import { Queue, Worker } from 'bullmq';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { dependencyKey } from '../src/tasks/identity.ts';
 import { IdentityStore } from '../src/tasks/identity-store.ts';
-import { finishScript } from '../src/workers/finish-script.ts';
+import { finishScript, installFinishScript } from '../src/workers/finish-script.ts';
 import { useHarness, waitFor } from './support/harness.ts';
 
 describe("outcomes recorded by the worker's finishing script", () => {
@@ -39,6 +39,30 @@ describe("outcomes recorded by the worker's finishing script", () => {
     await waitFor(async () => (await h.redis.hexists(c.keys.done, dependencyKey('record', [{ n: 1 }]))) === 1, 'the native task to be recorded');
     expect(settle).toHaveBeenCalledTimes(1);
     expect(JSON.parse((await h.redis.hget(c.keys.done, dependencyKey('record', [{ n: 1 }])))!)).toMatchObject({ jobId: job.id });
+  });
+
+  it('is handed the identity keys by the task worker, and reads them from the job where a caller does not', async () => {
+    const c = h.client();
+    await c.queue().pause();
+    const w = h.worker();
+    const [a] = await c.add({ module: 'record', params: ['handed'] });
+    const job = (await c.queue().getJob(a!.id))!;
+    const backend = w.worker.backend as unknown as { moveToFinishedArgs(...args: unknown[]): unknown[] };
+    const args = backend.moveToFinishedArgs(job, 'null', 'returnvalue', false, 'completed', 'token', Date.now(), false);
+    const keys = (job.data as { $taskmaster: { keys: { task: string; dependency: string } } }).$taskmaster.keys;
+    expect(args.slice(-2)).toEqual([keys.task, keys.dependency]);
+
+    // A plain BullMQ worker on a connection with the script: no keys handed, still recorded.
+    await w.close();
+    const connection = h.connection('plain');
+    installFinishScript(connection, h.prefix);
+    const plain = new Worker(h.config.queue, async () => 'plain', { connection, prefix: h.prefix });
+    h.defer(() => plain.close());
+    await c.queue().resume();
+    await waitFor(async () => (await h.redis.hexists(c.keys.done, dependencyKey('record', ['handed']))) === 1, 'the plain worker to record it');
+    expect(JSON.parse((await h.redis.hget(c.keys.done, dependencyKey('record', ['handed'])))!)).toMatchObject({ jobId: a!.id });
+    expect((await c.queue().getJob(a!.id))!.returnvalue).toBe('plain');
+    expect(await h.redis.hlen(c.keys.live)).toBe(0);
   });
 
   it('announces the gates waiting on a task, which open without waiting for the reconciler', async () => {

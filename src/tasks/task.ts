@@ -56,6 +56,18 @@ function envelopeOf(data: unknown): Envelope | undefined {
   return undefined;
 }
 
+/**
+ * The identity keys a job's data carries, as TaskClient writes them; undefined for jobs from
+ * plain BullMQ producers (whose keys are computed when needed).
+ */
+export function storedKeys(data: unknown): Envelope['keys'] {
+  return whole(envelopeOf(data)?.keys);
+}
+
+function whole(keys: Envelope['keys']): Envelope['keys'] {
+  return keys && typeof keys.task === 'string' && typeof keys.dependency === 'string' ? keys : undefined;
+}
+
 /** The minimal view of a BullMQ job that the task model needs. */
 export interface JobLike {
   id?: string;
@@ -105,6 +117,6 @@ export function taskFromJob(job: JobLike): JobTask {
         dependencies.map((d) => dependencyKey(d.module, d.params)),
         keys?.dependency,
       ),
-    keysStored: typeof keys?.task === 'string' && typeof keys.dependency === 'string',
+    keysStored: whole(keys) !== undefined,
   };
 }

@@ -1,19 +1,25 @@
 import { moveToFinished } from 'bullmq/dist/esm/scripts/moveToFinished-14.js';
 import { version } from 'bullmq/dist/esm/version.js';
+import type { Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { keysFor } from '../queue/keys.ts';
 import { SETTLE_ONE_LUA } from '../tasks/identity-store.ts';
+import { storedKeys } from '../tasks/task.ts';
 
 /** The line of BullMQ's script right after it has checked and removed the job's lock. */
 const ANCHOR = '    updateJobFields(jobIdKey, ARGV[9]);\n';
+/** BullMQ's own arguments end at ARGV[9] (the anchor's); the identity keys may follow. */
+const BULLMQ_ARGS = 9;
 
 /**
  * BullMQ's finishing script (completed, or failed for good) with the task's outcome recorded
  * in the same step, once the job's lock has been checked: a job cannot finish without its
- * record, and a completion costs no command of ours. Jobs whose data does not carry identity
- * keys (tasks from plain BullMQ producers) are left to Outcomes, as the same test in
- * JobTask.keysStored tells the worker. Gates waiting on the identity are announced on
- * `openingChannel`; the `opening` set keeps them for the reconciler.
+ * record, and a completion costs no command of ours. The identity keys come as two arguments
+ * after BullMQ's own (see passIdentityKeys) or, when a caller did not add them, from the job's
+ * data. Jobs whose data does not carry identity keys (tasks from plain BullMQ producers) are
+ * left to Outcomes, as the same test in JobTask.keysStored tells the worker. Gates waiting on
+ * the identity are announced on `openingChannel`; the `opening` set keeps them for the
+ * reconciler.
  * Undefined when BullMQ's script no longer has the line this goes after.
  */
 export function finishScript(prefix: string): string | undefined {
@@ -25,15 +31,20 @@ export function finishScript(prefix: string): string | undefined {
   const record = `
     do
       ${SETTLE_ONE_LUA}
-      local ok, data = pcall(cjson.decode, rcall("HGET", jobIdKey, "data") or "")
-      local env = ok and type(data) == "table" and data["$taskmaster"]
-      local ids = type(env) == "table" and type(env["params"]) == "table" and env["keys"]
-      if type(ids) == "table" and type(ids["task"]) == "string" and type(ids["dependency"]) == "string" then
-        local dk = ids["dependency"]
+      local tk, dk = ARGV[${BULLMQ_ARGS + 1}], ARGV[${BULLMQ_ARGS + 2}]
+      if not dk then
+        local ok, data = pcall(cjson.decode, rcall("HGET", jobIdKey, "data") or "")
+        local env = ok and type(data) == "table" and data["$taskmaster"]
+        local ids = type(env) == "table" and type(env["params"]) == "table" and env["keys"]
+        if type(ids) == "table" and type(ids["task"]) == "string" and type(ids["dependency"]) == "string" then
+          tk, dk = ids["task"], ids["dependency"]
+        end
+      end
+      if dk then
         local record = '{"jobId":' .. cjson.encode(ARGV[1]) .. ',"at":' .. ARGV[2]
         if ARGV[5] ~= "completed" then record = record .. ',"reason":' .. cjson.encode(ARGV[4]) end
         local waiters = settleOne(${lit(k.live)}, ${lit(k.done)}, ${lit(k.failed)}, ${lit(k.opening)}, ${lit(k.waiters(''))} .. dk,
-          ARGV[5], ids["task"], dk, jobIdKey, record .. '}')
+          ARGV[5], tk, dk, jobIdKey, record .. '}')
         if #waiters > 0 then rcall("PUBLISH", ${lit(k.openingChannel)}, dk) end
       end
     end
@@ -51,4 +62,24 @@ export function installFinishScript(connection: Redis, prefix: string): boolean 
   if (!lua) return false;
   connection.defineCommand(`${moveToFinished.name}:${version}`, { numberOfKeys: moveToFinished.keys, lua });
   return true;
+}
+
+type FinishArgs = (job: { data: unknown }, ...rest: unknown[]) => unknown[];
+
+/**
+ * Makes `worker` hand the finishing script the identity keys of each job it finishes, so that
+ * the script need not read and decode the job's data in Redis (where every job's finishing
+ * step is spent, and Redis is what a busy queue waits on). The keys come from the job data the
+ * worker has already parsed, by the same test as JobTask.keysStored.
+ */
+export function passIdentityKeys(worker: Worker): void {
+  const backend = worker.backend as unknown as { moveToFinishedArgs: FinishArgs; moveToFinishedKeys: string[] };
+  const args: FinishArgs = backend.moveToFinishedArgs.bind(backend);
+  backend.moveToFinishedArgs = (job, ...rest) => {
+    const out = args(job, ...rest);
+    const keys = storedKeys(job.data);
+    // Only where BullMQ's arguments are what the script expects; otherwise it reads the data.
+    if (keys && out.length === backend.moveToFinishedKeys.length + BULLMQ_ARGS) out.push(keys.task, keys.dependency);
+    return out;
+  };
 }

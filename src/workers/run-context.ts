@@ -2,6 +2,7 @@ import type { Job as BullJob } from 'bullmq';
 import type { Logger } from 'pino';
 import type { TaskClient } from '../tasks/task-client.ts';
 import type { RunAbort, TaskContext } from './run-task.ts';
+import type { RunInfo } from './task-worker.ts';
 
 /**
  * The `ctx` of one run. What costs something — the child logger, the AbortController, the
@@ -11,6 +12,8 @@ import type { RunAbort, TaskContext } from './run-task.ts';
  */
 export class RunContext implements TaskContext {
   private child?: Logger;
+  /** The run's details, where the worker's owner asked to hear of runs (see RunHooks). */
+  run?: RunInfo;
 
   constructor(
     private readonly job: BullJob,

@@ -53,15 +53,16 @@ export class RunAbort {
 
 /**
  * The 2015 worker object: legacy modules run with it as `this` and call `this.done(result)`,
- * `this.error(err)` or `this.add(task)`. It is an EventEmitter as the original was.
+ * `this.error(err)` or `this.add(task)`. It is an EventEmitter as the original was: its
+ * prototype is EventEmitter's (set below), whose methods set up their state on first use, so a
+ * run whose task never listens pays nothing for it.
  */
-export class LegacyWorkerApi extends EventEmitter {
+export class LegacyWorkerApi {
   readonly #run: { settle(err: unknown, value?: unknown, how?: string): void };
   constructor(
     readonly ctx: TaskContext,
     run: { settle(err: unknown, value?: unknown, how?: string): void },
   ) {
-    super();
     this.#run = run;
   }
   done(result?: unknown): void {
@@ -84,6 +85,9 @@ export class LegacyWorkerApi extends EventEmitter {
   }
 }
 
+Object.setPrototypeOf(LegacyWorkerApi.prototype, EventEmitter.prototype);
+export interface LegacyWorkerApi extends EventEmitter {}
+
 /**
  * Runs one task function and settles on the first of: `this.done()` / `this.error()`, the
  * returned promise, a synchronous throw, or the timeout. Outcomes, defined:
@@ -100,7 +104,7 @@ export function runTask(
   ctx: TaskContext,
   timeoutMs: number,
   abort: RunAbort,
-  linger?: { ms: number; onLinger(): void },
+  linger?: { ms: number; onLinger(ctx: TaskContext): void },
 ): Promise<unknown> {
   return new Promise((resolve, reject) => new Run(ctx, abort, resolve, reject, linger).start(fn, params, timeoutMs));
 }
@@ -120,7 +124,7 @@ class Run {
     private readonly abort: RunAbort,
     private readonly resolve: (value: unknown) => void,
     private readonly reject: (err: unknown) => void,
-    private readonly linger?: { ms: number; onLinger(): void },
+    private readonly linger?: { ms: number; onLinger(ctx: TaskContext): void },
   ) {}
 
   start(fn: TaskFunction, params: unknown[], timeoutMs: number): void {
@@ -165,7 +169,7 @@ class Run {
       // A task that neither calls done/error nor settles its promise within the grace is
       // presumed still running: the owner recycles its process.
       const linger = this.linger;
-      if (linger) setTimeout(() => !this.reacted && linger.onLinger(), linger.ms).unref();
+      if (linger) setTimeout(() => !this.reacted && linger.onLinger(this.ctx), linger.ms).unref();
     }
     clearTimeout(this.timer);
     if (err !== undefined) return this.reject(toError(err));

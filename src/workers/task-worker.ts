@@ -12,11 +12,11 @@ import { IdentityStore } from '../tasks/identity-store.ts';
 import { Outcomes } from '../tasks/outcomes.ts';
 import type { TaskClient } from '../tasks/task-client.ts';
 import { taskFromJob } from '../tasks/task.ts';
-import { installFinishScript } from './finish-script.ts';
+import { installFinishScript, passIdentityKeys } from './finish-script.ts';
 import { ModuleLoader } from './module-loader.ts';
 import { ConsumerRegistry } from './registry.ts';
 import { RunContext } from './run-context.ts';
-import { ResultNotSerialisableError, RunAbort, runTask } from './run-task.ts';
+import { ResultNotSerialisableError, RunAbort, runTask, type TaskContext } from './run-task.ts';
 
 export interface TaskWorkerOptions {
   config: Pick<Config, 'queue' | 'prefix' | 'concurrency' | 'tasksDir' | 'defaults'>;
@@ -77,10 +77,13 @@ export class TaskWorker {
   private stopHeartbeat?: () => Promise<void>;
   /** Whether this worker's connection finishes jobs with finish-script.ts. */
   readonly recordsInScript: boolean;
+  /** Grace and handler for aborted runs that keep going; one for all runs. */
+  private readonly linger: { ms: number; onLinger(ctx: TaskContext): void };
 
   constructor(private readonly opts: TaskWorkerOptions) {
     const { config, connection } = opts;
     this.log = opts.log.child({ component: 'worker' });
+    this.linger = { ms: opts.lingerMs ?? 2000, onLinger: (ctx) => this.lingered(ctx) };
     this.loader = new ModuleLoader(config.tasksDir);
     this.gates = new Gates({ connection, prefix: config.prefix, store: opts.client.store, log: this.log });
     // Outcomes of tasks that carry their identity keys are recorded by the script that finishes
@@ -99,6 +102,7 @@ export class TaskWorker {
       lockDuration: opts.lockDurationMs ?? 10_000,
       stalledInterval: opts.stalledIntervalMs ?? 5_000,
     });
+    if (this.recordsInScript) passIdentityKeys(this.worker);
     this.worker.on('error', (err) => this.log.error({ err }, 'worker error'));
     this.registry = new ConsumerRegistry(connection, config.prefix);
   }
@@ -149,9 +153,11 @@ export class TaskWorker {
     if (this.recentCancels.delete(jobId)) abort.abort(new TaskCancelledError(`task ${jobId} was cancelled`));
   }
 
-  private lingered(run: RunInfo, ctx: RunContext): void {
+  /** What runTask does with a run that was aborted and shows no sign of stopping. */
+  private lingered(ctx: TaskContext): void {
     ctx.log.warn('aborted run shows no sign of stopping');
-    this.opts.hooks?.onLinger?.(run);
+    const run = (ctx as RunContext).run;
+    if (run) this.opts.hooks?.onLinger?.(run);
   }
 
   private listenForAnnouncements(): void {
@@ -181,23 +187,27 @@ export class TaskWorker {
   private async process(job: BullJob, token: string): Promise<unknown> {
     const task = taskFromJob(job as BullJob & { id: string });
     const recordHere = !(this.recordsInScript && task.keysStored);
+    const jobId = job.id!;
+    const timeoutMs = task.timeout ?? this.opts.config.defaults.timeout;
     const abort = new RunAbort();
     const ctx = new RunContext(job, task.module, this.log, abort, this.opts.client);
-    const run: RunInfo = { jobId: job.id!, queue: job.queueName, token, timeoutMs: task.timeout ?? this.opts.config.defaults.timeout };
-    this.runs.set(run.jobId, abort);
-    this.opts.hooks?.onStart?.(run);
-    this.takeRecentCancel(run.jobId, abort);
+    // Only the pool's hooks need a run's details; most runs in a process without hooks skip them.
+    const hooks = this.opts.hooks;
+    const run: RunInfo | undefined = hooks && { jobId, queue: job.queueName, token, timeoutMs };
+    ctx.run = run;
+    this.runs.set(jobId, abort);
+    if (run) hooks!.onStart?.(run);
+    if (this.recentCancels.size) this.takeRecentCancel(jobId, abort);
     try {
       if (task.dependencies.length) await assertDependenciesSucceeded(job, this.opts.client);
       let fn;
       try {
-        fn = await this.loader.load(task.module);
+        fn = this.loader.loaded(task.module) ?? (await this.loader.load(task.module));
       } catch (err) {
         await this.handBackIfRunnableElsewhere(err, job, token, ctx);
         throw err;
       }
-      const linger = { ms: this.opts.lingerMs ?? 2000, onLinger: this.lingered.bind(this, run, ctx) };
-      const result = await runTask(fn, task.params, ctx, run.timeoutMs, abort, linger);
+      const result = await runTask(fn, task.params, ctx, timeoutMs, abort, this.linger);
       if (recordHere) await this.outcomes.recordAhead('completed', job as BullJob & { id: string }, undefined, task);
       return result;
     } catch (err) {
@@ -206,11 +216,11 @@ export class TaskWorker {
       ctx.log.warn({ err, attempt: job.attemptsMade + 1, final }, 'task failed');
       const error = isUnrecoverable(err) ? new UnrecoverableError(failureReason(err)) : err;
       if (final && recordHere) await this.outcomes.recordAhead('failed', job as BullJob & { id: string }, failureReason(err), task);
-      if (err instanceof TaskCancelledError) await this.cancellations.done(run.jobId);
+      if (err instanceof TaskCancelledError) await this.cancellations.done(jobId);
       throw error;
     } finally {
-      this.runs.delete(run.jobId);
-      this.opts.hooks?.onEnd?.(run);
+      this.runs.delete(jobId);
+      if (run) hooks!.onEnd?.(run);
     }
   }
 
