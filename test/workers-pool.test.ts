@@ -10,6 +10,7 @@ import { Outcomes } from '../src/tasks/outcomes.ts';
 import type { TaskClient } from '../src/tasks/task-client.ts';
 import { ConsumerRegistry } from '../src/workers/registry.ts';
 import { WorkerPool, type WorkerPoolOptions } from '../src/workers/worker-pool.ts';
+import { RunReports, type ToPrimary } from '../src/workers/worker-process.ts';
 import { FIXTURE_TASKS, useHarness, waitFor } from './support/harness.ts';
 
 // Real forked worker processes (node:cluster) on the test Redis. Worker processes read their
@@ -405,5 +406,25 @@ describe('worker pool (forked processes)', () => {
     await pool.stop();
     await sleep(100);
     expect(errors).toEqual([]);
+  });
+});
+
+describe('run reports from a worker process to the primary', () => {
+  it('tells the starts and ends of one turn in one message, and lets a run start only once its start is sent', async () => {
+    const sent: ToPrimary[] = [];
+    const reports = new RunReports((msg) => sent.push(msg));
+    const run = (jobId: string) => ({ jobId, queue: 'q', token: `t-${jobId}`, timeoutMs: 1000 });
+    const order: string[] = [];
+    const a = reports.started(run('a')).then(() => order.push(`a after ${sent.length} message(s)`));
+    const b = reports.started(run('b')).then(() => order.push(`b after ${sent.length} message(s)`));
+    reports.ended('z');
+    expect(sent).toHaveLength(0);
+    await Promise.all([a, b]);
+    expect(order).toEqual(['a after 1 message(s)', 'b after 1 message(s)']);
+    expect(sent).toEqual([{ t: 'runs', started: [run('a'), run('b')], ended: ['z'] }]);
+    // Ends of finished runs leave with the next turn's message.
+    reports.ended('a');
+    await reports.started(run('c'));
+    expect(sent[1]).toEqual({ t: 'runs', started: [run('c')], ended: ['a'] });
   });
 });

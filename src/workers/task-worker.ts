@@ -49,7 +49,8 @@ export interface RunInfo {
 }
 
 export interface RunHooks {
-  onStart?(run: RunInfo): void;
+  /** Told as a run begins; when it returns a promise, the task starts once that settles. */
+  onStart?(run: RunInfo): void | Promise<void>;
   onEnd?(run: RunInfo): void;
   /** A run was aborted (timeout, cancel) and gave no sign of stopping within `lingerMs`. */
   onLinger?(run: RunInfo): void;
@@ -196,9 +197,10 @@ export class TaskWorker {
     const run: RunInfo | undefined = hooks && { jobId, queue: job.queueName, token, timeoutMs };
     ctx.run = run;
     this.runs.set(jobId, abort);
-    if (run) hooks!.onStart?.(run);
+    const told = run && hooks!.onStart?.(run);
     if (this.recentCancels.size) this.takeRecentCancel(jobId, abort);
     try {
+      if (told) await told;
       if (task.dependencies.length) await assertDependenciesSucceeded(job, this.opts.client);
       let fn;
       try {

@@ -106,18 +106,20 @@ export class WorkerPool {
   }
 
   private onMessage(slot: Slot, msg: ToPrimary): void {
-    if (msg.t === 'start') {
-      const { run } = msg;
-      const timer = setTimeout(() => void this.overrun(slot, run, 'timeout'), run.timeoutMs + this.killGraceMs);
-      slot.runs.set(run.jobId, { run, timer });
+    if (msg.t === 'runs') {
+      // Ends first: a job that ended and was fetched again in the same turn is running.
+      for (const jobId of msg.ended) {
+        clearTimeout(slot.runs.get(jobId)?.timer);
+        slot.runs.delete(jobId);
+      }
+      for (const run of msg.started) {
+        const timer = setTimeout(() => void this.overrun(slot, run, 'timeout'), run.timeoutMs + this.killGraceMs);
+        slot.runs.set(run.jobId, { run, timer });
+      }
     } else if (msg.t === 'recycle' && slot.proc && !slot.recycling) {
       slot.recycling = true;
       this.log.warn({ pid: slot.proc.process.pid, jobId: msg.jobId }, 'an aborted run is still going; replacing its worker process');
       slot.proc.send({ t: 'shutdown', graceMs: this.opts.graceMs ?? 30_000 } satisfies ToWorker);
-    } else if (msg.t === 'end') {
-      const entry = slot.runs.get(msg.jobId);
-      if (entry) clearTimeout(entry.timer);
-      slot.runs.delete(msg.jobId);
     }
   }
 

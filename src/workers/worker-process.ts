@@ -9,11 +9,11 @@ import { TaskWorker, type RunInfo } from './task-worker.ts';
 export const RESOLVED_CONFIG_ENV = 'TASKMASTER_RESOLVED_CONFIG';
 
 /** Messages between the pool's primary and a worker process (over the cluster IPC channel). */
-export type ToPrimary = { t: 'start'; run: RunInfo } | { t: 'end'; jobId: string } | { t: 'ready' } | { t: 'recycle'; jobId: string };
+export type ToPrimary = { t: 'runs'; started: RunInfo[]; ended: string[] } | { t: 'ready' } | { t: 'recycle'; jobId: string };
 export type ToWorker = { t: 'shutdown'; graceMs: number };
 
 /**
- * One worker process of the pool: a TaskWorker that reports each run's start and end to the
+ * One worker process of the pool: a TaskWorker that reports its runs' starts and ends to the
  * primary (which enforces hard timeouts and keeps locks alive while this process's event loop
  * is busy). On `shutdown` it stops taking jobs, lets runs finish within the grace period, and
  * gives back any still running so that another process picks them up; then it exits 0.
@@ -27,6 +27,7 @@ export async function runWorkerProcess(): Promise<void> {
   const connection = createRedis(config.redisUrl, { name: `worker-${slot}` });
   const client = new TaskClient(config, connection);
   const active = new Map<string, RunInfo>();
+  const reports = new RunReports(send);
   const worker = new TaskWorker({
     config,
     connection,
@@ -35,11 +36,11 @@ export async function runWorkerProcess(): Promise<void> {
     hooks: {
       onStart: (run) => {
         active.set(run.jobId, run);
-        send({ t: 'start', run });
+        return reports.started(run);
       },
       onEnd: (run) => {
         active.delete(run.jobId);
-        send({ t: 'end', jobId: run.jobId });
+        reports.ended(run.jobId);
       },
       // An aborted run still going: ask to be replaced (other runs here finish first).
       onLinger: (run) => send({ t: 'recycle', jobId: run.jobId }),
@@ -76,4 +77,45 @@ export async function runWorkerProcess(): Promise<void> {
   process.on('SIGTERM', () => void shutdown(Number(process.env.TASKMASTER_GRACE_MS ?? 30_000)));
   process.on('disconnect', () => void shutdown(0));
   send({ t: 'ready' });
+}
+
+/**
+ * The starts and ends of runs in one turn of the event loop, told to the primary in one message
+ * at the end of the turn rather than two messages per run: with many short runs, the channel
+ * and the primary's reading of it were a large share of each run's cost. A run starts only
+ * once its start has been sent: a task that then blocks this process's event loop (which would
+ * keep any later message from leaving) is already known to the primary, which kills the
+ * process at the run's timeout. Ends of earlier runs leave with it, so the primary never holds
+ * a finished run as running while a blocked one keeps the process from saying so.
+ */
+export class RunReports {
+  private start: RunInfo[] = [];
+  private end: string[] = [];
+  private sent?: Promise<void>;
+
+  constructor(private readonly send: (msg: ToPrimary) => unknown) {}
+
+  /** Resolves once the start has been sent. */
+  started(run: RunInfo): Promise<void> {
+    this.start.push(run);
+    return this.flushSoon();
+  }
+
+  ended(jobId: string): void {
+    this.end.push(jobId);
+    void this.flushSoon();
+  }
+
+  private flushSoon(): Promise<void> {
+    return (this.sent ??= new Promise((resolve) =>
+      setImmediate(() => {
+        this.sent = undefined;
+        const msg: ToPrimary = { t: 'runs', started: this.start, ended: this.end };
+        this.start = [];
+        this.end = [];
+        this.send(msg);
+        resolve();
+      }),
+    ));
+  }
 }
