@@ -34,7 +34,7 @@ const CONCURRENCY = 20;
 const PROCESSES = 2;
 const PER_PROCESS = CONCURRENCY / PROCESSES;
 /** Timed rounds per side at most (BENCH_ROUNDS may lower it): each run works off 10,000 jobs. */
-const MAX_ROUNDS = 3;
+const MAX_ROUNDS = 5;
 /** Pause between "every worker is up" and the release, on both sides. */
 const SETTLE_MS = 300;
 const READY_LIMIT_MS = 60_000;
