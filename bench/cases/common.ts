@@ -2,7 +2,9 @@
  * What the cases share: the tasks they add, the raw side's jobs (the same data and options
  * TaskClient writes, with BullMQ's own ids), a raw Worker, and number formatting.
  */
+import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import type { Redis } from 'ioredis';
 import { Queue, Worker, type JobsOptions } from 'bullmq';
 import { startBridge, type Bridge } from '../../src/bridge/bridge.ts';
 import type { Config } from '../../src/config/config.ts';
@@ -86,4 +88,48 @@ export async function benchBridge(scope: Scope): Promise<{ client: TaskClient; b
   });
   scope.defer(() => bridge.close());
   return { client, bridge, url: `http://127.0.0.1:${bridge.port}` };
+}
+
+/** CPU time (ms) of a process by pid, from /proc; undefined where there is no /proc. */
+function processCpuMs(pid: number): number | undefined {
+  try {
+    // utime and stime, in clock ticks (100 per second on Linux), after the command name.
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return (Number(fields[11]) + Number(fields[12])) * 10;
+  } catch {
+    return undefined;
+  }
+}
+
+async function redisCpuMs(redis: Redis): Promise<number> {
+  const info = await redis.info('cpu');
+  const field = (name: string) => Number(new RegExp(`${name}:([\\d.]+)`).exec(info)?.[1] ?? NaN);
+  return (field('used_cpu_user') + field('used_cpu_sys')) * 1000;
+}
+
+/** CPU spent during a timed run: Redis (all of it), this process, and the given other processes. */
+export type CpuUse = { redisCpuMs: number; nodeCpuMs: number; othersCpuMs: number };
+
+/**
+ * Measures the CPU that Redis and Node spend while `run` works off its jobs: on a 2-core
+ * machine both are near saturation, so where the time goes says more than the rate alone.
+ * `pids` are the other Node processes of the side (pool processes, remote runners), read
+ * before and after; where /proc is missing, only this process counts. Redis's figure is
+ * the whole server's, so a shared Redis with other load inflates it.
+ */
+export async function withCpu<T extends object>(redis: Redis, pids: number[], run: () => Promise<T>): Promise<T & CpuUse> {
+  const others = () => pids.reduce((sum, pid) => sum + (processCpuMs(pid) ?? 0), 0);
+  const redis0 = await redisCpuMs(redis);
+  const others0 = others();
+  const self0 = process.cpuUsage();
+  const out = await run();
+  const self = process.cpuUsage(self0);
+  const othersCpuMs = others() - others0;
+  return { ...out, redisCpuMs: (await redisCpuMs(redis)) - redis0, nodeCpuMs: (self.user + self.system) / 1000 + othersCpuMs, othersCpuMs };
+}
+
+/** "CPU/task: Redis 190 µs + Node 170 µs", and how much of Node's was the other processes'. */
+export function cpuPer(n: number, m: CpuUse, others = 'other processes'): string {
+  const us = (ms: number) => `${fmt((ms / n) * 1000)} µs`;
+  return `CPU/task: Redis ${us(m.redisCpuMs)} + Node ${us(m.nodeCpuMs)}${m.othersCpuMs ? ` (${others} ${us(m.othersCpuMs)})` : ''}`;
 }

@@ -4,7 +4,8 @@
  * `task:done` and a new `task:request` at once, as the 2015 runner did). Against a BullMQ
  * Worker with concurrency 50 and an empty processor on the same jobs. The runners run in a
  * child process, as remote runners run elsewhere; the master (bridge) is this process. The
- * issue's goal is absolute: 3,000 tasks/s through the sockets.
+ * issue's goal is absolute: 3,000 tasks/s through the sockets. Both sides also report the CPU
+ * spent per task by Redis, this process and the runners' process (see withCpu).
  *
  * Run as a script (`node --import tsx bench/cases/runner-sockets.ts <url>`), this file is the
  * runners' process.
@@ -12,7 +13,7 @@
 import { fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { BenchCase, Scope } from '../run.ts';
-import { fmt, noopBatches, rate, rawJobs, rawQueue, rawWorker, benchBridge, legacyIo } from './common.ts';
+import { cpuPer, fmt, noopBatches, rate, rawJobs, rawQueue, rawWorker, benchBridge, legacyIo, withCpu } from './common.ts';
 
 const TASKS = 10_000;
 const RUNNERS = 50;
@@ -66,13 +67,15 @@ async function ours(scope: Scope) {
     child.once('exit', (code) => reject(new Error(`the runners' process exited with code ${code}`)));
   });
   const queue = client.queue();
-  const start = performance.now();
-  child.send('go');
-  while ((await queue.getCompletedCount()) < TASKS) {
-    if (performance.now() - start > WAIT_LIMIT_MS) throw new Error(`only ${await queue.getCompletedCount()} of ${TASKS} completed within ${WAIT_LIMIT_MS} ms`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-  return { ms: performance.now() - start };
+  return withCpu(await scope.connection('cpu'), [child.pid!], async () => {
+    const start = performance.now();
+    child.send('go');
+    while ((await queue.getCompletedCount()) < TASKS) {
+      if (performance.now() - start > WAIT_LIMIT_MS) throw new Error(`only ${await queue.getCompletedCount()} of ${TASKS} completed within ${WAIT_LIMIT_MS} ms`);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    return { ms: performance.now() - start };
+  });
 }
 
 async function raw(scope: Scope) {
@@ -89,10 +92,12 @@ async function raw(scope: Scope) {
       }
     });
   });
-  const start = performance.now();
-  void worker.run();
-  await finished;
-  return { ms: performance.now() - start };
+  return withCpu(await scope.connection('cpu'), [], async () => {
+    const start = performance.now();
+    void worker.run();
+    await finished;
+    return { ms: performance.now() - start };
+  });
 }
 
 export const runnerSockets: BenchCase = {
@@ -103,8 +108,8 @@ export const runnerSockets: BenchCase = {
     return [
       {
         name: `${RUNNERS} runner sockets (1.7.4, another process), ${fmt(TASKS)} no-op tasks, vs a Worker at concurrency ${RUNNERS}`,
-        ours: rate(TASKS, m.ours.ms),
-        raw: rate(TASKS, m.raw.ms),
+        ours: `${rate(TASKS, m.ours.ms)}; ${cpuPer(TASKS, m.ours, 'runners')}`,
+        raw: `${rate(TASKS, m.raw.ms)}; ${cpuPer(TASKS, m.raw)}`,
         ratio: m.ratio.ms,
       },
       {

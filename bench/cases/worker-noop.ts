@@ -10,7 +10,7 @@
  * - pool: a WorkerPool of 2 processes × 10 vs 2 forked processes each running a Worker × 10.
  * The tasks are added while the queue is paused, and the workers started and given time to
  * settle before it is resumed, so start-up (forking, loading TypeScript, connecting) is not
- * counted on either side.
+ * counted on either side. Each side also reports the CPU it spent per task, in Redis and in Node.
  *
  * Run as a script (`node --import tsx bench/cases/worker-noop.ts <redisUrl> <prefix> <queue>
  * <concurrency>`), this file is one raw worker process of the pool layout.
@@ -26,7 +26,7 @@ import { ConsumerRegistry } from '../../src/workers/registry.ts';
 import { TaskWorker } from '../../src/workers/task-worker.ts';
 import { WorkerPool } from '../../src/workers/worker-pool.ts';
 import type { BenchCase, Scope } from '../run.ts';
-import { fmt, noopBatches, rate, rawWorker } from './common.ts';
+import { cpuPer, fmt, noopBatches, rate, rawWorker, withCpu, type CpuUse } from './common.ts';
 
 const TASKS = 10_000;
 const BATCH = 1_000;
@@ -122,13 +122,18 @@ function allCompleted(worker: Worker, n: number): Promise<void> {
 
 const batches = () => noopBatches(TASKS, BATCH);
 
-/** Releases the paused queue and times until all TASKS have completed. */
-async function release(queue: Queue, done: () => Promise<void>): Promise<{ ms: number }> {
+/**
+ * Releases the paused queue and times until all TASKS have completed, with the CPU spent
+ * meanwhile by Redis, this process and `pids` (the side's other processes).
+ */
+async function release(scope: Scope, queue: Queue, pids: number[], done: () => Promise<void>): Promise<{ ms: number } & CpuUse> {
   await sleep(SETTLE_MS);
-  const start = performance.now();
-  await queue.resume();
-  await done();
-  return { ms: performance.now() - start };
+  return withCpu(await scope.connection('cpu'), pids, async () => {
+    const start = performance.now();
+    await queue.resume();
+    await done();
+    return { ms: performance.now() - start };
+  });
 }
 
 function oursInProcess(log: Logger) {
@@ -142,7 +147,7 @@ function oursInProcess(log: Logger) {
     await tw.worker.waitUntilReady();
     const done = allCompleted(tw.worker, TASKS);
     tw.start();
-    return release(queue, () => done);
+    return release(scope, queue, [], () => done);
   };
 }
 
@@ -151,14 +156,14 @@ async function rawInProcess(scope: Scope) {
   const worker = await rawWorker(scope, CONCURRENCY);
   const done = allCompleted(worker, TASKS);
   void worker.run();
-  return release(queue, () => done);
+  return release(scope, queue, [], () => done);
 }
 
 function oursPool(log: Logger) {
   return async (scope: Scope) => {
     const queue = await queued(scope);
-    await startPool(scope, log, PROCESSES, PER_PROCESS);
-    return release(queue, () => completed(queue, TASKS));
+    const pool = await startPool(scope, log, PROCESSES, PER_PROCESS);
+    return release(scope, queue, pool.pids(), () => completed(queue, TASKS));
   };
 }
 
@@ -198,7 +203,7 @@ async function rawPool(scope: Scope) {
         }),
     ),
   );
-  return release(queue, () => completed(queue, TASKS));
+  return release(scope, queue, children.map((c) => c.pid!), () => completed(queue, TASKS));
 }
 
 /** One raw worker process: a BullMQ Worker with an empty processor; says 'ready', ends on 'stop'. */
@@ -232,15 +237,15 @@ export const workerNoop: BenchCase = {
     return [
       {
         name: `workers, ${fmt(TASKS)} no-op tasks, 1 process × concurrency ${CONCURRENCY} (in-process)`,
-        ours: rate(TASKS, inProcess.ours.ms),
-        raw: rate(TASKS, inProcess.raw.ms),
+        ours: `${rate(TASKS, inProcess.ours.ms)}; ${cpuPer(TASKS, inProcess.ours)}`,
+        raw: `${rate(TASKS, inProcess.raw.ms)}; ${cpuPer(TASKS, inProcess.raw)}`,
         ratio: inProcess.ratio.ms,
         goal: 0.9,
       },
       {
         name: `workers, ${fmt(TASKS)} no-op tasks, ${PROCESSES} processes × concurrency ${PER_PROCESS} (pool)`,
-        ours: rate(TASKS, pool.ours.ms),
-        raw: rate(TASKS, pool.raw.ms),
+        ours: `${rate(TASKS, pool.ours.ms)}; ${cpuPer(TASKS, pool.ours, 'worker processes')}`,
+        raw: `${rate(TASKS, pool.raw.ms)}; ${cpuPer(TASKS, pool.raw, 'worker processes')}`,
         ratio: pool.ratio.ms,
         goal: 0.9,
       },
