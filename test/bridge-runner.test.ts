@@ -1,8 +1,10 @@
 import { Worker } from 'bullmq';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import type { LegacyTask } from '../src/bridge/legacy-shape.ts';
 import { Cancellations } from '../src/tasks/cancellations.ts';
 import { Gates } from '../src/tasks/gates.ts';
+import { dependencyKey } from '../src/tasks/identity.ts';
+import { IdentityStore } from '../src/tasks/identity-store.ts';
 import { Outcomes } from '../src/tasks/outcomes.ts';
 import { ConsumerRegistry } from '../src/workers/registry.ts';
 import { useHarness, waitFor } from './support/harness.ts';
@@ -288,5 +290,46 @@ describe('bridge: remote runners, one attempt', () => {
     const [next] = await runner.next('task:send');
     expect(parseTask([next])._id).toBe(other!._id);
     expect(runner.count('task:send')).toBe(2);
+  });
+});
+
+describe('bridge: remote runners, outcomes', () => {
+  // One attempt, so that a task:error fails the task for good.
+  const h = useHarness({ TASKMASTER_ATTEMPTS: '1' });
+
+  it("records a runner's outcomes in the step that finishes the job, and opens waiting gates at once", async () => {
+    const settle = vi.spyOn(IdentityStore.prototype, 'settle');
+    try {
+      const b = await bridge(h);
+      const feeder = await connect(h, '4.8.1', b.url);
+      const t = (name: string, deps: string[] = []) => ({ module: 'record', params: [name], dependencies: deps.map((d) => ({ module: 'record', params: [d] })) });
+      // A dependent added on its own waits behind a gate; the reconciler only looks every 15 s.
+      await feeder.ask('task:add', t('after', ['first']));
+      await feeder.ask('task:add', [t('first'), t('doomed')]);
+      const runner = await connect(h, '1.7.4', b.url);
+      runner.emit('task:request', 'scripted');
+      runner.emit('task:request', 'scripted');
+      const byName = new Map<string, string>();
+      for (let i = 0; i < 2; i++) {
+        const [json] = await runner.next('task:run');
+        byName.set(parseTask([json]).params[0] as string, json as string);
+      }
+      const started = Date.now();
+      runner.emit('task:error', { message: 'doomed for good' }, byName.get('doomed'));
+      runner.emit('task:done', byName.get('first'), 'ok');
+      runner.emit('task:request', 'scripted');
+      const [after] = await runner.next('task:run');
+      expect(parseTask([after]).params[0]).toBe('after');
+      expect(Date.now() - started).toBeLessThan(3000);
+      const keys = h.client().keys;
+      expect(JSON.parse((await h.redis.hget(keys.done, dependencyKey('record', ['first'])))!)).toMatchObject({ jobId: parseTask([byName.get('first')])._id });
+      expect(JSON.parse((await h.redis.hget(keys.failed, dependencyKey('record', ['doomed'])))!)).toMatchObject({ reason: 'doomed for good' });
+      // Neither outcome took a command of its own, and both identities are free again.
+      expect(settle).not.toHaveBeenCalled();
+      expect(await h.redis.hexists(keys.live, dependencyKey('record', ['first']))).toBe(0);
+      expect(await h.redis.hexists(keys.live, dependencyKey('record', ['doomed']))).toBe(0);
+    } finally {
+      settle.mockRestore();
+    }
   });
 });

@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/config.ts';
 import { Cancellations } from '../tasks/cancellations.ts';
 import { Gates } from '../tasks/gates.ts';
+import { installFinishScript } from '../workers/finish-script.ts';
 import { Outcomes } from '../tasks/outcomes.ts';
 import type { TaskClient } from '../tasks/task-client.ts';
 import { ConsumerRegistry } from '../workers/registry.ts';
@@ -93,9 +94,13 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
     releasers.push(() => watchers.close());
     // Started now (not on the first watch), so it is reading before anyone watches.
     watchers.reader(config.queue);
+    // Runner completions are recorded by the script that finishes their jobs, as workers' are.
+    const recordsInScript = installFinishScript(connection, config.prefix);
+    if (!recordsInScript) log.warn("BullMQ's finishing script has changed shape; runner outcomes are recorded by a command of their own");
     const leases = new RunnerLeases({
       config,
       connection,
+      recordsInScript,
       client,
       outcomes,
       cancellations,
@@ -107,7 +112,7 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
       maxStarts: opts.maxStarts,
     });
     releasers.push(() => leases.close());
-    releasers.push(listenForCancels(connection, cancellations, leases, log));
+    releasers.push(listen(connection, client.store.keys.openingChannel, gates, cancellations, leases, log));
 
     // Keep the transport's limit above ours: Socket.IO drops a larger message and closes the
     // connection without a word, whereas our limit is answered with task:add:failed. A JSON
@@ -191,15 +196,20 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
 
 /**
  * Cancel requests reach the bridge on the cancellations channel; on every (re)subscription the
- * stored requests for jobs held here are caught up on. Returns the releaser.
+ * stored requests for jobs held here are caught up on. Gates waiting on a task a runner
+ * finished are announced on `openingChannel` by the finishing script, and opened here (the
+ * `opening` set keeps them for the reconciler meanwhile). Returns the releaser.
  */
-function listenForCancels(connection: Redis, cancellations: Cancellations, leases: RunnerLeases, log: Logger): () => void {
+function listen(connection: Redis, openingChannel: string, gates: Gates, cancellations: Cancellations, leases: RunnerLeases, log: Logger): () => void {
   const sub = connection.duplicate();
   sub.on('error', () => {});
   const cancel = (jobId: string) => void leases.cancel(jobId).catch((err) => log.warn({ err, jobId }, 'could not cancel a task a runner holds'));
-  sub.on('message', (_channel, jobId: string) => cancel(jobId));
+  sub.on('message', (channel: string, message: string) => {
+    if (channel === openingChannel) void gates.open(message).catch((err) => log.warn({ err }, 'opening gates failed; the reconciler will'));
+    else cancel(message);
+  });
   sub.on('ready', () => {
-    void sub.subscribe(cancellations.channel).catch((err) => log.warn({ err }, 'could not subscribe to cancel requests'));
+    void sub.subscribe(cancellations.channel, openingChannel).catch((err) => log.warn({ err }, 'could not subscribe to cancel requests and gate openings'));
     void cancellations
       .pending(leases.heldIds())
       .then((ids) => ids.forEach(cancel))

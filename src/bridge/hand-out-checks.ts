@@ -7,9 +7,7 @@ import type { JobTask } from '../tasks/task.ts';
 
 /** Why a fetched job must fail for good instead of going to a runner. */
 export interface Refusal {
-  /** The job's failedReason. */
-  message: string;
-  /** What dependents and the archive see. */
+  /** The job's failedReason, which dependents and the archive see too. */
   reason: string;
   /** A cancel request, whose stored entry is then done with. */
   cancelled?: boolean;
@@ -26,17 +24,18 @@ export async function refusalBeforeHandOut(
   task: JobTask,
   opts: { announced: Map<string, number>; maxStarts: number; client: TaskClient },
 ): Promise<Refusal | undefined> {
-  if (opts.announced.delete(job.id!)) return { message: CANCELLED_REASON, reason: CANCELLED_REASON, cancelled: true };
+  if (opts.announced.delete(job.id!)) return { reason: CANCELLED_REASON, cancelled: true };
   if (job.attemptsStarted > opts.maxStarts) {
-    const message = `task was started ${job.attemptsStarted} times without finishing (its runners disconnected or stalled); at most ${opts.maxStarts} are allowed`;
-    return { message, reason: message };
+    return {
+      reason: `task was started ${job.attemptsStarted} times without finishing (its runners disconnected or stalled); at most ${opts.maxStarts} are allowed`,
+    };
   }
   if (task.dependencies.length) {
     try {
       await assertDependenciesSucceeded(job, opts.client);
     } catch (err) {
       if (!(err instanceof DependencyFailedError)) throw err;
-      return { message: err.message, reason: err.message };
+      return { reason: err.message };
     }
   }
   return undefined;

@@ -8,6 +8,7 @@ import { CANCELLED_REASON, type Cancellations } from '../tasks/cancellations.ts'
 import type { Outcomes } from '../tasks/outcomes.ts';
 import type { TaskClient } from '../tasks/task-client.ts';
 import { taskFromJob, type JobTask } from '../tasks/task.ts';
+import { passIdentityKeys } from '../workers/finish-script.ts';
 import { refusalBeforeHandOut, type Refusal } from './hand-out-checks.ts';
 import { legacyFromJob, type LegacyTask, type TaskRef } from './legacy-shape.ts';
 import type { Peer, Presence } from './presence.ts';
@@ -30,6 +31,12 @@ export interface RunnerLeasesOptions {
   /** @defaultValue 64 */
   parallelFetches?: number;
   /**
+   * Whether `connection` finishes jobs with the finishing script that records outcomes
+   * (workers/finish-script.ts): then jobs that carry their identity keys are recorded there,
+   * in the same step as their completion or failure, and not by a command of their own.
+   */
+  recordsInScript?: boolean;
+  /**
    * A task started this many times in all (attempts, runners that disconnected, stalls) fails
    * for good instead of being handed out again, so a task that kills its runner cannot loop.
    * @defaultValue 20
@@ -49,7 +56,7 @@ export interface Lease {
   readonly peer: Peer;
   readonly task: LegacyTask;
   /** The task's identity keys, computed once at hand-out, for recording its outcome. */
-  readonly keys: Pick<JobTask, 'taskKey' | 'dependencyKey'>;
+  readonly keys: Pick<JobTask, 'taskKey' | 'dependencyKey' | 'keysStored'>;
   readonly timer: NodeJS.Timeout;
 }
 
@@ -100,6 +107,7 @@ export class RunnerLeases {
         stalledIntervalMs: this.opts.stalledIntervalMs ?? 5000,
         parallel: this.opts.parallelFetches ?? 64,
       });
+      if (this.opts.recordsInScript) passIdentityKeys(f.worker);
       this.fetchers.set(queue, f);
     }
     return f;
@@ -129,8 +137,8 @@ export class RunnerLeases {
     try {
       refusal = await refusalBeforeHandOut(job, jt, { announced: this.announced, maxStarts: this.opts.maxStarts ?? 20, client: this.opts.client });
       if (refusal) {
-        this.log.warn({ jobId: job.id, module: job.name, reason: refusal.message }, 'task failed for good instead of going to a runner');
-        await this.failForGood(job, token, refusal.message, refusal.reason, jt);
+        this.log.warn({ jobId: job.id, module: job.name, reason: refusal.reason }, 'task failed for good instead of going to a runner');
+        await this.failForGood(job, token, refusal.reason, jt);
         if (refusal.cancelled) await this.opts.cancellations.done(job.id!);
       }
     } catch (err) {
@@ -175,14 +183,21 @@ export class RunnerLeases {
     return true;
   }
 
+  /** Whether the outcome of `keys`' job needs a command of its own (see `recordsInScript`). */
+  private recordsHere(keys: Lease['keys']): boolean {
+    return !(this.opts.recordsInScript && keys.keysStored);
+  }
+
   /** `task:done`: completes the job with the runner's result. */
   async complete(lease: Lease, result: unknown): Promise<void> {
     if (!this.end(lease)) return;
     const { job, token, peer } = lease;
-    // Recorded first, as a local worker does: if this process dies before the job is marked
-    // completed, the job is re-run (recording again is harmless); the reverse order could
-    // leave dependents waiting on a completion nobody recorded.
-    const record = () => this.opts.outcomes.record('completed', job as Job & { id: string }, undefined, lease.keys);
+    // Where the finishing script does not record it, recorded first: if this process dies
+    // before the job is marked completed, the job is re-run (recording again is harmless); the
+    // reverse order could leave dependents waiting on a completion nobody recorded.
+    const record = this.recordsHere(lease.keys)
+      ? () => this.opts.outcomes.record('completed', job as Job & { id: string }, undefined, lease.keys)
+      : async () => {};
     await this.fetcher(job.queueName).complete(peer, job, token, result === undefined ? null : result, record);
   }
 
@@ -194,13 +209,14 @@ export class RunnerLeases {
 
   private async failAttempt({ job, token, keys }: Lease, err: Error): Promise<void> {
     const final = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
-    if (final) await this.opts.outcomes.record('failed', job as Job & { id: string }, err.message, keys);
+    if (final && this.recordsHere(keys)) await this.opts.outcomes.record('failed', job as Job & { id: string }, err.message, keys);
     await job.moveToFailed(err, token, false);
   }
 
-  private async failForGood(job: Job, token: string, message: string, reason: string, keys: Lease['keys']): Promise<void> {
-    await this.opts.outcomes.record('failed', job as Job & { id: string }, reason, keys);
-    await job.moveToFailed(new UnrecoverableError(message), token, false);
+  /** `reason` becomes the job's failedReason and the identity's recorded reason alike. */
+  private async failForGood(job: Job, token: string, reason: string, keys: Lease['keys']): Promise<void> {
+    if (this.recordsHere(keys)) await this.opts.outcomes.record('failed', job as Job & { id: string }, reason, keys);
+    await job.moveToFailed(new UnrecoverableError(reason), token, false);
   }
 
   private async timedOut(lease: Lease): Promise<void> {
@@ -223,7 +239,7 @@ export class RunnerLeases {
     }
     this.log.info({ jobId, runner: lease.peer.name ?? lease.peer.id }, 'task cancelled: telling its runner to stop');
     this.opts.send(lease.peer, 'task:cancel', lease.task);
-    await this.failForGood(lease.job, lease.token, CANCELLED_REASON, CANCELLED_REASON, lease.keys);
+    await this.failForGood(lease.job, lease.token, CANCELLED_REASON, lease.keys);
     await this.opts.cancellations.done(jobId);
     return true;
   }
