@@ -2,7 +2,7 @@ import { Queue, Worker } from 'bullmq';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { dependencyKey } from '../src/tasks/identity.ts';
 import { IdentityStore } from '../src/tasks/identity-store.ts';
-import { finishScript, installFinishScript } from '../src/workers/finish-script.ts';
+import { finishScript, installFinishScript, passIdentityKeys } from '../src/workers/finish-script.ts';
 import { useHarness, waitFor } from './support/harness.ts';
 
 describe("outcomes recorded by the worker's finishing script", () => {
@@ -63,6 +63,25 @@ describe("outcomes recorded by the worker's finishing script", () => {
     expect(JSON.parse((await h.redis.hget(c.keys.done, dependencyKey('record', ['handed'])))!)).toMatchObject({ jobId: a!.id });
     expect((await c.queue().getJob(a!.id))!.returnvalue).toBe('plain');
     expect(await h.redis.hlen(c.keys.live)).toBe(0);
+  });
+
+  it('records under the keys it is handed, without reading the job', async () => {
+    const c = h.client();
+    await c.queue().pause();
+    const [a] = await c.add({ module: 'record', params: ['real'] });
+    const connection = h.connection('manual');
+    installFinishScript(connection, h.prefix);
+    const manual = new Worker(h.config.queue, null, { connection, prefix: h.prefix, autorun: false });
+    h.defer(() => manual.close());
+    passIdentityKeys(manual);
+    await c.queue().resume();
+    const job = (await manual.getNextJob('tok'))!;
+    expect(job.id).toBe(a!.id);
+    // Keys in the worker's copy of the data only: the record shows which ones the script used.
+    (job.data as { $taskmaster: { keys: object } }).$taskmaster.keys = { task: 'tk-handed', dependency: 'dk-handed' };
+    await job.moveToCompleted('done', 'tok', false);
+    expect(JSON.parse((await h.redis.hget(c.keys.done, 'dk-handed'))!)).toMatchObject({ jobId: a!.id });
+    expect(await h.redis.hexists(c.keys.done, dependencyKey('record', ['real']))).toBe(0);
   });
 
   it('announces the gates waiting on a task, which open without waiting for the reconciler', async () => {

@@ -31,7 +31,8 @@ export function finishScript(prefix: string): string | undefined {
   const record = `
     do
       ${SETTLE_ONE_LUA}
-      local tk, dk = ARGV[${BULLMQ_ARGS + 1}], ARGV[${BULLMQ_ARGS + 2}]
+      local tk, dk
+      if #ARGV == ${BULLMQ_ARGS + 2} then tk, dk = ARGV[${BULLMQ_ARGS + 1}], ARGV[${BULLMQ_ARGS + 2}] end
       if not dk then
         local ok, data = pcall(cjson.decode, rcall("HGET", jobIdKey, "data") or "")
         local env = ok and type(data) == "table" and data["$taskmaster"]
