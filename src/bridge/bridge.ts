@@ -6,6 +6,7 @@ import { Server } from 'socket.io';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.ts';
+import { listenForAnnouncements } from '../tasks/announcements.ts';
 import { Cancellations } from '../tasks/cancellations.ts';
 import { Gates } from '../tasks/gates.ts';
 import { installFinishScript } from '../workers/finish-script.ts';
@@ -112,7 +113,17 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
       maxStarts: opts.maxStarts,
     });
     releasers.push(() => leases.close());
-    releasers.push(listen(connection, client.store.keys.openingChannel, gates, cancellations, leases, log));
+    releasers.push(
+      listenForAnnouncements({
+        connection,
+        cancellations,
+        gates,
+        openingChannel: client.store.keys.openingChannel,
+        held: () => leases.heldIds(),
+        cancel: (jobId) => void leases.cancel(jobId).catch((err) => log.warn({ err, jobId }, 'could not cancel a task a runner holds')),
+        log,
+      }),
+    );
 
     // Keep the transport's limit above ours: Socket.IO drops a larger message and closes the
     // connection without a word, whereas our limit is answered with task:add:failed. A JSON
@@ -192,28 +203,4 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
     await release();
     throw err;
   }
-}
-
-/**
- * Cancel requests reach the bridge on the cancellations channel; on every (re)subscription the
- * stored requests for jobs held here are caught up on. Gates waiting on a task a runner
- * finished are announced on `openingChannel` by the finishing script, and opened here (the
- * `opening` set keeps them for the reconciler meanwhile). Returns the releaser.
- */
-function listen(connection: Redis, openingChannel: string, gates: Gates, cancellations: Cancellations, leases: RunnerLeases, log: Logger): () => void {
-  const sub = connection.duplicate();
-  sub.on('error', () => {});
-  const cancel = (jobId: string) => void leases.cancel(jobId).catch((err) => log.warn({ err, jobId }, 'could not cancel a task a runner holds'));
-  sub.on('message', (channel: string, message: string) => {
-    if (channel === openingChannel) void gates.open(message).catch((err) => log.warn({ err }, 'opening gates failed; the reconciler will'));
-    else cancel(message);
-  });
-  sub.on('ready', () => {
-    void sub.subscribe(cancellations.channel, openingChannel).catch((err) => log.warn({ err }, 'could not subscribe to cancel requests and gate openings'));
-    void cancellations
-      .pending(leases.heldIds())
-      .then((ids) => ids.forEach(cancel))
-      .catch(() => undefined);
-  });
-  return () => sub.disconnect();
 }

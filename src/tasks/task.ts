@@ -65,7 +65,8 @@ export function storedKeys(data: unknown): Envelope['keys'] {
 }
 
 function whole(keys: Envelope['keys']): Envelope['keys'] {
-  return keys && typeof keys.task === 'string' && typeof keys.dependency === 'string' ? keys : undefined;
+  // Empty keys count as none: the finishing script is handed '' for "no keys".
+  return keys && typeof keys.task === 'string' && typeof keys.dependency === 'string' && keys.task && keys.dependency ? keys : undefined;
 }
 
 /** The minimal view of a BullMQ job that the task model needs. */

@@ -15,8 +15,8 @@ const BULLMQ_ARGS = 9;
  * BullMQ's finishing script (completed, or failed for good) with the task's outcome recorded
  * in the same step, once the job's lock has been checked: a job cannot finish without its
  * record, and a completion costs no command of ours. The identity keys come as two arguments
- * after BullMQ's own (see passIdentityKeys) or, when a caller did not add them, from the job's
- * data. Jobs whose data does not carry identity keys (tasks from plain BullMQ producers) are
+ * after BullMQ's own (see passIdentityKeys; two empty ones for a job without them) or, when a
+ * caller did not add them, from the job's data. Jobs whose data does not carry identity keys (tasks from plain BullMQ producers) are
  * left to Outcomes, as the same test in JobTask.keysStored tells the worker. Gates waiting on
  * the identity are announced on `openingChannel`; the `opening` set keeps them for the
  * reconciler.
@@ -32,8 +32,10 @@ export function finishScript(prefix: string): string | undefined {
     do
       ${SETTLE_ONE_LUA}
       local tk, dk
-      if #ARGV == ${BULLMQ_ARGS + 2} then tk, dk = ARGV[${BULLMQ_ARGS + 1}], ARGV[${BULLMQ_ARGS + 2}] end
-      if not dk then
+      if #ARGV == ${BULLMQ_ARGS + 2} then
+        -- Handed by passIdentityKeys; empty when the worker found none in the job's data.
+        if ARGV[${BULLMQ_ARGS + 2}] ~= "" then tk, dk = ARGV[${BULLMQ_ARGS + 1}], ARGV[${BULLMQ_ARGS + 2}] end
+      else
         local ok, data = pcall(cjson.decode, rcall("HGET", jobIdKey, "data") or "")
         local env = ok and type(data) == "table" and data["$taskmaster"]
         local ids = type(env) == "table" and type(env["params"]) == "table" and env["keys"]
@@ -78,9 +80,11 @@ export function passIdentityKeys(worker: Worker): void {
   const args: FinishArgs = backend.moveToFinishedArgs.bind(backend);
   backend.moveToFinishedArgs = (job, ...rest) => {
     const out = args(job, ...rest);
-    const keys = storedKeys(job.data);
     // Only where BullMQ's arguments are what the script expects; otherwise it reads the data.
-    if (keys && out.length === backend.moveToFinishedKeys.length + BULLMQ_ARGS) out.push(keys.task, keys.dependency);
+    if (out.length !== backend.moveToFinishedKeys.length + BULLMQ_ARGS) return out;
+    // None (a plain BullMQ producer's job) is said too, so the script does not look for them.
+    const keys = storedKeys(job.data);
+    out.push(keys?.task ?? '', keys?.dependency ?? '');
     return out;
   };
 }

@@ -54,7 +54,7 @@ export class ModuleLoader {
     const cached = this.cache.get(name);
     if (!cached?.ready) return undefined;
     const found = this.find(name);
-    return found && cached.file === found.file && cached.mtimeMs === found.mtimeMs ? cached.ready : undefined;
+    return unchanged(cached, found) ? cached.ready : undefined;
   }
 
   async load(name: string): Promise<TaskFunction> {
@@ -69,7 +69,7 @@ export class ModuleLoader {
       );
     }
     const cached = this.cache.get(name);
-    if (cached && cached.file === found.file && cached.mtimeMs === found.mtimeMs) return cached.fn;
+    if (unchanged(cached, found)) return cached!.fn;
     // Cache the load in flight, so that runs starting together import a module once.
     const fn = this.import(name, found.file, found.mtimeMs);
     const entry: Loaded = { ...found, fn };
@@ -144,6 +144,11 @@ export class ModuleLoader {
     }
     return [...names].sort();
   }
+}
+
+/** Whether what was loaded is still the file found now. */
+function unchanged(cached: Loaded | undefined, found: { file: string; mtimeMs: number } | undefined): boolean {
+  return Boolean(cached && found && cached.file === found.file && cached.mtimeMs === found.mtimeMs);
 }
 
 /** `module.exports = fn`, `export default fn`, and either compiled to the other. */

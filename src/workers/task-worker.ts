@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/config.ts';
 import { DependencyFailedError, UnknownModuleError } from '../errors.ts';
 import { assertDependenciesSucceeded } from '../tasks/dependency-check.ts';
+import { listenForAnnouncements } from '../tasks/announcements.ts';
 import { Gates } from '../tasks/gates.ts';
 import { CANCELLED_REASON, Cancellations, TaskCancelledError } from '../tasks/cancellations.ts';
 import { IdentityStore } from '../tasks/identity-store.ts';
@@ -70,7 +71,7 @@ export class TaskWorker {
   private readonly log: Logger;
   /** Runs in flight in this process, by job id, so a cancel can reach them. */
   private readonly runs = new Map<string, RunAbort>();
-  private subscriber?: Redis;
+  private stopListening?: () => void;
   /** Cancel announcements for runs not (yet) here, by job id → when heard. */
   private readonly recentCancels = new Map<string, number>();
   readonly registry: ConsumerRegistry;
@@ -138,7 +139,7 @@ export class TaskWorker {
     await this.outcomes.close();
     await this.stopHeartbeat?.();
     await this.gates.close();
-    this.subscriber?.disconnect();
+    this.stopListening?.();
   }
 
   /** Aborts a run in this process, if it is here. */
@@ -162,26 +163,18 @@ export class TaskWorker {
   }
 
   private listenForAnnouncements(): void {
-    const sub = (this.subscriber = this.opts.connection.duplicate());
-    sub.on('error', () => {});
-    const cancel = (id: string) => {
+    this.stopListening = listenForAnnouncements({
+      connection: this.opts.connection,
+      cancellations: this.cancellations,
+      gates: this.gates,
+      openingChannel: this.opts.client.store.keys.openingChannel,
+      held: () => [...this.runs.keys()],
       // A cancel may arrive just before its run registers here (the job is already active in
       // Redis): remember it briefly, and process() checks before starting.
-      if (!this.abort(id, new TaskCancelledError(`task ${id} was cancelled`))) this.recentCancels.set(id, Date.now());
-    };
-    const opening = this.opts.client.store.keys.openingChannel;
-    sub.on('message', (channel: string, message: string) => {
-      if (channel === opening) void this.gates.open(message).catch((err) => this.log.warn({ err }, 'opening gates failed; the reconciler will'));
-      else cancel(message);
-    });
-    // On every (re)subscription, catch up on requests announced while this was not listening
-    // (gates announced meanwhile are in the `opening` set, which the reconciler works off).
-    sub.on('ready', () => {
-      void sub.subscribe(this.cancellations.channel, opening).catch(() => undefined);
-      void this.cancellations
-        .pending([...this.runs.keys()])
-        .then((ids) => ids.forEach(cancel))
-        .catch(() => undefined);
+      cancel: (id) => {
+        if (!this.abort(id, new TaskCancelledError(`task ${id} was cancelled`))) this.recentCancels.set(id, Date.now());
+      },
+      log: this.log,
     });
   }
 
