@@ -10,7 +10,6 @@ import { Outcomes } from '../src/tasks/outcomes.ts';
 import type { TaskClient } from '../src/tasks/task-client.ts';
 import { ConsumerRegistry } from '../src/workers/registry.ts';
 import { WorkerPool, type WorkerPoolOptions } from '../src/workers/worker-pool.ts';
-import { RunReports, type ToPrimary } from '../src/workers/worker-process.ts';
 import { FIXTURE_TASKS, useHarness, waitFor } from './support/harness.ts';
 
 // Real forked worker processes (node:cluster) on the test Redis. Worker processes read their
@@ -36,6 +35,18 @@ writeFileSync(
   `// Reports {pid} as progress, then blocks the event loop forever like spin.js.
   module.exports = function () {
     this.progress({ pid: process.pid }).then(function () { while (true) {} });
+  };`,
+);
+writeFileSync(
+  join(TASKS, 'block.js'),
+  `// Reports {pid} as progress, then blocks the event loop for params.ms and finishes.
+  module.exports = function (params) {
+    var self = this;
+    this.progress({ pid: process.pid }).then(function () {
+      var until = Date.now() + params.ms;
+      while (Date.now() < until) {}
+      self.done({ blocked: params.ms });
+    });
   };`,
 );
 afterAll(() => rmSync(TASKS, { recursive: true, force: true }));
@@ -225,6 +236,23 @@ describe('worker pool (forked processes)', () => {
     await ready(pool);
   });
 
+  it('keeps the lock of a run that blocks its process for longer than a lock lasts: not killed, not run twice', async () => {
+    const pool = await startPool({ lockDurationMs: 2_000 });
+    const c = h.client();
+    const before = pool.pids();
+    const [s] = await c.add({ module: 'block', params: [{ ms: 6_000 }], timeout: 60_000 });
+    const pid = await inBody(c, s!.id);
+    // Well past the 2 s its process last renewed the lock before it blocked: the primary renews it.
+    await sleep(3_500);
+    expect(await h.redis.pttl(`${h.prefix}:${h.config.queue}:${s!.id}:lock`)).toBeGreaterThan(0);
+    await stateIs(c, s!.id, 'completed', 15_000);
+    const j = await job(c, s!.id);
+    expect(j.returnvalue).toEqual({ blocked: 6_000 });
+    expect(pidOf(j)).toBe(pid);
+    expect(j.attemptsStarted).toBe(1);
+    expect(pool.pids()).toEqual(before);
+  });
+
   it('graceful stop lets a run in flight finish, then resolves', async () => {
     const pool = await startPool({ graceMs: 5_000 });
     const c = h.client();
@@ -406,25 +434,5 @@ describe('worker pool (forked processes)', () => {
     await pool.stop();
     await sleep(100);
     expect(errors).toEqual([]);
-  });
-});
-
-describe('run reports from a worker process to the primary', () => {
-  it('tells the starts and ends of one turn in one message, and lets a run start only once its start is sent', async () => {
-    const sent: ToPrimary[] = [];
-    const reports = new RunReports((msg) => sent.push(msg));
-    const run = (jobId: string) => ({ jobId, queue: 'q', token: `t-${jobId}`, timeoutMs: 1000 });
-    const order: string[] = [];
-    const a = reports.started(run('a')).then(() => order.push(`a after ${sent.length} message(s)`));
-    const b = reports.started(run('b')).then(() => order.push(`b after ${sent.length} message(s)`));
-    reports.ended('z');
-    expect(sent).toHaveLength(0);
-    await Promise.all([a, b]);
-    expect(order).toEqual(['a after 1 message(s)', 'b after 1 message(s)']);
-    expect(sent).toEqual([{ t: 'runs', started: [run('a'), run('b')], ended: ['z'] }]);
-    // Ends of finished runs leave with the next turn's message.
-    reports.ended('a');
-    await reports.started(run('c'));
-    expect(sent[1]).toEqual({ t: 'runs', started: [run('c')], ended: ['a'] });
   });
 });

@@ -56,6 +56,11 @@ function envelopeOf(data: unknown): Envelope | undefined {
   return undefined;
 }
 
+/** The timeout a job's data carries, as TaskClient writes it; undefined when it has none. */
+export function timeoutOf(data: unknown): number | undefined {
+  return envelopeOf(data)?.timeout;
+}
+
 /**
  * The identity keys a job's data carries, as TaskClient writes them; undefined for jobs from
  * plain BullMQ producers (whose keys are computed when needed).

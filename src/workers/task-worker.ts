@@ -29,7 +29,7 @@ export interface TaskWorkerOptions {
   queue?: string;
   /** Overrides config.concurrency. */
   concurrency?: number;
-  /** Told when a run starts and ends (the worker pool uses them to enforce hard timeouts). */
+  /** Told when a run starts and ends (a pool's worker process keeps its runs with them). */
   hooks?: RunHooks;
   /**
    * How long a job's lock lasts without renewal: a process that dies silently gives its jobs
@@ -50,8 +50,8 @@ export interface RunInfo {
 }
 
 export interface RunHooks {
-  /** Told as a run begins; when it returns a promise, the task starts once that settles. */
-  onStart?(run: RunInfo): void | Promise<void>;
+  /** Told as a run begins, before its module is loaded. */
+  onStart?(run: RunInfo): void;
   onEnd?(run: RunInfo): void;
   /** A run was aborted (timeout, cancel) and gave no sign of stopping within `lingerMs`. */
   onLinger?(run: RunInfo): void;
@@ -190,10 +190,9 @@ export class TaskWorker {
     const run: RunInfo | undefined = hooks && { jobId, queue: job.queueName, token, timeoutMs };
     ctx.run = run;
     this.runs.set(jobId, abort);
-    const told = run && hooks!.onStart?.(run);
+    if (run) hooks!.onStart?.(run);
     if (this.recentCancels.size) this.takeRecentCancel(jobId, abort);
     try {
-      if (told) await told;
       if (task.dependencies.length) await assertDependenciesSucceeded(job, this.opts.client);
       let fn;
       try {

@@ -9,8 +9,9 @@ import { Cancellations, CANCELLED_REASON } from '../tasks/cancellations.ts';
 import { Gates } from '../tasks/gates.ts';
 import { Outcomes } from '../tasks/outcomes.ts';
 import type { TaskClient } from '../tasks/task-client.ts';
+import { HeldRuns, type HeldRun } from './held-runs.ts';
 import type { RunInfo } from './task-worker.ts';
-import { RESOLVED_CONFIG_ENV, type ToPrimary, type ToWorker } from './worker-process.ts';
+import { BEAT_MS, RESOLVED_CONFIG_ENV, type ToPrimary, type ToWorker } from './worker-process.ts';
 
 export interface WorkerPoolOptions {
   config: Config;
@@ -23,7 +24,11 @@ export interface WorkerPoolOptions {
   graceMs?: number;
   /** How long after its timeout (or a cancel) a run may take to stop before its process is killed. @defaultValue 2000 */
   killGraceMs?: number;
-  /** Lock length the primary renews for runs in its processes. @defaultValue 10000 */
+  /**
+   * How long a run's lock lasts without renewal. A process's own BullMQ worker renews its locks;
+   * the primary renews them while the process's event loop is blocked, and every half of it
+   * also looks over all processes' runs for one past its timeout. @defaultValue 10000
+   */
   lockDurationMs?: number;
 }
 
@@ -34,24 +39,45 @@ interface Slot {
   proc?: ClusterWorker;
   crashes: number;
   startedAt: number;
-  runs: Map<string, { run: RunInfo; timer: NodeJS.Timeout }>;
+  /** The id of the process's BullMQ worker (its lock tokens begin with it), once it said. */
+  workerId?: string;
+  /** When the process last beat (or started). */
+  beatAt: number;
+  /** When the locks of its runs were last renewed here (while its event loop was blocked). */
+  renewedAt: number;
+  /** A look at its runs in progress. */
+  checking?: Promise<void>;
 }
+
+/** A process that has not beaten for this long has a blocked event loop: its runs are looked at. */
+const SILENT_MS = 4 * BEAT_MS;
 
 const ENTRY = fileURLToPath(new URL('./worker-entry.ts', import.meta.url));
 
 /**
  * The node:cluster primary: forks one worker process per slot and replaces any that dies (with
- * a growing back-off so a crash loop does not spin). It also watches every run: a run still
- * going `killGraceMs` after its timeout — a task blocking the event loop, or one ignoring its
- * abort signal — gets its process killed and replaced, and its attempt failed with a timeout
- * error (retried per its policy). It renews the locks of runs in its processes, so a busy event
- * loop does not make BullMQ think a job stalled.
+ * a growing back-off so a crash loop does not spin). Processes do not report their runs; the
+ * primary reads them from Redis (HeldRuns) when it has to:
+ * - a process that stopped beating has a blocked event loop: a run of it still going
+ *   `killGraceMs` after its timeout (`while (true) {}`) gets the process killed and replaced,
+ *   and its attempt failed with a timeout error (retried per its policy); the others' locks are
+ *   renewed meanwhile, so a long synchronous task is not taken for a stalled one;
+ * - a process that died: its runs' attempts are failed at once, so they run again now rather
+ *   than after BullMQ's stalled-job check;
+ * - a cancelled job one of them holds: if it still holds it `killGraceMs` later, it is killed.
+ * A run whose process keeps turning is timed out in the process itself (its signal; a run that
+ * ignores it makes the process ask to be replaced). Every `lockDurationMs / 2` all processes'
+ * runs are looked over too, in case one is past its timeout all the same.
  */
 export class WorkerPool {
   private readonly slots: Slot[] = [];
   private readonly log: Logger;
   private stopping = false;
-  private lockTimer?: NodeJS.Timeout;
+  private watchTimer?: NodeJS.Timeout;
+  private sweptAt = Date.now();
+  /** Jobs whose attempt is being failed here, so that their process's exit does not fail them again. */
+  private readonly failing = new Set<string>();
+  private readonly held: HeldRuns;
   private readonly outcomes: Outcomes;
   private readonly gates: Gates;
   private readonly cancellations: Cancellations;
@@ -62,6 +88,11 @@ export class WorkerPool {
     this.gates = new Gates({ connection: opts.connection, prefix: opts.config.prefix, store: opts.client.store, log: this.log });
     this.outcomes = new Outcomes(opts.client.store, this.gates);
     this.cancellations = new Cancellations(opts.connection, opts.config.prefix, this.gates, this.outcomes);
+    this.held = new HeldRuns(opts.connection, opts.config.prefix, opts.config.queue, opts.config.defaults.timeout);
+  }
+
+  private get lockMs(): number {
+    return this.opts.lockDurationMs ?? 10_000;
   }
 
   private get killGraceMs(): number {
@@ -73,12 +104,11 @@ export class WorkerPool {
     cluster.setupPrimary({ exec: ENTRY, execArgv: ['--import', import.meta.resolve('tsx')], silent: false });
     const n = this.opts.processes ?? this.opts.config.workers;
     for (let i = 0; i < n; i++) {
-      const slot: Slot = { index: i, crashes: 0, startedAt: 0, runs: new Map() };
+      const slot: Slot = { index: i, crashes: 0, startedAt: 0, beatAt: 0, renewedAt: 0 };
       this.slots.push(slot);
       this.fork(slot);
     }
-    const lockMs = this.opts.lockDurationMs ?? 10_000;
-    this.lockTimer = setInterval(() => void this.renewLocks(lockMs), lockMs / 2);
+    this.watchTimer = setInterval(() => this.watch(), BEAT_MS);
     this.listenForCancels();
     this.log.info({ processes: n, concurrency: this.opts.config.concurrency }, 'worker pool started');
   }
@@ -95,9 +125,11 @@ export class WorkerPool {
       [RESOLVED_CONFIG_ENV]: JSON.stringify(this.opts.config),
       TASKMASTER_WORKER_SLOT: String(slot.index),
       TASKMASTER_GRACE_MS: String(this.opts.graceMs ?? 30_000),
+      TASKMASTER_LOCK_MS: String(this.lockMs),
     });
     slot.proc = proc;
-    slot.startedAt = Date.now();
+    slot.workerId = undefined;
+    slot.startedAt = slot.beatAt = Date.now();
     proc.on('message', (msg: ToPrimary) => this.onMessage(slot, msg));
     // A send to a process that has just died fails asynchronously, as an 'error' event that
     // would crash the primary if nobody listened. Its exit is handled on 'exit'.
@@ -106,16 +138,9 @@ export class WorkerPool {
   }
 
   private onMessage(slot: Slot, msg: ToPrimary): void {
-    if (msg.t === 'runs') {
-      // Ends first: a job that ended and was fetched again in the same turn is running.
-      for (const jobId of msg.ended) {
-        clearTimeout(slot.runs.get(jobId)?.timer);
-        slot.runs.delete(jobId);
-      }
-      for (const run of msg.started) {
-        const timer = setTimeout(() => void this.overrun(slot, run, 'timeout'), run.timeoutMs + this.killGraceMs);
-        slot.runs.set(run.jobId, { run, timer });
-      }
+    slot.beatAt = Date.now();
+    if (msg.t === 'ready') {
+      slot.workerId = msg.workerId;
     } else if (msg.t === 'recycle' && slot.proc && !slot.recycling) {
       slot.recycling = true;
       this.log.warn({ pid: slot.proc.process.pid, jobId: msg.jobId }, 'an aborted run is still going; replacing its worker process');
@@ -123,18 +148,53 @@ export class WorkerPool {
     }
   }
 
+  /** Looks at the runs of processes that stopped beating, and every lockMs / 2 at all of them. */
+  private watch(): void {
+    const now = Date.now();
+    const sweep = now - this.sweptAt >= this.lockMs / 2;
+    if (sweep) this.sweptAt = now;
+    for (const slot of this.slots) {
+      if (!slot.proc || !slot.workerId || slot.checking) continue;
+      const silent = now - slot.beatAt > SILENT_MS;
+      if (!silent && !sweep) continue;
+      slot.checking = this.check(slot, slot.proc, slot.workerId, silent)
+        .catch((err) => this.log.warn({ err }, 'could not look at the runs of a worker process'))
+        .finally(() => (slot.checking = undefined));
+    }
+  }
+
+  /** Kills `proc` if one of its runs is past its timeout; renews its locks while it is silent. */
+  private async check(slot: Slot, proc: ClusterWorker, workerId: string, silent: boolean): Promise<void> {
+    const runs = await this.held.of(workerId);
+    const now = Date.now();
+    const over = runs.find((r) => now >= r.processedOn + r.timeoutMs + this.killGraceMs);
+    if (over) return this.overrun(slot, proc, over, 'timeout');
+    if (!silent || !runs.length || now - slot.renewedAt < this.lockMs / 2) return;
+    slot.renewedAt = now;
+    this.log.warn({ pid: proc.process.pid, jobs: runs.map((r) => r.jobId) }, 'worker process is not answering; keeping the locks of its runs');
+    await Promise.all(runs.map((r) => this.job(r).extendLock(r.token, this.lockMs).catch(() => undefined)));
+  }
+
+  private job(run: RunInfo): Job {
+    return new Job(this.opts.client.queue(run.queue), '', {}, {}, run.jobId);
+  }
+
   /** A run that did not stop in time: kill its process, then fail its attempt. */
-  private async overrun(slot: Slot, run: RunInfo, why: 'timeout' | 'cancel'): Promise<void> {
-    if (!slot.runs.has(run.jobId) || !slot.proc) return;
-    slot.runs.delete(run.jobId);
-    const pid = slot.proc.process.pid;
+  private async overrun(slot: Slot, proc: ClusterWorker, run: HeldRun, why: 'timeout' | 'cancel'): Promise<void> {
+    if (slot.proc !== proc) return;
+    const pid = proc.process.pid;
     this.log.error({ jobId: run.jobId, pid, why }, 'run did not stop; killing its worker process');
-    slot.proc.process.kill('SIGKILL');
-    const err =
-      why === 'timeout'
-        ? new TaskTimeoutError(`task exceeded its timeout of ${run.timeoutMs} ms and did not stop; worker process ${pid} was killed`)
-        : new UnrecoverableError(CANCELLED_REASON);
-    await this.failRun(run, err);
+    this.failing.add(run.jobId);
+    try {
+      proc.process.kill('SIGKILL');
+      const err =
+        why === 'timeout'
+          ? new TaskTimeoutError(`task exceeded its timeout of ${run.timeoutMs} ms and did not stop; worker process ${pid} was killed`)
+          : new UnrecoverableError(CANCELLED_REASON);
+      await this.failRun(run, err);
+    } finally {
+      this.failing.delete(run.jobId);
+    }
     if (why === 'cancel') await this.cancellations.done(run.jobId);
   }
 
@@ -156,12 +216,8 @@ export class WorkerPool {
   private onExit(slot: Slot, proc: ClusterWorker, code: number | null, signal: string | null): void {
     if (slot.proc !== proc) return;
     slot.proc = undefined;
-    const orphans = [...slot.runs.values()];
-    slot.runs.clear();
-    for (const { run, timer } of orphans) {
-      clearTimeout(timer);
-      void this.failRun(run, new Error(`worker process ${proc.process.pid} exited (${signal ?? code}) while running this task`));
-    }
+    if (slot.workerId) void this.failOrphans(slot.workerId, `worker process ${proc.process.pid} exited (${signal ?? code}) while running this task`);
+    slot.workerId = undefined;
     if (this.stopping) return;
     const lived = Date.now() - slot.startedAt;
     if (slot.recycling) slot.crashes = 0;
@@ -172,11 +228,14 @@ export class WorkerPool {
     setTimeout(() => !this.stopping && this.fork(slot), delay).unref();
   }
 
-  private async renewLocks(lockMs: number): Promise<void> {
-    for (const slot of this.slots) {
-      for (const { run } of slot.runs.values()) {
-        await new Job(this.opts.client.queue(run.queue), '', {}, {}, run.jobId).extendLock(run.token, lockMs).catch(() => undefined);
-      }
+  /** Fails the attempts of the runs a process held when it died (retried per their policy). */
+  private async failOrphans(workerId: string, why: string): Promise<void> {
+    try {
+      const runs = await this.held.of(workerId);
+      await Promise.all(runs.filter((r) => !this.failing.has(r.jobId)).map((r) => this.failRun(r, new Error(why))));
+    } catch (err) {
+      // Redis is away: BullMQ's stalled-job check gives the jobs back once their locks expire.
+      this.log.warn({ err }, 'could not fail the runs of a worker process that exited');
     }
   }
 
@@ -185,18 +244,25 @@ export class WorkerPool {
     const sub = (this.subscriber = this.opts.connection.duplicate());
     sub.on('error', () => {});
     void sub.subscribe(this.cancellations.channel).catch(() => undefined);
-    sub.on('message', (_c, id: string) => {
-      for (const slot of this.slots) {
-        const entry = slot.runs.get(id);
-        if (entry) setTimeout(() => void this.overrun(slot, entry.run, 'cancel'), this.killGraceMs).unref();
-      }
-    });
+    sub.on('message', (_c, id: string) => void this.cancelled(id).catch((err) => this.log.warn({ err, jobId: id }, 'could not look for a cancelled run')));
+  }
+
+  /** A cancelled job one of these processes holds: killed if it still holds it after the grace. */
+  private async cancelled(jobId: string): Promise<void> {
+    const run = await this.held.one(jobId);
+    if (!run) return;
+    const slot = this.slots.find((s) => s.workerId && run.token.startsWith(`${s.workerId}:`));
+    if (!slot?.proc) return;
+    const proc = slot.proc;
+    await new Promise((r) => setTimeout(r, this.killGraceMs).unref());
+    const still = await this.held.one(jobId);
+    if (still?.token === run.token) await this.overrun(slot, proc, still, 'cancel');
   }
 
   /** Stops every process gracefully (runs in flight finish within `graceMs`), then resolves. */
   async stop(): Promise<void> {
     this.stopping = true;
-    clearInterval(this.lockTimer);
+    clearInterval(this.watchTimer);
     this.subscriber?.disconnect();
     const graceMs = this.opts.graceMs ?? 30_000;
     const exits = this.slots
@@ -214,7 +280,6 @@ export class WorkerPool {
           }),
       );
     await Promise.all(exits);
-    for (const s of this.slots) for (const { timer } of s.runs.values()) clearTimeout(timer);
     this.log.info('worker pool stopped');
   }
 

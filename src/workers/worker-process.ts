@@ -8,15 +8,24 @@ import { TaskWorker, type RunInfo } from './task-worker.ts';
 /** Environment variable through which the pool hands its resolved Config to its processes. */
 export const RESOLVED_CONFIG_ENV = 'TASKMASTER_RESOLVED_CONFIG';
 
-/** Messages between the pool's primary and a worker process (over the cluster IPC channel). */
-export type ToPrimary = { t: 'runs'; started: RunInfo[]; ended: string[] } | { t: 'ready' } | { t: 'recycle'; jobId: string };
+/**
+ * Messages between the pool's primary and a worker process (over the cluster IPC channel).
+ * `ready` names the process's BullMQ worker, whose id begins the lock token of every job it
+ * takes (see HeldRuns); `beat` comes every BEAT_MS while the event loop turns.
+ */
+export type ToPrimary = { t: 'ready'; workerId: string } | { t: 'beat' } | { t: 'recycle'; jobId: string };
 export type ToWorker = { t: 'shutdown'; graceMs: number };
 
+/** How often a worker process tells the primary that its event loop is turning. */
+export const BEAT_MS = 250;
+
 /**
- * One worker process of the pool: a TaskWorker that reports its runs' starts and ends to the
- * primary (which enforces hard timeouts and keeps locks alive while this process's event loop
- * is busy). On `shutdown` it stops taking jobs, lets runs finish within the grace period, and
- * gives back any still running so that another process picks them up; then it exits 0.
+ * One worker process of the pool: a TaskWorker that tells the primary which BullMQ worker it
+ * is and then beats while its event loop turns. Its runs are not reported one by one: when the
+ * beats stop, the primary reads them from Redis (see HeldRuns), kills the process if one is
+ * past its timeout, and keeps the others' locks alive meanwhile. On `shutdown` it stops taking
+ * jobs, lets runs finish within the grace period, and gives back any still running so that
+ * another process picks them up; then it exits 0.
  */
 export async function runWorkerProcess(): Promise<void> {
   const resolved = process.env[RESOLVED_CONFIG_ENV];
@@ -27,25 +36,24 @@ export async function runWorkerProcess(): Promise<void> {
   const connection = createRedis(config.redisUrl, { name: `worker-${slot}` });
   const client = new TaskClient(config, connection);
   const active = new Map<string, RunInfo>();
-  const reports = new RunReports(send);
   const worker = new TaskWorker({
     config,
     connection,
     client,
     log,
+    // The primary's lock length: it renews these locks while this event loop is blocked.
+    lockDurationMs: Number(process.env.TASKMASTER_LOCK_MS ?? 10_000),
     hooks: {
-      onStart: (run) => {
-        active.set(run.jobId, run);
-        return reports.started(run);
-      },
-      onEnd: (run) => {
-        active.delete(run.jobId);
-        reports.ended(run.jobId);
-      },
+      onStart: (run) => void active.set(run.jobId, run),
+      onEnd: (run) => void active.delete(run.jobId),
       // An aborted run still going: ask to be replaced (other runs here finish first).
       onLinger: (run) => send({ t: 'recycle', jobId: run.jobId }),
     },
-  }).start();
+  });
+  // Named before the first job is taken, so the primary can find every job this process holds.
+  send({ t: 'ready', workerId: worker.worker.id });
+  setInterval(() => send({ t: 'beat' }), BEAT_MS).unref();
+  worker.start();
 
   let stopping = false;
   const shutdown = async (graceMs: number) => {
@@ -76,46 +84,4 @@ export async function runWorkerProcess(): Promise<void> {
   process.on('SIGINT', () => {});
   process.on('SIGTERM', () => void shutdown(Number(process.env.TASKMASTER_GRACE_MS ?? 30_000)));
   process.on('disconnect', () => void shutdown(0));
-  send({ t: 'ready' });
-}
-
-/**
- * The starts and ends of runs in one turn of the event loop, told to the primary in one message
- * at the end of the turn rather than two messages per run: with many short runs, the channel
- * and the primary's reading of it were a large share of each run's cost. A run starts only
- * once its start has been sent: a task that then blocks this process's event loop (which would
- * keep any later message from leaving) is already known to the primary, which kills the
- * process at the run's timeout. Ends of earlier runs leave with it, so the primary never holds
- * a finished run as running while a blocked one keeps the process from saying so.
- */
-export class RunReports {
-  private start: RunInfo[] = [];
-  private end: string[] = [];
-  private sent?: Promise<void>;
-
-  constructor(private readonly send: (msg: ToPrimary) => unknown) {}
-
-  /** Resolves once the start has been sent. */
-  started(run: RunInfo): Promise<void> {
-    this.start.push(run);
-    return this.flushSoon();
-  }
-
-  ended(jobId: string): void {
-    this.end.push(jobId);
-    void this.flushSoon();
-  }
-
-  private flushSoon(): Promise<void> {
-    return (this.sent ??= new Promise((resolve) =>
-      setImmediate(() => {
-        this.sent = undefined;
-        const msg: ToPrimary = { t: 'runs', started: this.start, ended: this.end };
-        this.start = [];
-        this.end = [];
-        this.send(msg);
-        resolve();
-      }),
-    ));
-  }
 }
