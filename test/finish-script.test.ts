@@ -55,7 +55,7 @@ describe("outcomes recorded by the worker's finishing script", () => {
     // A plain BullMQ worker on a connection with the script: no keys handed, still recorded.
     await w.close();
     const connection = h.connection('plain');
-    installFinishScript(connection, h.prefix);
+    installFinishScript(connection);
     const plain = new Worker(h.config.queue, async () => 'plain', { connection, prefix: h.prefix });
     h.defer(() => plain.close());
     await c.queue().resume();
@@ -70,7 +70,7 @@ describe("outcomes recorded by the worker's finishing script", () => {
     await c.queue().pause();
     const [a] = await c.add({ module: 'record', params: ['real'] });
     const connection = h.connection('manual');
-    installFinishScript(connection, h.prefix);
+    installFinishScript(connection);
     const manual = new Worker(h.config.queue, null, { connection, prefix: h.prefix, autorun: false });
     h.defer(() => manual.close());
     passIdentityKeys(manual);
@@ -98,12 +98,13 @@ describe("outcomes recorded by the worker's finishing script", () => {
     expect(await h.redis.scard(c.keys.opening)).toBe(0);
   });
 
-  it('is built from BullMQ’s own script, after its lock check', () => {
-    const lua = finishScript('tm')!;
+  it('is built from BullMQ’s own script, after its lock check, with no prefix written into it', () => {
+    const lua = finishScript()!;
     const lock = lua.indexOf('removeLock(jobIdKey');
     const record = lua.indexOf('settleOne(');
     expect(lock).toBeGreaterThan(0);
     expect(record).toBeGreaterThan(lock);
-    expect(lua).toContain('"tm:tm:done"');
+    expect(lua).toContain('pfx .. ":tm:done"');
+    expect(lua).not.toContain(h.prefix);
   });
 });

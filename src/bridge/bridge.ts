@@ -96,7 +96,7 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
     // Started now (not on the first watch), so it is reading before anyone watches.
     watchers.reader(config.queue);
     // Runner completions are recorded by the script that finishes their jobs, as workers' are.
-    const recordsInScript = installFinishScript(connection, config.prefix);
+    const recordsInScript = installFinishScript(connection);
     if (!recordsInScript) log.warn("BullMQ's finishing script has changed shape; runner outcomes are recorded by a command of their own");
     const leases = new RunnerLeases({
       config,

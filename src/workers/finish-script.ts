@@ -20,17 +20,21 @@ const BULLMQ_ARGS = 9;
  * left to Outcomes, as the same test in JobTask.keysStored tells the worker. Gates waiting on
  * the identity are announced on `openingChannel`; the `opening` set keeps them for the
  * reconciler.
+ * Our keys are found from the queue's key prefix BullMQ passes (ARGV[7], `<prefix>:<queue>:`;
+ * queue names hold no ':'), not written into the script: the script is then the same for every
+ * prefix, so Redis compiles and keeps one copy however many prefixes share it.
  * Undefined when BullMQ's script no longer has the line this goes after.
  */
-export function finishScript(prefix: string): string | undefined {
+export function finishScript(): string | undefined {
   const at = moveToFinished.content.indexOf(ANCHOR);
   if (at < 0 || moveToFinished.content.indexOf(ANCHOR, at + 1) >= 0) return undefined;
-  const k = keysFor(prefix);
-  // The prefix's characters (config.ts) need no escaping in a Lua string.
-  const lit = (s: string) => JSON.stringify(s);
+  // Each key is the prefix followed by what keysFor gives for an empty prefix.
+  const k = keysFor('');
+  const key = (suffix: string) => `pfx .. ${JSON.stringify(suffix)}`;
   const record = `
     do
       ${SETTLE_ONE_LUA}
+      local pfx = string.match(ARGV[7], "^(.*):[^:]*:$")
       local tk, dk
       if #ARGV == ${BULLMQ_ARGS + 2} then
         -- Handed by passIdentityKeys; empty when the worker found none in the job's data.
@@ -43,12 +47,12 @@ export function finishScript(prefix: string): string | undefined {
           tk, dk = ids["task"], ids["dependency"]
         end
       end
-      if dk then
+      if dk and pfx then
         local record = '{"jobId":' .. cjson.encode(ARGV[1]) .. ',"at":' .. ARGV[2]
         if ARGV[5] ~= "completed" then record = record .. ',"reason":' .. cjson.encode(ARGV[4]) end
-        local waiters = settleOne(${lit(k.live)}, ${lit(k.done)}, ${lit(k.failed)}, ${lit(k.opening)}, ${lit(k.waiters(''))} .. dk,
+        local waiters = settleOne(${key(k.live)}, ${key(k.done)}, ${key(k.failed)}, ${key(k.opening)}, ${key(k.waiters(''))} .. dk,
           ARGV[5], tk, dk, jobIdKey, record .. '}')
-        if #waiters > 0 then rcall("PUBLISH", ${lit(k.openingChannel)}, dk) end
+        if #waiters > 0 then rcall("PUBLISH", ${key(k.openingChannel)}, dk) end
       end
     end
 `;
@@ -60,8 +64,8 @@ export function finishScript(prefix: string): string | undefined {
  * only where they are not defined yet, and this replaces its own where it already did.
  * Returns false (and changes nothing) when the script cannot be built.
  */
-export function installFinishScript(connection: Redis, prefix: string): boolean {
-  const lua = finishScript(prefix);
+export function installFinishScript(connection: Redis): boolean {
+  const lua = finishScript();
   if (!lua) return false;
   connection.defineCommand(`${moveToFinished.name}:${version}`, { numberOfKeys: moveToFinished.keys, lua });
   return true;

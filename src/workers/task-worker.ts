@@ -91,7 +91,7 @@ export class TaskWorker {
     // Outcomes of tasks that carry their identity keys are recorded by the script that finishes
     // their jobs (finish-script.ts); others are written on the connection the BullMQ Worker
     // finishes jobs on, ahead of the finishing command (see Outcomes.recordAhead).
-    this.recordsInScript = installFinishScript(connection, config.prefix);
+    this.recordsInScript = installFinishScript(connection);
     if (!this.recordsInScript) this.log.warn("BullMQ's finishing script has changed shape; task outcomes are recorded by a command of their own");
     this.outcomes = new Outcomes(new IdentityStore(connection, opts.client.store.keys), this.gates, this.log);
     this.cancellations = new Cancellations(connection, config.prefix, this.gates, this.outcomes);
