@@ -8,6 +8,8 @@ import pino from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
 import { TaskCancelledError } from '../src/tasks/cancellations.ts';
 import type { TaskClient } from '../src/tasks/task-client.ts';
+import { TaskTimeoutError } from '../src/errors.ts';
+import { RunAbort, runTask, type TaskContext } from '../src/workers/run-task.ts';
 import { TaskWorker } from '../src/workers/task-worker.ts';
 import { FIXTURE_TASKS, useHarness, waitFor } from './support/harness.ts';
 
@@ -234,6 +236,19 @@ describe('task modules', () => {
       expect(job.attemptsMade).toBe(3);
       // The last attempt ran for its whole timeout, not less.
       expect(job.finishedOn! - job.processedOn!).toBeGreaterThanOrEqual(290);
+    });
+
+    it('a timeout above 5 s (checked by a sweep, not a timer per run) fires too, at most a sweep late', async () => {
+      const abort = new RunAbort();
+      const ctx = { module: 'never', log: pino({ level: 'silent' }) } as unknown as TaskContext;
+      const started = Date.now();
+      const outcome = await runTask(function () {}, [], ctx, 5_100, abort).catch((err: unknown) => err);
+      const took = Date.now() - started;
+      expect(outcome).toBeInstanceOf(TaskTimeoutError);
+      expect((outcome as Error).message).toBe('task never exceeded its timeout of 5100 ms');
+      expect(abort.aborted).toBe(true);
+      expect(took).toBeGreaterThanOrEqual(5_100);
+      expect(took).toBeLessThan(5_100 + 100 + 150);
     });
 
     it('a synchronous throw fails the attempt, and is retried', async () => {

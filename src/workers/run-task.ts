@@ -109,6 +109,48 @@ export function runTask(
   return new Promise((resolve, reject) => new Run(ctx, abort, resolve, reject, linger).start(fn, params, timeoutMs));
 }
 
+/** Timeouts up to this long get a timer of their own; longer ones are swept (see Sweep). */
+const OWN_TIMER_MAX_MS = 5_000;
+/** How often the sweep looks for runs past their timeout: the most a long timeout fires late. */
+const SWEEP_MS = 100;
+
+/**
+ * Runs with a long timeout (the default is five minutes), checked together every SWEEP_MS
+ * instead of each setting and clearing a timer of its own: most runs end long before their
+ * timeout, and a timer per run was a noticeable part of a short task's cost. The interval
+ * stops once a sweep finds no runs.
+ */
+class Sweep {
+  private readonly runs = new Set<Run>();
+  private timer?: NodeJS.Timeout;
+
+  add(run: Run): void {
+    this.runs.add(run);
+    this.timer ??= setInterval(() => this.check(), SWEEP_MS);
+  }
+
+  delete(run: Run): void {
+    this.runs.delete(run);
+  }
+
+  private check(): void {
+    if (!this.runs.size) {
+      clearInterval(this.timer);
+      this.timer = undefined;
+      return;
+    }
+    const now = Date.now();
+    for (const run of this.runs) {
+      if (now >= run.deadline) {
+        this.runs.delete(run);
+        run.timedOut();
+      }
+    }
+  }
+}
+
+const sweep = new Sweep();
+
 /**
  * One run's state. A class rather than closures: a run is made for every job, and its methods
  * are made once.
@@ -118,6 +160,9 @@ class Run {
   private stoppedByAbort = false;
   private reacted = false;
   private timer?: NodeJS.Timeout;
+  /** When a swept run times out (Date.now() ms); 0 for a run with a timer of its own. */
+  deadline = 0;
+  private timeoutMs = 0;
 
   constructor(
     private readonly ctx: TaskContext,
@@ -131,7 +176,12 @@ class Run {
     const { abort, ctx } = this;
     // Aborted (cancelled) before it began, e.g. while its module was loading: do not start it.
     if (abort.aborted) return this.settle(abort.reason ?? new Error('aborted'), undefined, 'not-started');
-    this.timer = setTimeout(timedOut, timeoutMs, abort, ctx.module, timeoutMs);
+    this.timeoutMs = timeoutMs;
+    if (timeoutMs <= OWN_TIMER_MAX_MS) this.timer = setTimeout(() => this.timedOut(), timeoutMs);
+    else {
+      this.deadline = Date.now() + timeoutMs;
+      sweep.add(this);
+    }
     abort.onAbort = (reason) => this.settle(reason ?? new Error('aborted'), undefined, 'abort');
     let returned: unknown;
     try {
@@ -154,6 +204,10 @@ class Run {
     }
   }
 
+  timedOut(): void {
+    this.abort.abort(new TaskTimeoutError(`task ${this.ctx.module} exceeded its timeout of ${this.timeoutMs} ms`));
+  }
+
   settle(err: unknown, value?: unknown, how = 'return'): void {
     if (this.settled) {
       // After an abort, a done/error call or the promise settling shows the task stopped.
@@ -171,7 +225,8 @@ class Run {
       const linger = this.linger;
       if (linger) setTimeout(() => !this.reacted && linger.onLinger(this.ctx), linger.ms).unref();
     }
-    clearTimeout(this.timer);
+    if (this.deadline) sweep.delete(this);
+    else clearTimeout(this.timer);
     if (err !== undefined) return this.reject(toError(err));
     try {
       this.resolve(serialisable(value));
@@ -181,9 +236,6 @@ class Run {
   }
 }
 
-function timedOut(abort: RunAbort, module: string, timeoutMs: number): void {
-  abort.abort(new TaskTimeoutError(`task ${module} exceeded its timeout of ${timeoutMs} ms`));
-}
 
 function toError(err: unknown): Error {
   if (err instanceof Error) return err;

@@ -140,6 +140,7 @@ export class TaskWorker {
     await this.stopHeartbeat?.();
     await this.gates.close();
     this.stopListening?.();
+    this.loader.close();
   }
 
   /** Aborts a run in this process, if it is here. */
