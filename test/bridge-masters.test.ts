@@ -91,4 +91,24 @@ describe('bridge: two masters on one Redis', () => {
     expect(badWatch.message).toMatch(/queue must be a queue name/);
     expect((await watcher.next('task:watch:failed'))[0]).toEqual({ message: badWatch.message });
   });
+
+  it('reads a queue\'s events only while one of its tasks is watched', async () => {
+    const m = await bridge(h, { watchReaderIdleMs: 300 });
+    const feeder = await connect(h, '4.8.1', m.url);
+    const runner = await connect(h, '4.8.1', m.url);
+    autoRunner(runner, { slots: 1, name: 'runner', delayMs: 5 });
+    const added = ((await feeder.ask('task:add', [{ module: 'record', params: ['unwatched'] }])) as Added).tasks;
+    await waitFor(async () => (await h.client().queue().getJobState(added[0]!._id)) === 'completed', 'the unwatched task to complete');
+    expect(m.readingEvents()).toEqual([]);
+
+    for (const round of [1, 2]) {
+      const [task] = ((await feeder.ask('task:add', [{ module: 'record', params: ['watched', round], timeout: 60_000 }])) as Added).tasks;
+      await feeder.ask('task:watch', task!._id);
+      expect(m.readingEvents()).toEqual([h.config.queue]);
+      const [done] = (await feeder.next('task:completed')) as [LegacyTask];
+      expect(done._id).toBe(task!._id);
+      // Nothing watched any more: the reader closes after its idle time, and opens again on the next watch.
+      await waitFor(() => m.readingEvents().length === 0, 'the reader to close');
+    }
+  });
 });

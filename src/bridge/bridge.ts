@@ -42,6 +42,8 @@ export interface BridgeOptions {
   maxStarts?: number;
   /** Finds a task that finished and left Redis (the archive), for `task:watch`. */
   archived?: (id: string, queue: string) => Promise<ArchivedTask | undefined>;
+  /** How long a queue's event stream is still read once none of its tasks is watched. @defaultValue 10000 */
+  watchReaderIdleMs?: number;
 }
 
 export interface Bridge {
@@ -53,6 +55,8 @@ export interface Bridge {
   readonly id: string;
   /** Connected clients, for the status page. */
   peers(): Peer[];
+  /** The queues whose event streams this bridge reads now, for watched tasks. */
+  readingEvents(): string[];
   /** Disconnects every client, gives the jobs runners held back to the queue, and stops. */
   close(): Promise<void>;
 }
@@ -91,10 +95,8 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
     const emit = (peer: Peer, event: string, payload: unknown) => {
       if (peer.connected) peer.socket.emit(event, payload);
     };
-    const watchers = new Watchers({ config, connection, client, log, send: (peer, e) => emit(peer, e.event, e.payload), archived: opts.archived });
+    const watchers = new Watchers({ config, connection, client, log, send: (peer, e) => emit(peer, e.event, e.payload), archived: opts.archived, readerIdleMs: opts.watchReaderIdleMs });
     releasers.push(() => watchers.close());
-    // Started now (not on the first watch), so it is reading before anyone watches.
-    watchers.reader(config.queue);
     // Runner completions are recorded by the script that finishes their jobs, as workers' are.
     const recordsInScript = installFinishScript(connection);
     if (!recordsInScript) log.warn("BullMQ's finishing script has changed shape; runner outcomes are recorded by a command of their own");
@@ -198,7 +200,7 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
     }
     // A shared server is listened on by its owner, who logs the port.
     log.info({ ...(ownServer ? { port, host: config.host } : {}), auth: auth.enabled, maxHttpBufferSize }, 'socket.io bridge ready');
-    return { httpServer, io, port, id, peers: () => [...peers], close: release };
+    return { httpServer, io, port, id, peers: () => [...peers], readingEvents: () => watchers.reading(), close: release };
   } catch (err) {
     await release();
     throw err;

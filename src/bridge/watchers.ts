@@ -34,18 +34,25 @@ interface Watched {
 const QUEUE_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
 /** Ids one client may watch at once. */
 export const MAX_WATCHED = 10_000;
+/** How long a queue's reader stays open once nothing on that queue is watched. */
+const READER_IDLE_MS = 10_000;
 
 /**
  * `task:watch`: a feeder names task ids and is told when each finishes. Every master reads the
  * queue's BullMQ event stream (QueueEvents) for its own watchers, so a finish is delivered
  * whichever master, worker or runner saw it; nothing is held for clients of other masters.
  * The stream is read from a little before the reader started, so a watch registered and then
- * checked against the job's state cannot miss a finish that happens in between.
+ * checked against the job's state cannot miss a finish that happens in between. A queue is
+ * read only while something on it is watched (and READER_IDLE_MS after): reading every
+ * event of a busy queue — each add, start and finish — cost the master more than a tenth of
+ * what adding and handing out tasks cost.
  */
 export class Watchers {
   private readonly byKey = new Map<string, Watched>();
   private readonly byPeer = new WeakMap<Peer, Set<string>>();
-  private readonly readers = new Map<string, { events: QueueEvents; connection: Redis }>();
+  private readonly readers = new Map<string, { events: QueueEvents; connection: Redis; idle?: NodeJS.Timeout }>();
+  /** Watched jobs per queue, to close a queue's reader once none are left. */
+  private readonly watchedIn = new Map<string, number>();
   private readonly log: Logger;
 
   constructor(
@@ -57,14 +64,25 @@ export class Watchers {
       send(peer: Peer, e: WatchEvent): void;
       /** Where a task that left Redis is still found (the archive). */
       archived?: (id: string, queue: string) => Promise<ArchivedTask | undefined>;
+      /** @defaultValue READER_IDLE_MS */
+      readerIdleMs?: number;
     },
   ) {
     this.log = opts.log;
   }
 
-  /** Starts reading a queue's events (the configured queue at start, others on first watch). */
-  reader(queue: string): QueueEvents {
+  /** The queues whose events are being read now. */
+  reading(): string[] {
+    return [...this.readers.keys()];
+  }
+
+  /** Reads a queue's events (started on the first watch of one of its jobs). */
+  private reader(queue: string): QueueEvents {
     let r = this.readers.get(queue);
+    if (r?.idle) {
+      clearTimeout(r.idle);
+      r.idle = undefined;
+    }
     if (!r) {
       // QueueEvents blocks on XREAD, so it needs a connection of its own.
       const connection = this.opts.connection.duplicate();
@@ -84,6 +102,21 @@ export class Watchers {
 
   private key(queue: string, id: string): string {
     return `${queue}\u0000${id}`;
+  }
+
+  /** A job of `queue` is watched by someone more (+1) or by no one any more (-1). */
+  private count(queue: string, delta: 1 | -1): void {
+    const n = (this.watchedIn.get(queue) ?? 0) + delta;
+    if (n > 0) return void this.watchedIn.set(queue, n);
+    this.watchedIn.delete(queue);
+    const r = this.readers.get(queue);
+    if (!r || r.idle) return;
+    r.idle = setTimeout(() => {
+      if (this.watchedIn.has(queue) || this.readers.get(queue) !== r) return;
+      this.readers.delete(queue);
+      void r.events.close().catch(() => undefined).finally(() => r.connection.disconnect());
+    }, this.opts.readerIdleMs ?? READER_IDLE_MS);
+    r.idle.unref();
   }
 
   async watch(peer: Peer, input: unknown): Promise<WatchAnswer> {
@@ -127,9 +160,13 @@ export class Watchers {
         this.reader(queue);
         // Registered before the state is read: a finish after this point reaches the watcher
         // through the event stream, one before it is seen in the state.
-        const w = this.byKey.get(key) ?? { task, peers: new Set<Peer>() };
+        let w = this.byKey.get(key);
+        if (!w) {
+          w = { task, peers: new Set<Peer>() };
+          this.byKey.set(key, w);
+          this.count(queue, 1);
+        }
         w.peers.add(peer);
-        this.byKey.set(key, w);
         mine.add(key);
         const state = await q.getJobState(id);
         const done = state === 'completed' || state === 'failed' ? ((await Job.fromId(q, id)) ?? job) : job;
@@ -159,7 +196,12 @@ export class Watchers {
           : { event: 'task:failed', payload: { ...w.task, queue, error: outcome.error, ...(outcome.code ? { code: outcome.code } : {}) } },
       );
     }
-    if (!w.peers.size) this.byKey.delete(key);
+    if (!w.peers.size) this.drop(queue, key);
+  }
+
+  private drop(queue: string, key: string): void {
+    this.byKey.delete(key);
+    this.count(queue, -1);
   }
 
   /** A client went away: forget what it watched. */
@@ -167,14 +209,15 @@ export class Watchers {
     for (const key of this.byPeer.get(peer) ?? []) {
       const w = this.byKey.get(key);
       w?.peers.delete(peer);
-      if (w && !w.peers.size) this.byKey.delete(key);
+      if (w && !w.peers.size) this.drop(key.slice(0, key.indexOf('\u0000')), key);
     }
     this.byPeer.delete(peer);
   }
 
   async close(): Promise<void> {
     await Promise.all(
-      [...this.readers.values()].map(async ({ events, connection }) => {
+      [...this.readers.values()].map(async ({ events, connection, idle }) => {
+        clearTimeout(idle);
         await events.close().catch(() => undefined);
         connection.disconnect();
       }),
