@@ -47,6 +47,11 @@ interface Slot {
   renewedAt: number;
   /** A look at its runs in progress. */
   checking?: Promise<void>;
+  /**
+   * Its runs as read when it fell silent: a blocked process takes no new jobs, so they are read
+   * once per silence, not at every look. Forgotten when it beats again.
+   */
+  silentRuns?: HeldRun[];
 }
 
 /** A process that has not beaten for this long has a blocked event loop: its runs are looked at. */
@@ -139,6 +144,7 @@ export class WorkerPool {
 
   private onMessage(slot: Slot, msg: ToPrimary): void {
     slot.beatAt = Date.now();
+    slot.silentRuns = undefined;
     if (msg.t === 'ready') {
       slot.workerId = msg.workerId;
     } else if (msg.t === 'recycle' && slot.proc && !slot.recycling) {
@@ -165,7 +171,8 @@ export class WorkerPool {
 
   /** Kills `proc` if one of its runs is past its timeout; renews its locks while it is silent. */
   private async check(slot: Slot, proc: ClusterWorker, workerId: string, silent: boolean): Promise<void> {
-    const runs = await this.held.of(workerId);
+    const runs = (silent && slot.silentRuns) || (await this.held.of(workerId));
+    if (silent && Date.now() - slot.beatAt > SILENT_MS) slot.silentRuns = runs;
     const now = Date.now();
     const over = runs.find((r) => now >= r.processedOn + r.timeoutMs + this.killGraceMs);
     if (over) return this.overrun(slot, proc, over, 'timeout');
