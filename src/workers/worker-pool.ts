@@ -159,19 +159,28 @@ export class WorkerPool {
     const now = Date.now();
     const sweep = now - this.sweptAt >= this.lockMs / 2;
     if (sweep) this.sweptAt = now;
+    let all: Promise<Map<string, HeldRun[]>> | undefined;
     for (const slot of this.slots) {
       if (!slot.proc || !slot.workerId || slot.checking) continue;
       const silent = now - slot.beatAt > SILENT_MS;
       if (!silent && !sweep) continue;
-      slot.checking = this.check(slot, slot.proc, slot.workerId, silent)
+      // A sweep reads the active jobs once for all processes.
+      const workerId = slot.workerId;
+      const runs = sweep
+        ? (all ??= this.held.byWorker(this.slots.flatMap((s) => (s.proc && s.workerId ? [s.workerId] : [])))).then((m) => m.get(workerId) ?? [])
+        : undefined;
+      slot.checking = this.check(slot, slot.proc, workerId, silent, runs)
         .catch((err) => this.log.warn({ err }, 'could not look at the runs of a worker process'))
         .finally(() => (slot.checking = undefined));
     }
   }
 
-  /** Kills `proc` if one of its runs is past its timeout; renews its locks while it is silent. */
-  private async check(slot: Slot, proc: ClusterWorker, workerId: string, silent: boolean): Promise<void> {
-    const runs = (silent && slot.silentRuns) || (await this.held.of(workerId));
+  /**
+   * Kills `proc` if one of its runs (`read`, when a sweep has read them) is past its timeout;
+   * renews its locks while it is silent.
+   */
+  private async check(slot: Slot, proc: ClusterWorker, workerId: string, silent: boolean, read?: Promise<HeldRun[]>): Promise<void> {
+    const runs = read ? await read : (silent && slot.silentRuns) || (await this.held.of(workerId));
     if (silent && Date.now() - slot.beatAt > SILENT_MS) slot.silentRuns = runs;
     const now = Date.now();
     const over = runs.find((r) => now >= r.processedOn + r.timeoutMs + this.killGraceMs);
