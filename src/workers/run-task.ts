@@ -236,7 +236,6 @@ class Run {
   }
 }
 
-
 function toError(err: unknown): Error {
   if (err instanceof Error) return err;
   if (typeof err === 'string') return new Error(err);
