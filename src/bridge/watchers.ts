@@ -104,6 +104,10 @@ export class Watchers {
     return `${queue}\u0000${id}`;
   }
 
+  private queueOf(key: string): string {
+    return key.slice(0, key.indexOf('\u0000'));
+  }
+
   /** A job of `queue` is watched by someone more (+1) or by no one any more (-1). */
   private count(queue: string, delta: 1 | -1): void {
     const n = (this.watchedIn.get(queue) ?? 0) + delta;
@@ -196,12 +200,12 @@ export class Watchers {
           : { event: 'task:failed', payload: { ...w.task, queue, error: outcome.error, ...(outcome.code ? { code: outcome.code } : {}) } },
       );
     }
-    if (!w.peers.size) this.drop(queue, key);
+    if (!w.peers.size) this.drop(key);
   }
 
-  private drop(queue: string, key: string): void {
+  private drop(key: string): void {
     this.byKey.delete(key);
-    this.count(queue, -1);
+    this.count(this.queueOf(key), -1);
   }
 
   /** A client went away: forget what it watched. */
@@ -209,7 +213,7 @@ export class Watchers {
     for (const key of this.byPeer.get(peer) ?? []) {
       const w = this.byKey.get(key);
       w?.peers.delete(peer);
-      if (w && !w.peers.size) this.drop(key.slice(0, key.indexOf('\u0000')), key);
+      if (w && !w.peers.size) this.drop(key);
     }
     this.byPeer.delete(peer);
   }

@@ -16,10 +16,10 @@ const BULLMQ_ARGS = 9;
  * in the same step, once the job's lock has been checked: a job cannot finish without its
  * record, and a completion costs no command of ours. The identity keys come as two arguments
  * after BullMQ's own (see passIdentityKeys; two empty ones for a job without them) or, when a
- * caller did not add them, from the job's data. Jobs whose data does not carry identity keys (tasks from plain BullMQ producers) are
- * left to Outcomes, as the same test in JobTask.keysStored tells the worker. Gates waiting on
- * the identity are announced on `openingChannel`; the `opening` set keeps them for the
- * reconciler.
+ * caller did not add them, from the job's data. Jobs whose data does not carry identity keys
+ * (tasks from plain BullMQ producers) are left to Outcomes, as the same test in
+ * JobTask.keysStored tells the worker. Gates waiting on the identity are announced on
+ * `openingChannel`; the `opening` set keeps them for the reconciler.
  * Our keys are found from the queue's key prefix BullMQ passes (ARGV[7], `<prefix>:<queue>:`;
  * queue names hold no ':'), not written into the script: the script is then the same for every
  * prefix, so Redis compiles and keeps one copy however many prefixes share it.

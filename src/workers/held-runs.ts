@@ -36,7 +36,9 @@ export class HeldRuns {
     const out = new Map<string, HeldRun[]>();
     for (const run of await this.read(ids, (token) => owner(token) !== undefined)) {
       const w = owner(run.token)!;
-      out.set(w, [...(out.get(w) ?? []), run]);
+      const runs = out.get(w);
+      if (runs) runs.push(run);
+      else out.set(w, [run]);
     }
     return out;
   }

@@ -158,11 +158,11 @@ export class ModuleLoader {
     return w !== null;
   }
 
-  /** Stops watching folders. */
+  /** Stops watching folders; loaded modules are looked at every turn from now on. */
   close(): void {
     for (const w of this.watchers.values()) w?.close();
     this.watchers.clear();
-    this.generation++;
+    for (const entry of this.cache.values()) entry.gen = NaN;
   }
 
   private async import(name: string, file: string, mtimeMs: number): Promise<TaskFunction> {
