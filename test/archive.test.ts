@@ -8,6 +8,7 @@ import type { Config } from '../src/config/config.ts';
 import { ArchiveStore } from '../src/archive/store.ts';
 import type { TaskDocument } from '../src/archive/document.ts';
 import { TaskClient } from '../src/tasks/task-client.ts';
+import { dependencyKey } from '../src/tasks/identity.ts';
 import { useHarness, waitFor, type Harness } from './support/harness.ts';
 import { testMongo } from './support/mongo.ts';
 import { connect } from './fixtures/bridge-clients.ts';
@@ -270,7 +271,11 @@ describe('archive', () => {
     const dep = { module: 'record', params: [{ n: 'ancient' }] };
     const [d] = await c.add(dep);
     await waitFor(async () => (await count()) === 1 && !(await c.queue().getJob(d!.id)), 'the dependency archived and gone from Redis');
-    await h.redis.hdel(`${h.prefix}:tm:done`, ...(await h.redis.hkeys(`${h.prefix}:tm:done`)));
+    // Its record (kept in place of its claim, or in `done`) is gone too.
+    const keys = c.keys;
+    expect((await c.store.outcomes([dependencyKey(dep.module, dep.params)]))[0]).toMatchObject({ state: 'completed', jobId: d!.id });
+    await h.redis.del(keys.live, keys.done);
+    expect(await c.store.outcomes([dependencyKey(dep.module, dep.params)])).toEqual([undefined]);
     const store = new ArchiveStore(mongo.url, h.log);
     h.defer(() => store.close());
     const archived = new TaskClient(h.config, h.connection('archive-client'), { identityArchive: store });

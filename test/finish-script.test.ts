@@ -19,14 +19,43 @@ describe("outcomes recorded by the worker's finishing script", () => {
       { module: 'fail', params: ['bad'] },
     ]);
     await waitFor(async () => (await c.queue().getJobState(bad!.id)) === 'failed' && (await c.queue().getJobState(ok!.id)) === 'completed', 'both to finish');
-    const done = JSON.parse((await h.redis.hget(c.keys.done, dependencyKey('record', ['ok'])))!);
-    expect(done).toMatchObject({ jobId: ok!.id });
-    expect(typeof done.at).toBe('number');
-    const failed = JSON.parse((await h.redis.hget(c.keys.failed, dependencyKey('fail', ['bad'])))!);
-    expect(failed).toMatchObject({ jobId: bad!.id, reason: (await c.queue().getJob(bad!.id))!.failedReason });
-    // Both identities are free again: the same tasks can be added anew.
-    expect(await h.redis.hlen(c.keys.live)).toBe(0);
+    const [done, failed] = await c.store.outcomes([dependencyKey('record', ['ok']), dependencyKey('fail', ['bad'])]);
+    expect(done).toMatchObject({ state: 'completed', jobId: ok!.id });
+    expect(done!.at).toBe((await c.queue().getJob(ok!.id))!.finishedOn);
+    expect(failed).toMatchObject({ state: 'failed', jobId: bad!.id, reason: (await c.queue().getJob(bad!.id))!.failedReason });
+    expect(JSON.parse((await h.redis.hget(c.keys.failed, dependencyKey('fail', ['bad'])))!)).toMatchObject({ jobId: bad!.id });
+    // The completion (no dependencies, no gates waiting) is kept in place of its claim.
+    expect(JSON.parse((await h.redis.hget(c.keys.live, dependencyKey('record', ['ok'])))!)).toEqual({ jobId: ok!.id, at: done!.at });
+    expect(await h.redis.hexists(c.keys.done, dependencyKey('record', ['ok']))).toBe(0);
+    expect(await h.redis.hexists(c.keys.live, dependencyKey('fail', ['bad']))).toBe(0);
     expect(settle).not.toHaveBeenCalled();
+    // Both identities are free again: the same tasks are added anew, and the completion moves
+    // to `done`, where it stays while the new run is live.
+    const again = await c.add([
+      { module: 'record', params: ['ok'] },
+      { module: 'fail', params: ['bad'] },
+    ]);
+    expect(again.map((a) => a.duplicate)).toEqual([false, false]);
+    expect(again.map((a) => a.id)).not.toContain(ok!.id);
+    expect(JSON.parse((await h.redis.hget(c.keys.done, dependencyKey('record', ['ok'])))!)).toEqual({ jobId: ok!.id, at: done!.at });
+    expect((await c.store.outcomes([dependencyKey('record', ['ok'])]))[0]).toMatchObject({ state: 'completed' });
+  });
+
+  it('keeps a completion kept in place of its claim when the job is run again and when it leaves Redis', async () => {
+    const c = h.client();
+    h.worker();
+    const dk = dependencyKey('record', ['kept']);
+    const [a] = await c.add({ module: 'record', params: ['kept'] });
+    await waitFor(async () => (await c.queue().getJobState(a!.id)) === 'completed', 'the task to complete');
+    const first = (await c.store.outcomes([dk]))[0]!;
+    // Retried as a completed job (as bull-board offers): it runs and finishes again.
+    await (await c.queue().getJob(a!.id))!.retry('completed');
+    await waitFor(async () => (await c.queue().getJob(a!.id))!.finishedOn! > first.at, 'the second run to complete');
+    expect(await c.queue().getJobState(a!.id)).toBe('completed');
+    expect((await c.store.outcomes([dk]))[0]).toMatchObject({ state: 'completed', jobId: a!.id });
+    // Removed by hand: the record is not the job's, so it stays.
+    expect(await c.queue().remove(a!.id)).toBe(1);
+    expect((await c.store.outcomes([dk]))[0]).toMatchObject({ state: 'completed', jobId: a!.id });
   });
 
   it('leaves tasks from plain BullMQ producers to a command of their own', async () => {
@@ -59,10 +88,11 @@ describe("outcomes recorded by the worker's finishing script", () => {
     const plain = new Worker(h.config.queue, async () => 'plain', { connection, prefix: h.prefix });
     h.defer(() => plain.close());
     await c.queue().resume();
-    await waitFor(async () => (await h.redis.hexists(c.keys.done, dependencyKey('record', ['handed']))) === 1, 'the plain worker to record it');
-    expect(JSON.parse((await h.redis.hget(c.keys.done, dependencyKey('record', ['handed'])))!)).toMatchObject({ jobId: a!.id });
+    const handed = dependencyKey('record', ['handed']);
+    await waitFor(async () => (await c.store.outcomes([handed]))[0]?.state === 'completed', 'the plain worker to record it');
+    expect((await c.store.outcomes([handed]))[0]).toMatchObject({ jobId: a!.id });
     expect((await c.queue().getJob(a!.id))!.returnvalue).toBe('plain');
-    expect(await h.redis.hlen(c.keys.live)).toBe(0);
+    expect(JSON.parse((await h.redis.hget(c.keys.live, handed))!)).toMatchObject({ jobId: a!.id });
   });
 
   it('records under the keys it is handed, without reading the job', async () => {

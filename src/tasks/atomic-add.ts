@@ -6,7 +6,7 @@ import { addStandardJob } from 'bullmq/dist/esm/scripts/addStandardJob-9.js';
 import { releaseParentIfNoPendingDependencies } from 'bullmq/dist/esm/scripts/releaseParentIfNoPendingDependencies-2.js';
 import type { Redis } from 'ioredis';
 import type { Keys } from '../queue/keys.ts';
-import { CLAIM_GRACE_MS, HOLDER_LUA, type ClaimItem } from './identity-store.ts';
+import { CLAIM_GRACE_MS, CLAIMED_LUA, HOLDER_LUA, type ClaimItem } from './identity-store.ts';
 
 interface BullmqScript {
   name: string;
@@ -63,20 +63,20 @@ function embed(script: BullmqScript, fn: string): string {
 /**
  * Claims the identities of a batch and writes its jobs, in one script: atomic, one round trip.
  * If any identity is held by a live task, nothing is written and the holders are returned.
- * KEYS[1] live hash, KEYS[2] failed hash, then the key sets of the BullMQ commands (each set
- * once, however many commands use it)
+ * KEYS[1] live hash, KEYS[2] failed hash, KEYS[3] done hash, then the key sets of the BullMQ
+ * commands (each set once, however many commands use it)
  * ARGV[1] now (ms), ARGV[2] claim grace (ms), ARGV[3] number of claims n, ARGV[4] number of key
  * sets k, then k key-set lengths, then n triples (taskKey, jobKey, dependencyKey), then the
  * BullMQ commands, each as: script number (EMBEDDED order, from 1), key-set number, argument
  * count, arguments.
  * Returns, per claim, '' when claimed, else the job key of the live task holding it.
  */
-const ADD = `${HOLDER_LUA}
+const ADD = `${HOLDER_LUA}${CLAIMED_LUA}
 ${EMBEDDED.map((s, n) => embed(s, `bullmq${n + 1}`)).join('\n')}
 local scripts = { ${EMBEDDED.map((_, n) => `bullmq${n + 1}`).join(', ')} }
 local now, grace = tonumber(ARGV[1]), tonumber(ARGV[2])
 local n, k = tonumber(ARGV[3]), tonumber(ARGV[4])
-local keySets, at = {}, 3
+local keySets, at = {}, 4
 for s = 1, k do
   local set = {}
   for j = 1, tonumber(ARGV[4 + s]) do
@@ -114,7 +114,11 @@ end
 local anyFailed = redis.call('HLEN', KEYS[2]) > 0
 for c = 1, n do
   local a = claims + 3 * (c - 1)
-  if stale[c] then redis.call('HSET', KEYS[1], ARGV[a], stale[c]) end
+  if stale[c] then
+    -- The claim of a finished run: the completion it may stand for is kept before it goes.
+    keepClaimed(KEYS[1], KEYS[3], ARGV[a], ARGV[a + 2])
+    redis.call('HSET', KEYS[1], ARGV[a], stale[c])
+  end
   -- A new run of an identity whose last run failed for good: dependents wait for it.
   if anyFailed then redis.call('HDEL', KEYS[2], ARGV[a + 2]) end
 end
@@ -212,7 +216,7 @@ export class AtomicAdder {
   async add(flows: FlowJob[], claims: ClaimItem[], now = Date.now()): Promise<string[] | undefined> {
     const commands = await this.flows.commands(flows, this.queue);
     const setIndex = new Map<string, number>();
-    const keyArgs: Arg[] = [0, this.keys.live, this.keys.failed];
+    const keyArgs: Arg[] = [0, this.keys.live, this.keys.failed, this.keys.done];
     const lengths: Arg[] = [];
     const args: Arg[] = [];
     for (const { script, args: all } of commands) {

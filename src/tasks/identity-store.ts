@@ -2,16 +2,27 @@ import type { Redis } from 'ioredis';
 import type { Keys } from '../queue/keys.ts';
 
 /**
+ * Lua: an entry of the live hash read as a claim, `<claimed at>|<job key>`: when it was made
+ * and the job key, or false for a completion record kept in its place (JSON, see CLAIMED_LUA)
+ * or no entry.
+ */
+const CLAIM_OF_LUA = `
+local function claimOf(cur)
+  if not cur or string.byte(cur, 1) == 123 then return false end
+  local sep = string.find(cur, '|', 1, true)
+  if not sep then return false end
+  return tonumber(string.sub(cur, 1, sep - 1)), string.sub(cur, sep + 1)
+end
+`;
+
+/**
  * Lua shared by the claim scripts: the job key that holds identity `tk` while it is live, or
  * false. KEYS[1] is the live hash.
  */
-export const HOLDER_LUA = `
+export const HOLDER_LUA = `${CLAIM_OF_LUA}
 local function holderOf(tk, now, stale)
-  local cur = redis.call('HGET', KEYS[1], tk)
-  if not cur then return false end
-  local sep = string.find(cur, '|', 1, true)
-  local at = tonumber(string.sub(cur, 1, sep - 1))
-  local curKey = string.sub(cur, sep + 1)
+  local at, curKey = claimOf(redis.call('HGET', KEYS[1], tk))
+  if not at then return false end
   if redis.call('EXISTS', curKey) == 1 then
     if not redis.call('HGET', curKey, 'finishedOn') then return curKey end
   elseif now - at < stale then
@@ -22,8 +33,27 @@ end
 `;
 
 /**
+ * Lua shared by the scripts that read or keep outcomes. A task without dependencies (its task
+ * key is its dependency key) that completes, with no gates waiting on it, writes its completion
+ * record in place of its claim in the live hash instead of releasing the claim and writing the
+ * record to `done`: one write instead of four when finishing (see workers/finish-script.ts).
+ * claimedCompletion gives such a record, or false; keepClaimed moves it to `done` before a new
+ * run of the identity claims it, as completed wins over whatever the new run does.
+ */
+export const CLAIMED_LUA = `
+local function claimedCompletion(live, tk)
+  local cur = redis.call('HGET', live, tk)
+  return cur and string.byte(cur, 1) == 123 and cur
+end
+local function keepClaimed(live, done, tk, dk)
+  local record = claimedCompletion(live, tk)
+  if record then redis.call('HSETNX', done, dk, record) end
+end
+`;
+
+/**
  * Claims identities for a batch in one round trip.
- * KEYS[1] live hash, KEYS[2] failed hash
+ * KEYS[1] live hash, KEYS[2] failed hash, KEYS[3] done hash
  * ARGV[1] now (ms), ARGV[2] how long a claim whose job does not exist yet is honoured (ms),
  * then triples: taskKey, jobKey, dependencyKey
  * Returns, per triple, the job key that holds the identity: the given one when it was claimed,
@@ -33,7 +63,7 @@ end
  * without `finishedOn`, or, before the job is written, while its claim is young; so a crash
  * between claim and add, or a finished job whose claim was never released, heals itself.
  */
-const CLAIM = `${HOLDER_LUA}
+const CLAIM = `${HOLDER_LUA}${CLAIMED_LUA}
 local out = {}
 local now = tonumber(ARGV[1])
 local stale = tonumber(ARGV[2])
@@ -45,6 +75,7 @@ for i = 3, #ARGV, 3 do
     out[#out + 1] = holder
     failed[#failed + 1] = '0'
   else
+    keepClaimed(KEYS[1], KEYS[3], tk, ARGV[i + 2])
     redis.call('HSET', KEYS[1], tk, now .. '|' .. jk)
     out[#out + 1] = jk
     failed[#failed + 1] = redis.call('HEXISTS', KEYS[2], ARGV[i + 2]) == 1 and '1' or '0'
@@ -58,10 +89,10 @@ return out
  * Releases claims that still point at the given job keys (a failed add, a finished task).
  * KEYS[1] live hash; ARGV pairs: taskKey, jobKey
  */
-const RELEASE = `
+const RELEASE = `${CLAIM_OF_LUA}
 for i = 1, #ARGV, 2 do
-  local cur = redis.call('HGET', KEYS[1], ARGV[i])
-  if cur and string.sub(cur, string.find(cur, '|', 1, true) + 1) == ARGV[i + 1] then
+  local _, jk = claimOf(redis.call('HGET', KEYS[1], ARGV[i]))
+  if jk == ARGV[i + 1] then
     redis.call('HDEL', KEYS[1], ARGV[i])
   end
 end
@@ -75,10 +106,10 @@ return 0
  * identity in the `opening` set when there are any, so that a crash before they are promoted
  * leaves work the reconciler finds.
  */
-export const SETTLE_ONE_LUA = `
+export const SETTLE_ONE_LUA = `${CLAIM_OF_LUA}
 local function settleOne(live, done, failed, opening, waitersKey, outcome, tk, dk, jk, record)
-  local cur = redis.call('HGET', live, tk)
-  if cur and string.sub(cur, string.find(cur, '|', 1, true) + 1) == jk then
+  local _, claimed = claimOf(redis.call('HGET', live, tk))
+  if claimed == jk then
     redis.call('HDEL', live, tk)
   end
   if outcome == 'completed' then
@@ -109,8 +140,30 @@ end
 return out
 `;
 
+/**
+ * Outcome per dependency key: 'c' and the record when it completed (in `done`, or kept in
+ * place of its claim), else 'f' and the record when it failed for good, else ''. One script,
+ * so a record moving from the live hash to `done` meanwhile cannot fall between two reads.
+ * KEYS[1] live, KEYS[2] done, KEYS[3] failed; ARGV the dependency keys.
+ */
+const OUTCOMES = `${CLAIMED_LUA}
+local out = {}
+for i = 1, #ARGV do
+  local dk = ARGV[i]
+  local record = redis.call('HGET', KEYS[2], dk) or claimedCompletion(KEYS[1], dk)
+  if record then
+    out[i] = 'c' .. record
+  else
+    local failed = redis.call('HGET', KEYS[3], dk)
+    out[i] = failed and ('f' .. failed) or ''
+  end
+end
+return out
+`;
+
 type Scripted = Redis & {
-  tmClaim(live: string, failed: string, ...args: (string | number)[]): Promise<string[]>;
+  tmClaim(live: string, failed: string, done: string, ...args: (string | number)[]): Promise<string[]>;
+  tmOutcomes(live: string, done: string, failed: string, ...dependencyKeys: string[]): Promise<string[]>;
   tmRelease(live: string, ...args: string[]): Promise<number>;
   /** numberOfKeys first: 4 + one waiters key per item. */
   tmSettle(numberOfKeys: number, ...keysAndArgs: string[]): Promise<string[][]>;
@@ -119,7 +172,8 @@ type Scripted = Redis & {
 function scripted(redis: Redis): Scripted {
   const r = redis as Scripted;
   if (typeof r.tmClaim !== 'function') {
-    redis.defineCommand('tmClaim', { numberOfKeys: 2, lua: CLAIM });
+    redis.defineCommand('tmClaim', { numberOfKeys: 3, lua: CLAIM });
+    redis.defineCommand('tmOutcomes', { numberOfKeys: 3, lua: OUTCOMES });
     redis.defineCommand('tmRelease', { numberOfKeys: 1, lua: RELEASE });
     redis.defineCommand('tmSettle', { lua: SETTLE });
   }
@@ -186,7 +240,7 @@ export class IdentityStore {
     for (let i = 0; i < items.length; i += CHUNK) {
       const args: (string | number)[] = [now, CLAIM_GRACE_MS];
       for (const it of items.slice(i, i + CHUNK)) args.push(it.taskKey, it.jobKey, it.dependencyKey);
-      const out = await this.redis.tmClaim(this.keys.live, this.keys.failed, ...args);
+      const out = await this.redis.tmClaim(this.keys.live, this.keys.failed, this.keys.done, ...args);
       anyFailed ||= out.pop()!.includes('1');
       holders.push(...out);
     }
@@ -243,18 +297,13 @@ export class IdentityStore {
   /** Outcome per dependency key: completed wins over failed; undefined while neither. */
   async outcomes(dependencyKeys: string[]): Promise<({ state: 'completed' | 'failed' } & Outcome | undefined)[]> {
     if (!dependencyKeys.length) return [];
-    const [done, failed] = (await this.redis
-      .multi()
-      .hmget(this.keys.done, ...dependencyKeys)
-      .hmget(this.keys.failed, ...dependencyKeys)
-      .exec())!.map(([err, v]) => {
-      if (err) throw err;
-      return v as (string | null)[];
-    });
-    const out = dependencyKeys.map((_, i) => {
-      if (done![i]) return { state: 'completed' as const, ...(JSON.parse(done![i]!) as Outcome) };
-      if (failed![i]) return { state: 'failed' as const, ...(JSON.parse(failed![i]!) as Outcome) };
-      return undefined;
+    const read: string[] = [];
+    for (let i = 0; i < dependencyKeys.length; i += CHUNK) {
+      read.push(...(await this.redis.tmOutcomes(this.keys.live, this.keys.done, this.keys.failed, ...dependencyKeys.slice(i, i + CHUNK))));
+    }
+    const out = read.map((f) => {
+      if (!f) return undefined;
+      return { state: f[0] === 'c' ? ('completed' as const) : ('failed' as const), ...(JSON.parse(f.slice(1)) as Outcome) };
     });
     const unknown = dependencyKeys.filter((_, i) => !out[i]);
     if (this.archive && unknown.length) {

@@ -14,7 +14,9 @@ const BULLMQ_ARGS = 9;
 /**
  * BullMQ's finishing script (completed, or failed for good) with the task's outcome recorded
  * in the same step, once the job's lock has been checked: a job cannot finish without its
- * record, and a completion costs no command of ours. The identity keys come as two arguments
+ * record, and a completion costs no command of ours. A task without dependencies and without
+ * gates waiting on it keeps its record in place of its claim (see CLAIMED_LUA), one write
+ * instead of four. The identity keys come as two arguments
  * after BullMQ's own (see passIdentityKeys; two empty ones for a job without them) or, when a
  * caller did not add them, from the job's data. Jobs whose data does not carry identity keys
  * (tasks from plain BullMQ producers) are left to Outcomes, as the same test in
@@ -48,11 +50,24 @@ export function finishScript(): string | undefined {
         end
       end
       if dk and pfx then
+        local live, waitersKey = ${key(k.live)}, ${key(k.waiters(''))} .. dk
         local record = '{"jobId":' .. cjson.encode(ARGV[1]) .. ',"at":' .. ARGV[2]
         if ARGV[5] ~= "completed" then record = record .. ',"reason":' .. cjson.encode(ARGV[4]) end
-        local waiters = settleOne(${key(k.live)}, ${key(k.done)}, ${key(k.failed)}, ${key(k.opening)}, ${key(k.waiters(''))} .. dk,
-          ARGV[5], tk, dk, jobIdKey, record .. '}')
-        if #waiters > 0 then rcall("PUBLISH", ${key(k.openingChannel)}, dk) end
+        record = record .. '}'
+        -- A task without dependencies that completes while it holds its claim, with no gates
+        -- waiting on it, keeps its record in place of the claim (see CLAIMED_LUA).
+        local kept = false
+        if tk == dk and ARGV[5] == "completed" and rcall("EXISTS", waitersKey) == 0 then
+          local _, claimed = claimOf(rcall("HGET", live, tk))
+          if claimed == jobIdKey then
+            rcall("HSET", live, tk, record)
+            kept = true
+          end
+        end
+        if not kept then
+          local waiters = settleOne(live, ${key(k.done)}, ${key(k.failed)}, ${key(k.opening)}, waitersKey, ARGV[5], tk, dk, jobIdKey, record)
+          if #waiters > 0 then rcall("PUBLISH", ${key(k.openingChannel)}, dk) end
+        end
       end
     end
 `;
