@@ -9,7 +9,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { TaskCancelledError } from '../src/tasks/cancellations.ts';
 import type { TaskClient } from '../src/tasks/task-client.ts';
 import { TaskTimeoutError } from '../src/errors.ts';
-import { RunAbort, runTask, type TaskContext } from '../src/workers/run-task.ts';
+import { ResultNotSerialisableError, RunAbort, runTask, type TaskContext } from '../src/workers/run-task.ts';
 import { TaskWorker } from '../src/workers/task-worker.ts';
 import { FIXTURE_TASKS, useHarness, waitFor } from './support/harness.ts';
 
@@ -242,13 +242,28 @@ describe('task modules', () => {
       const abort = new RunAbort();
       const ctx = { module: 'never', log: pino({ level: 'silent' }) } as unknown as TaskContext;
       const started = Date.now();
-      const outcome = await runTask(function () {}, [], ctx, 5_100, abort).catch((err: unknown) => err);
+      const outcome = await (async () => runTask(function () {}, [], ctx, 5_100, abort))().catch((err: unknown) => err);
       const took = Date.now() - started;
       expect(outcome).toBeInstanceOf(TaskTimeoutError);
       expect((outcome as Error).message).toBe('task never exceeded its timeout of 5100 ms');
       expect(abort.aborted).toBe(true);
       expect(took).toBeGreaterThanOrEqual(5_100);
       expect(took).toBeLessThan(5_100 + 100 + 150);
+    });
+
+    it('gives the result of a run that settles while it starts at once, and a promise for any other', async () => {
+      const ctx = { module: 'm', log: pino({ level: 'silent' }) } as unknown as TaskContext;
+      const now = (fn: (...a: unknown[]) => unknown) => runTask(fn as never, [], ctx, 1000, new RunAbort());
+      expect(now(function (this: { done(v: unknown): void }) { this.done({ n: 1 }); })).toEqual({ n: 1 });
+      expect(now(() => 'returned')).toBe('returned');
+      expect(() => now(() => { throw new Error('sync boom'); })).toThrow('sync boom');
+      expect(() => now(function (this: { done(v: unknown): void }) { this.done({ big: 1n }); })).toThrow(ResultNotSerialisableError);
+      const later = now(async () => 'later');
+      expect(later).toBeInstanceOf(Promise);
+      await expect(later).resolves.toBe('later');
+      const cancelled = new RunAbort();
+      cancelled.abort(new Error('cancelled before it began'));
+      expect(() => runTask((() => 'never') as never, [], ctx, 1000, cancelled)).toThrow('cancelled before it began');
     });
 
     it('a synchronous throw fails the attempt, and is retried', async () => {

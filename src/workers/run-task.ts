@@ -97,6 +97,10 @@ export interface LegacyWorkerApi extends EventEmitter {}
  * - a plain function that returns a value other than undefined: that value is the result;
  *   one that returns undefined runs until it calls `done`/`error` or times out;
  * - a result that is not JSON-serialisable fails the run without retry.
+ * A run that settles while it starts (a legacy task calling `this.done()` synchronously, a
+ * plain function returning a value) gives its result as it is, or throws its error, with no
+ * promise made: most short tasks are such runs, and their callers can take the result at once
+ * (`await` takes either). Any other run gives a promise. A result is JSON, never a promise.
  */
 export function runTask(
   fn: TaskFunction,
@@ -105,8 +109,12 @@ export function runTask(
   timeoutMs: number,
   abort: RunAbort,
   linger?: { ms: number; onLinger(ctx: TaskContext): void },
-): Promise<unknown> {
-  return new Promise((resolve, reject) => new Run(ctx, abort, resolve, reject, linger).start(fn, params, timeoutMs));
+): unknown {
+  const run = new Run(ctx, abort, linger);
+  run.start(fn, params, timeoutMs);
+  if (!run.outcome) return run.promise();
+  if (run.outcome.failed) throw run.outcome.error;
+  return run.outcome.value;
 }
 
 /** Timeouts up to this long get a timer of their own; longer ones are swept (see Sweep). */
@@ -163,14 +171,24 @@ class Run {
   /** When a swept run times out (Date.now() ms); 0 for a run with a timer of its own. */
   deadline = 0;
   private timeoutMs = 0;
+  /** How it settled, until someone asks for a promise (most runs settle before anyone does). */
+  outcome?: { failed: false; value: unknown } | { failed: true; error: unknown };
+  private resolve?: (value: unknown) => void;
+  private reject?: (err: unknown) => void;
 
   constructor(
     private readonly ctx: TaskContext,
     private readonly abort: RunAbort,
-    private readonly resolve: (value: unknown) => void,
-    private readonly reject: (err: unknown) => void,
     private readonly linger?: { ms: number; onLinger(ctx: TaskContext): void },
   ) {}
+
+  /** The outcome of a run still going. */
+  promise(): Promise<unknown> {
+    return new Promise((resolve, reject) => {
+      this.resolve = resolve;
+      this.reject = reject;
+    });
+  }
 
   start(fn: TaskFunction, params: unknown[], timeoutMs: number): void {
     const { abort, ctx } = this;
@@ -227,12 +245,18 @@ class Run {
     }
     if (this.deadline) sweep.delete(this);
     else clearTimeout(this.timer);
-    if (err !== undefined) return this.reject(toError(err));
-    try {
-      this.resolve(serialisable(value));
-    } catch (e) {
-      this.reject(e);
+    let outcome: NonNullable<Run['outcome']>;
+    if (err !== undefined) outcome = { failed: true, error: toError(err) };
+    else {
+      try {
+        outcome = { failed: false, value: serialisable(value) };
+      } catch (e) {
+        outcome = { failed: true, error: e };
+      }
     }
+    if (!this.resolve) this.outcome = outcome;
+    else if (outcome.failed) this.reject!(outcome.error);
+    else this.resolve(outcome.value);
   }
 }
 

@@ -12,7 +12,7 @@ import { CANCELLED_REASON, Cancellations, TaskCancelledError } from '../tasks/ca
 import { IdentityStore } from '../tasks/identity-store.ts';
 import { Outcomes } from '../tasks/outcomes.ts';
 import type { TaskClient } from '../tasks/task-client.ts';
-import { taskFromJob } from '../tasks/task.ts';
+import { taskFromJob, type JobTask } from '../tasks/task.ts';
 import { installFinishScript, passIdentityKeys } from './finish-script.ts';
 import { ModuleLoader } from './module-loader.ts';
 import { ConsumerRegistry } from './registry.ts';
@@ -95,7 +95,8 @@ export class TaskWorker {
     if (!this.recordsInScript) this.log.warn("BullMQ's finishing script has changed shape; task outcomes are recorded by a command of their own");
     this.outcomes = new Outcomes(new IdentityStore(connection, opts.client.store.keys), this.gates, this.log);
     this.cancellations = new Cancellations(connection, config.prefix, this.gates, this.outcomes);
-    this.worker = new Worker(opts.queue ?? config.queue, (job, token) => this.process(job, token!), {
+    // BullMQ awaits what the processor returns, which may be a plain value (see process).
+    this.worker = new Worker(opts.queue ?? config.queue, (job, token) => this.process(job, token!) as Promise<unknown>, {
       connection,
       prefix: config.prefix,
       concurrency: opts.concurrency ?? config.concurrency,
@@ -179,9 +180,38 @@ export class TaskWorker {
     });
   }
 
-  private async process(job: BullJob, token: string): Promise<unknown> {
-    const task = taskFromJob(job as BullJob & { id: string });
-    const recordHere = !(this.recordsInScript && task.keysStored);
+  /**
+   * Runs one job. BullMQ awaits whatever its processor returns, so a run that needs nothing
+   * awaited before or after it (no dependencies to check, its module loaded, its outcome
+   * recorded by the finishing script) and settles while it starts — most short tasks — gives
+   * its result as it is, with no promise made on the way.
+   */
+  private process(job: BullJob, token: string): unknown {
+    const task = taskFromJob(job);
+    const r = this.begin(job, token, task);
+    const fn = !task.dependencies.length && this.recordsInScript && task.keysStored ? this.loader.loaded(task.module) : undefined;
+    if (!fn) return this.processAsync(job, token, task, r);
+    let out: unknown;
+    try {
+      out = runTask(fn, task.params, r.ctx, r.timeoutMs, r.abort, this.linger);
+    } catch (err) {
+      return this.failed(err, job, task, r, false);
+    }
+    if (out instanceof Promise) {
+      return out.then(
+        (value) => {
+          this.end(r);
+          return value;
+        },
+        (err) => this.failed(err, job, task, r, false),
+      );
+    }
+    this.end(r);
+    return out;
+  }
+
+  /** A run registered where cancels and the owner's hooks reach it. */
+  private begin(job: BullJob, token: string, task: JobTask): Begun {
     const jobId = job.id!;
     const timeoutMs = task.timeout ?? this.opts.config.defaults.timeout;
     const abort = new RunAbort();
@@ -193,29 +223,48 @@ export class TaskWorker {
     this.runs.set(jobId, abort);
     if (run) hooks!.onStart?.(run);
     if (this.recentCancels.size) this.takeRecentCancel(jobId, abort);
+    return { jobId, timeoutMs, abort, ctx, run };
+  }
+
+  private end(r: Begun): void {
+    this.runs.delete(r.jobId);
+    if (r.run) this.opts.hooks!.onEnd?.(r.run);
+  }
+
+  /** A run with something to await before or after it. */
+  private async processAsync(job: BullJob, token: string, task: JobTask, r: Begun): Promise<unknown> {
+    const recordHere = !(this.recordsInScript && task.keysStored);
+    let result: unknown;
     try {
       if (task.dependencies.length) await assertDependenciesSucceeded(job, this.opts.client);
       let fn;
       try {
         fn = this.loader.loaded(task.module) ?? (await this.loader.load(task.module));
       } catch (err) {
-        await this.handBackIfRunnableElsewhere(err, job, token, ctx);
+        await this.handBackIfRunnableElsewhere(err, job, token, r.ctx);
         throw err;
       }
-      const result = await runTask(fn, task.params, ctx, timeoutMs, abort, this.linger);
+      result = await runTask(fn, task.params, r.ctx, r.timeoutMs, r.abort, this.linger);
       if (recordHere) await this.outcomes.recordAhead('completed', job as BullJob & { id: string }, undefined, task);
-      return result;
     } catch (err) {
+      return this.failed(err, job, task, r, recordHere);
+    }
+    this.end(r);
+    return result;
+  }
+
+  /** Ends a run that failed: records the failure where it is final, and throws what BullMQ should see. */
+  private async failed(err: unknown, job: BullJob, task: JobTask, r: Begun, recordHere: boolean): Promise<never> {
+    try {
       if (err instanceof DelayedError) throw err;
       const final = isUnrecoverable(err) || job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
-      ctx.log.warn({ err, attempt: job.attemptsMade + 1, final }, 'task failed');
+      r.ctx.log.warn({ err, attempt: job.attemptsMade + 1, final }, 'task failed');
       const error = isUnrecoverable(err) ? new UnrecoverableError(failureReason(err)) : err;
       if (final && recordHere) await this.outcomes.recordAhead('failed', job as BullJob & { id: string }, failureReason(err), task);
-      if (err instanceof TaskCancelledError) await this.cancellations.done(jobId);
+      if (err instanceof TaskCancelledError) await this.cancellations.done(r.jobId);
       throw error;
     } finally {
-      this.runs.delete(jobId);
-      if (run) hooks!.onEnd?.(run);
+      this.end(r);
     }
   }
 
@@ -229,6 +278,15 @@ export class TaskWorker {
     await job.moveToDelayed(Date.now() + 1000, token);
     throw new DelayedError();
   }
+}
+
+/** A run in flight, as begin registered it. */
+interface Begun {
+  jobId: string;
+  timeoutMs: number;
+  abort: RunAbort;
+  ctx: RunContext;
+  run?: RunInfo;
 }
 
 /** Errors for which another attempt cannot help. */
