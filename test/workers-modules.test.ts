@@ -241,11 +241,21 @@ describe('task modules', () => {
     it('a timeout above 5 s (checked by a sweep, not a timer per run) fires too, at most a sweep late', async () => {
       const abort = new RunAbort();
       const ctx = { module: 'never', log: pino({ level: 'silent' }) } as unknown as TaskContext;
+      // Runs that finish meanwhile leave the sweep's list from its head, middle and tail.
+      const finishers: { done(v: unknown): void }[] = [];
+      const others = [0, 1, 2].map(() => runTask(function (this: { done(v: unknown): void }) { finishers.push(this); }, [], ctx, 5_100, new RunAbort()) as Promise<unknown>);
       const started = Date.now();
-      const outcome = await (async () => runTask(function () {}, [], ctx, 5_100, abort))().catch((err: unknown) => err);
+      const outcome = (async () => runTask(function () {}, [], ctx, 5_100, abort))().catch((err: unknown) => err);
+      const later = runTask(function (this: { done(v: unknown): void }) { finishers.push(this); }, [], ctx, 5_100, new RunAbort()) as Promise<unknown>;
+      finishers[1]!.done('middle');
+      finishers[3]!.done('head');
+      finishers[0]!.done('tail');
+      finishers[2]!.done('last');
+      expect(await Promise.all([...others, later])).toEqual(['tail', 'middle', 'last', 'head']);
+      const err = await outcome;
       const took = Date.now() - started;
-      expect(outcome).toBeInstanceOf(TaskTimeoutError);
-      expect((outcome as Error).message).toBe('task never exceeded its timeout of 5100 ms');
+      expect(err).toBeInstanceOf(TaskTimeoutError);
+      expect((err as Error).message).toBe('task never exceeded its timeout of 5100 ms');
       expect(abort.aborted).toBe(true);
       expect(took).toBeGreaterThanOrEqual(5_100);
       expect(took).toBeLessThan(5_100 + 100 + 150);

@@ -30,8 +30,11 @@ export class ResultNotSerialisableError extends TaskmasterError {
 export class RunAbort {
   aborted = false;
   reason: unknown;
-  /** Told first, before the signal's own listeners (runTask settles the run here). */
-  onAbort?: (reason: unknown) => void;
+  /**
+   * Told first, before the signal's own listeners (runTask settles the run here). Private, so
+   * that a task serialising its context does not walk into the run.
+   */
+  #onAbort?: { aborted(reason: unknown): void };
   private controller?: AbortController;
 
   get signal(): AbortSignal {
@@ -42,11 +45,16 @@ export class RunAbort {
     return this.controller.signal;
   }
 
+  /** Sets who is told first when the run is aborted. */
+  tell(run: { aborted(reason: unknown): void }): void {
+    this.#onAbort = run;
+  }
+
   abort(reason: unknown): void {
     if (this.aborted) return;
     this.aborted = true;
     this.reason = reason;
-    this.onAbort?.(reason);
+    this.#onAbort?.aborted(reason);
     this.controller?.abort(reason);
   }
 }
@@ -112,9 +120,9 @@ export function runTask(
 ): unknown {
   const run = new Run(ctx, abort, linger);
   run.start(fn, params, timeoutMs);
-  if (!run.outcome) return run.promise();
-  if (run.outcome.failed) throw run.outcome.error;
-  return run.outcome.value;
+  if (!run.settled) return run.promise();
+  if (run.failed) throw run.result;
+  return run.result;
 }
 
 /** Timeouts up to this long get a timer of their own; longer ones are swept (see Sweep). */
@@ -125,34 +133,43 @@ const SWEEP_MS = 100;
 /**
  * Runs with a long timeout (the default is five minutes), checked together every SWEEP_MS
  * instead of each setting and clearing a timer of its own: most runs end long before their
- * timeout, and a timer per run was a noticeable part of a short task's cost. The interval
- * stops once a sweep finds no runs.
+ * timeout, and a timer per run was a noticeable part of a short task's cost. The runs form a
+ * list through their own `prev`/`next` fields, so joining and leaving it allocates nothing (a
+ * Set's add and delete were the larger part of a run's own cost). The interval stops once a
+ * check finds no runs.
  */
 class Sweep {
-  private readonly runs = new Set<Run>();
+  private head?: Run;
   private timer?: NodeJS.Timeout;
 
   add(run: Run): void {
-    this.runs.add(run);
+    run.next = this.head;
+    if (this.head) this.head.prev = run;
+    this.head = run;
     this.timer ??= setInterval(() => this.check(), SWEEP_MS);
   }
 
   delete(run: Run): void {
-    this.runs.delete(run);
+    if (run.prev) run.prev.next = run.next;
+    else if (this.head === run) this.head = run.next;
+    if (run.next) run.next.prev = run.prev;
+    run.prev = run.next = undefined;
   }
 
   private check(): void {
-    if (!this.runs.size) {
+    if (!this.head) {
       clearInterval(this.timer);
       this.timer = undefined;
       return;
     }
     const now = Date.now();
-    for (const run of this.runs) {
+    for (let run: Run | undefined = this.head; run; ) {
+      const next: Run | undefined = run.next;
       if (now >= run.deadline) {
-        this.runs.delete(run);
+        this.delete(run);
         run.timedOut();
       }
+      run = next;
     }
   }
 }
@@ -164,15 +181,19 @@ const sweep = new Sweep();
  * are made once.
  */
 class Run {
-  private settled = false;
+  settled = false;
   private stoppedByAbort = false;
   private reacted = false;
   private timer?: NodeJS.Timeout;
   /** When a swept run times out (Date.now() ms); 0 for a run with a timer of its own. */
   deadline = 0;
+  /** Its neighbours in the sweep's list. */
+  prev?: Run = undefined;
+  next?: Run = undefined;
   private timeoutMs = 0;
-  /** How it settled, until someone asks for a promise (most runs settle before anyone does). */
-  outcome?: { failed: false; value: unknown } | { failed: true; error: unknown };
+  /** How it settled (the value, or the error when failed), for a run that settled before anyone asked for a promise. */
+  failed = false;
+  result: unknown;
   private resolve?: (value: unknown) => void;
   private reject?: (err: unknown) => void;
 
@@ -200,14 +221,15 @@ class Run {
       this.deadline = Date.now() + timeoutMs;
       sweep.add(this);
     }
-    abort.onAbort = (reason) => this.settle(reason ?? new Error('aborted'), undefined, 'abort');
+    abort.tell(this);
     let returned: unknown;
     try {
       // ctx comes after the declared parameters, so `async (params, ctx)` gets it second even
       // when the task has no params; legacy functions get their params exactly as before.
-      const args: unknown[] = [...params];
-      while (args.length < fn.length - 1) args.push(undefined);
-      args.push(ctx);
+      const n = Math.max(params.length, fn.length - 1);
+      const args: unknown[] = new Array(n + 1);
+      for (let i = 0; i < n; i++) args[i] = params[i];
+      args[n] = ctx;
       returned = fn.apply(new LegacyWorkerApi(ctx, this), args);
     } catch (err) {
       return this.settle(err ?? new Error('task threw a falsy value'), undefined, 'throw');
@@ -220,6 +242,10 @@ class Run {
     } else if (returned !== undefined) {
       this.settle(undefined, returned, 'return');
     }
+  }
+
+  aborted(reason: unknown): void {
+    this.settle(reason ?? new Error('aborted'), undefined, 'abort');
   }
 
   timedOut(): void {
@@ -245,18 +271,22 @@ class Run {
     }
     if (this.deadline) sweep.delete(this);
     else clearTimeout(this.timer);
-    let outcome: NonNullable<Run['outcome']>;
-    if (err !== undefined) outcome = { failed: true, error: toError(err) };
+    let failed = err !== undefined;
+    let result: unknown;
+    if (failed) result = toError(err);
     else {
       try {
-        outcome = { failed: false, value: serialisable(value) };
+        result = serialisable(value);
       } catch (e) {
-        outcome = { failed: true, error: e };
+        failed = true;
+        result = e;
       }
     }
-    if (!this.resolve) this.outcome = outcome;
-    else if (outcome.failed) this.reject!(outcome.error);
-    else this.resolve(outcome.value);
+    if (!this.resolve) {
+      this.failed = failed;
+      this.result = result;
+    } else if (failed) this.reject!(result);
+    else this.resolve(result);
   }
 }
 
