@@ -12,8 +12,8 @@ import type { RunInfo } from './task-worker.ts';
  */
 export class RunContext implements TaskContext {
   private child?: Logger;
-  /** The run's details, where the worker's owner asked to hear of runs (see RunHooks). */
-  run?: RunInfo;
+  /** The run's details (private, so that a task serialising its context does not show them). */
+  #run?: RunInfo;
 
   constructor(
     private readonly job: BullJob,
@@ -22,6 +22,14 @@ export class RunContext implements TaskContext {
     readonly abort: RunAbort,
     private readonly client: TaskClient,
   ) {}
+
+  get run(): RunInfo | undefined {
+    return this.#run;
+  }
+
+  set run(run: RunInfo) {
+    this.#run = run;
+  }
 
   get jobId(): string {
     return this.job.id!;

@@ -29,7 +29,7 @@ export interface TaskWorkerOptions {
   queue?: string;
   /** Overrides config.concurrency. */
   concurrency?: number;
-  /** Told when a run starts and ends (a pool's worker process keeps its runs with them). */
+  /** Told when a run starts, ends, or lingers after an abort (a pool process asks to be replaced then). */
   hooks?: RunHooks;
   /**
    * How long a job's lock lasts without renewal: a process that dies silently gives its jobs
@@ -70,7 +70,7 @@ export class TaskWorker {
   readonly cancellations: Cancellations;
   private readonly log: Logger;
   /** Runs in flight in this process, by job id, so a cancel can reach them. */
-  private readonly runs = new Map<string, RunAbort>();
+  private readonly runs = new Map<string, Begun>();
   private stopListening?: () => void;
   /** Cancel announcements for runs not (yet) here, by job id → when heard. */
   private readonly recentCancels = new Map<string, number>();
@@ -147,8 +147,13 @@ export class TaskWorker {
   /** Aborts a run in this process, if it is here. */
   abort(jobId: string, reason: Error): boolean {
     const run = this.runs.get(jobId);
-    run?.abort(reason);
+    run?.abort.abort(reason);
     return Boolean(run);
+  }
+
+  /** The runs in flight in this process. */
+  running(): RunInfo[] {
+    return [...this.runs.values()];
   }
 
   private takeRecentCancel(jobId: string, abort: RunAbort): void {
@@ -160,8 +165,7 @@ export class TaskWorker {
   /** What runTask does with a run that was aborted and shows no sign of stopping. */
   private lingered(ctx: TaskContext): void {
     ctx.log.warn('aborted run shows no sign of stopping');
-    const run = (ctx as RunContext).run;
-    if (run) this.opts.hooks?.onLinger?.(run);
+    this.opts.hooks?.onLinger?.((ctx as RunContext).run!);
   }
 
   private listenForAnnouncements(): void {
@@ -213,22 +217,19 @@ export class TaskWorker {
   /** A run registered where cancels and the owner's hooks reach it. */
   private begin(job: BullJob, token: string, task: JobTask): Begun {
     const jobId = job.id!;
-    const timeoutMs = task.timeout ?? this.opts.config.defaults.timeout;
     const abort = new RunAbort();
     const ctx = new RunContext(job, task.module, this.log, abort, this.opts.client);
-    // Only the pool's hooks need a run's details; most runs in a process without hooks skip them.
-    const hooks = this.opts.hooks;
-    const run: RunInfo | undefined = hooks && { jobId, queue: job.queueName, token, timeoutMs };
-    ctx.run = run;
-    this.runs.set(jobId, abort);
-    if (run) hooks!.onStart?.(run);
+    const r: Begun = { jobId, queue: job.queueName, token, timeoutMs: task.timeout ?? this.opts.config.defaults.timeout, abort, ctx };
+    ctx.run = r;
+    this.runs.set(jobId, r);
+    this.opts.hooks?.onStart?.(r);
     if (this.recentCancels.size) this.takeRecentCancel(jobId, abort);
-    return { jobId, timeoutMs, abort, ctx, run };
+    return r;
   }
 
   private end(r: Begun): void {
     this.runs.delete(r.jobId);
-    if (r.run) this.opts.hooks!.onEnd?.(r.run);
+    this.opts.hooks?.onEnd?.(r);
   }
 
   /** A run with something to await before or after it. */
@@ -281,12 +282,9 @@ export class TaskWorker {
 }
 
 /** A run in flight, as begin registered it. */
-interface Begun {
-  jobId: string;
-  timeoutMs: number;
+interface Begun extends RunInfo {
   abort: RunAbort;
   ctx: RunContext;
-  run?: RunInfo;
 }
 
 /** Errors for which another attempt cannot help. */

@@ -3,7 +3,7 @@ import { loadConfig, type Config } from '../config/config.ts';
 import { createLogger } from '../logger.ts';
 import { createRedis } from '../queue/connection.ts';
 import { TaskClient } from '../tasks/task-client.ts';
-import { TaskWorker, type RunInfo } from './task-worker.ts';
+import { TaskWorker } from './task-worker.ts';
 
 /** Environment variable through which the pool hands its resolved Config to its processes. */
 export const RESOLVED_CONFIG_ENV = 'TASKMASTER_RESOLVED_CONFIG';
@@ -35,7 +35,6 @@ export async function runWorkerProcess(): Promise<void> {
   const send = (msg: ToPrimary) => process.connected && process.send?.(msg);
   const connection = createRedis(config.redisUrl, { name: `worker-${slot}` });
   const client = new TaskClient(config, connection);
-  const active = new Map<string, RunInfo>();
   const worker = new TaskWorker({
     config,
     connection,
@@ -44,8 +43,6 @@ export async function runWorkerProcess(): Promise<void> {
     // The primary's lock length: it renews these locks while this event loop is blocked.
     lockDurationMs: Number(process.env.TASKMASTER_LOCK_MS ?? 10_000),
     hooks: {
-      onStart: (run) => void active.set(run.jobId, run),
-      onEnd: (run) => void active.delete(run.jobId),
       // An aborted run still going: ask to be replaced (other runs here finish first).
       onLinger: (run) => send({ t: 'recycle', jobId: run.jobId }),
     },
@@ -61,17 +58,18 @@ export async function runWorkerProcess(): Promise<void> {
     // group): only the primary decides that a second signal means "now", and it kills.
     if (stopping) return;
     stopping = true;
-    log.info({ running: active.size, graceMs }, 'stopping: no new jobs, waiting for runs in flight');
+    log.info({ running: worker.running().length, graceMs }, 'stopping: no new jobs, waiting for runs in flight');
     const graceful = worker.close().then(() => true);
     const timedOut = new Promise<boolean>((r) => setTimeout(() => r(false), graceMs).unref());
     if (!(await Promise.race([graceful, timedOut]))) {
       // Give unfinished runs back (no attempt spent) so another process takes them now.
+      const unfinished = worker.running();
       await Promise.all(
-        [...active.values()].map((run) =>
+        unfinished.map((run) =>
           new Job(client.queue(run.queue), '', {}, {}, run.jobId).moveToWait(run.token).catch(() => undefined),
         ),
       );
-      log.warn({ handedBack: active.size }, 'grace period over: handed unfinished runs back');
+      log.warn({ handedBack: unfinished.length }, 'grace period over: handed unfinished runs back');
     }
     await client.close().catch(() => undefined);
     connection.disconnect();
