@@ -35,7 +35,6 @@ export function finishScript(): string | undefined {
   const key = (suffix: string) => `pfx .. ${JSON.stringify(suffix)}`;
   const record = `
     do
-      ${SETTLE_ONE_LUA}
       local pfx = string.match(ARGV[7], "^(.*):[^:]*:$")
       local tk, dk
       if #ARGV == ${BULLMQ_ARGS + 2} then
@@ -52,20 +51,23 @@ export function finishScript(): string | undefined {
       if dk and pfx then
         local live, waitersKey = ${key(k.live)}, ${key(k.waiters(''))} .. dk
         local record = '{"jobId":' .. cjson.encode(ARGV[1]) .. ',"at":' .. ARGV[2]
-        if ARGV[5] ~= "completed" then record = record .. ',"reason":' .. cjson.encode(ARGV[4]) end
-        record = record .. '}'
         -- A task without dependencies that completes while it holds its claim, with no gates
-        -- waiting on it, keeps its record in place of the claim (see CLAIMED_LUA).
+        -- waiting on it, keeps its record in place of the claim (see CLAIMED_LUA). This path
+        -- runs for most jobs, so it reads the claim (\`<claimed at>|<job key>\`) by its end
+        -- and defines no functions.
         local kept = false
         if tk == dk and ARGV[5] == "completed" and rcall("EXISTS", waitersKey) == 0 then
-          local _, claimed = claimOf(rcall("HGET", live, tk))
-          if claimed == jobIdKey then
-            rcall("HSET", live, tk, record)
+          local cur = rcall("HGET", live, tk)
+          local n = #jobIdKey
+          if cur and string.byte(cur, -n - 1) == 124 and string.sub(cur, -n) == jobIdKey then
+            rcall("HSET", live, tk, record .. "}")
             kept = true
           end
         end
         if not kept then
-          local waiters = settleOne(live, ${key(k.done)}, ${key(k.failed)}, ${key(k.opening)}, waitersKey, ARGV[5], tk, dk, jobIdKey, record)
+          ${SETTLE_ONE_LUA}
+          if ARGV[5] ~= "completed" then record = record .. ',"reason":' .. cjson.encode(ARGV[4]) end
+          local waiters = settleOne(live, ${key(k.done)}, ${key(k.failed)}, ${key(k.opening)}, waitersKey, ARGV[5], tk, dk, jobIdKey, record .. "}")
           if #waiters > 0 then rcall("PUBLISH", ${key(k.openingChannel)}, dk) end
         end
       end
