@@ -41,6 +41,27 @@ describe("outcomes recorded by the worker's finishing script", () => {
     expect((await c.store.outcomes([dependencyKey('record', ['ok'])]))[0]).toMatchObject({ state: 'completed' });
   });
 
+  it('moves a completion kept in place of its claim to done when a batch with gates claims the task again', async () => {
+    const c = h.client();
+    h.worker();
+    const dk = dependencyKey('record', ['again']);
+    const [a] = await c.add({ module: 'record', params: ['again'] });
+    await waitFor(async () => (await c.queue().getJobState(a!.id)) === 'completed', 'the task to complete');
+    const kept = JSON.parse((await h.redis.hget(c.keys.live, dk))!);
+    expect(kept).toMatchObject({ jobId: a!.id });
+    // A dependency outside the batch makes a gate, so the batch claims first (the CLAIM script).
+    await c.queue().pause();
+    const [again, dependent] = await c.add([
+      { module: 'record', params: ['again'] },
+      { module: 'record', params: ['after'], dependencies: [{ module: 'record', params: ['elsewhere'] }] },
+    ]);
+    expect(again!.duplicate).toBe(false);
+    expect(dependent!.duplicate).toBe(false);
+    expect(JSON.parse((await h.redis.hget(c.keys.done, dk))!)).toEqual(kept);
+    expect((await h.redis.hget(c.keys.live, dk))!.endsWith(`|${c.keys.job(h.config.queue, again!.id)}`)).toBe(true);
+    expect((await c.store.outcomes([dk]))[0]).toMatchObject({ state: 'completed', jobId: a!.id });
+  });
+
   it('keeps a completion kept in place of its claim when the job is run again and when it leaves Redis', async () => {
     const c = h.client();
     h.worker();
