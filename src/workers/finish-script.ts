@@ -67,7 +67,8 @@ export function finishScript(): string | undefined {
         if not kept then
           ${SETTLE_ONE_LUA}
           if ARGV[5] ~= "completed" then record = record .. ',"reason":' .. cjson.encode(ARGV[4]) end
-          local waiters = settleOne(live, ${key(k.done)}, ${key(k.failed)}, ${key(k.opening)}, waitersKey, ARGV[5], tk, dk, jobIdKey, record .. "}")
+          local waiters = settleOne(live, ${key(k.done)}, ${key(k.failed)}, ${key(k.opening)}, waitersKey,
+            ARGV[5], tk, dk, jobIdKey, record .. "}")
           if #waiters > 0 then rcall("PUBLISH", ${key(k.openingChannel)}, dk) end
         end
       end

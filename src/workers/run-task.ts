@@ -191,7 +191,10 @@ class Run {
   prev?: Run = undefined;
   next?: Run = undefined;
   private timeoutMs = 0;
-  /** How it settled (the value, or the error when failed), for a run that settled before anyone asked for a promise. */
+  /**
+   * How it settled (the value, or the error when failed), for a run that settled before anyone
+   * asked for a promise.
+   */
   failed = false;
   result: unknown;
   private resolve?: (value: unknown) => void;

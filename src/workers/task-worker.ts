@@ -193,7 +193,8 @@ export class TaskWorker {
   private process(job: BullJob, token: string): unknown {
     const task = taskFromJob(job);
     const r = this.begin(job, token, task);
-    const fn = !task.dependencies.length && this.recordsInScript && task.keysStored ? this.loader.loaded(task.module) : undefined;
+    const quick = !task.dependencies.length && this.recordsInScript && task.keysStored;
+    const fn = quick ? this.loader.loaded(task.module) : undefined;
     if (!fn) return this.processAsync(job, token, task, r);
     let out: unknown;
     try {
@@ -254,7 +255,7 @@ export class TaskWorker {
     return result;
   }
 
-  /** Ends a run that failed: records the failure where it is final, and throws what BullMQ should see. */
+  /** Ends a run that failed: records a final failure, and throws what BullMQ should see. */
   private async failed(err: unknown, job: BullJob, task: JobTask, r: Begun, recordHere: boolean): Promise<never> {
     try {
       if (err instanceof DelayedError) throw err;
