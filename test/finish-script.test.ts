@@ -2,12 +2,22 @@ import { Queue, Worker } from 'bullmq';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { dependencyKey } from '../src/tasks/identity.ts';
 import { IdentityStore } from '../src/tasks/identity-store.ts';
+import type { TaskClient } from '../src/tasks/task-client.ts';
 import { finishScript, installFinishScript, passIdentityKeys } from '../src/workers/finish-script.ts';
 import { useHarness, waitFor } from './support/harness.ts';
 
 describe("outcomes recorded by the worker's finishing script", () => {
   const h = useHarness({ TASKMASTER_ATTEMPTS: '1' });
   afterEach(() => vi.restoreAllMocks());
+
+  /** Runs `record(name)` on a worker of its own; gives the job and its dependency key once it completed. */
+  async function completedTask(c: TaskClient, name: string) {
+    h.worker();
+    const dk = dependencyKey('record', [name]);
+    const [a] = await c.add({ module: 'record', params: [name] });
+    await waitFor(async () => (await c.queue().getJobState(a!.id)) === 'completed', 'the task to complete');
+    return { a, dk };
+  }
 
   it('records a completion and a failure in the step that finishes the job, with no command of its own', async () => {
     const settle = vi.spyOn(IdentityStore.prototype, 'settle');
@@ -43,10 +53,7 @@ describe("outcomes recorded by the worker's finishing script", () => {
 
   it('moves a completion kept in place of its claim to done when a batch with gates claims the task again', async () => {
     const c = h.client();
-    h.worker();
-    const dk = dependencyKey('record', ['again']);
-    const [a] = await c.add({ module: 'record', params: ['again'] });
-    await waitFor(async () => (await c.queue().getJobState(a!.id)) === 'completed', 'the task to complete');
+    const { a, dk } = await completedTask(c, 'again');
     const kept = JSON.parse((await h.redis.hget(c.keys.live, dk))!);
     expect(kept).toMatchObject({ jobId: a!.id });
     // A dependency outside the batch makes a gate, so the batch claims first (the CLAIM script).
@@ -64,10 +71,7 @@ describe("outcomes recorded by the worker's finishing script", () => {
 
   it('keeps a completion kept in place of its claim when the job is run again and when it leaves Redis', async () => {
     const c = h.client();
-    h.worker();
-    const dk = dependencyKey('record', ['kept']);
-    const [a] = await c.add({ module: 'record', params: ['kept'] });
-    await waitFor(async () => (await c.queue().getJobState(a!.id)) === 'completed', 'the task to complete');
+    const { a, dk } = await completedTask(c, 'kept');
     const first = (await c.store.outcomes([dk]))[0]!;
     // Retried as a completed job (as bull-board offers): it runs and finishes again.
     await (await c.queue().getJob(a!.id))!.retry('completed');

@@ -62,8 +62,9 @@ export async function pausedClient(scope: Scope): Promise<TaskClient> {
 }
 
 /** Queues the no-op batches (not timed) with the queue paused; returns the queue. */
-async function queued(scope: Scope): Promise<Queue> {
+async function queued(scope: Scope, first?: (client: TaskClient) => Promise<void>): Promise<Queue> {
   const client = await pausedClient(scope);
+  await first?.(client);
   for (const batch of batches()) await client.add(batch);
   return client.queue();
 }
@@ -169,38 +170,41 @@ async function rawInProcess(scope: Scope) {
 }
 
 /**
- * Starts the workers with `start`, lets them work off WARM untimed tasks, then queues the timed
- * ones (with the queue paused) and returns the queue.
+ * What `queued` does first in the pool layout: starts the workers with `start` and lets them
+ * work off WARM untimed tasks, leaving the queue paused for the timed ones.
  */
-async function warmedUp(scope: Scope, start: () => Promise<void>): Promise<Queue> {
-  const client = await pausedClient(scope);
-  for (const batch of noopBatches(WARM, BATCH)) await client.add(batch.map((t) => ({ ...t, params: ['warm', ...t.params] })));
-  await start();
-  const queue = client.queue();
-  if (WARM) {
+function warmUp(start: () => Promise<void>): (client: TaskClient) => Promise<void> {
+  return async (client) => {
+    for (const batch of noopBatches(WARM, BATCH)) await client.add(batch.map((t) => ({ ...t, params: ['warm', ...t.params] })));
+    await start();
+    const queue = client.queue();
     await queue.resume();
     await completed(queue, WARM);
     await queue.pause();
-  }
-  for (const batch of batches()) await client.add(batch);
-  return queue;
+  };
 }
 
 function oursPool(log: Logger) {
   return async (scope: Scope) => {
     let pids: number[] = [];
-    const queue = await warmedUp(scope, async () => {
-      pids = (await startPool(scope, log, PROCESSES, PER_PROCESS)).pids();
-    });
+    const queue = await queued(
+      scope,
+      warmUp(async () => {
+        pids = (await startPool(scope, log, PROCESSES, PER_PROCESS)).pids();
+      }),
+    );
     return release(scope, queue, pids, () => completed(queue, WARM + TASKS));
   };
 }
 
 async function rawPool(scope: Scope) {
   let pids: number[] = [];
-  const queue = await warmedUp(scope, async () => {
-    pids = (await rawProcesses(scope)).map((c) => c.pid!);
-  });
+  const queue = await queued(
+    scope,
+    warmUp(async () => {
+      pids = (await rawProcesses(scope)).map((c) => c.pid!);
+    }),
+  );
   return release(scope, queue, pids, () => completed(queue, WARM + TASKS));
 }
 

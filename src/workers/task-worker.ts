@@ -193,9 +193,9 @@ export class TaskWorker {
   private process(job: BullJob, token: string): unknown {
     const task = taskFromJob(job);
     const r = this.begin(job, token, task);
-    const quick = !task.dependencies.length && this.recordsInScript && task.keysStored;
-    const fn = quick ? this.loader.loaded(task.module) : undefined;
-    if (!fn) return this.processAsync(job, token, task, r);
+    const recordHere = !(this.recordsInScript && task.keysStored);
+    const fn = !task.dependencies.length && !recordHere ? this.loader.loaded(task.module) : undefined;
+    if (!fn) return this.processAsync(job, token, task, r, recordHere);
     let out: unknown;
     try {
       out = runTask(fn, task.params, r.ctx, r.timeoutMs, r.abort, this.linger);
@@ -234,8 +234,7 @@ export class TaskWorker {
   }
 
   /** A run with something to await before or after it. */
-  private async processAsync(job: BullJob, token: string, task: JobTask, r: Begun): Promise<unknown> {
-    const recordHere = !(this.recordsInScript && task.keysStored);
+  private async processAsync(job: BullJob, token: string, task: JobTask, r: Begun, recordHere: boolean): Promise<unknown> {
     let result: unknown;
     try {
       if (task.dependencies.length) await assertDependenciesSucceeded(job, this.opts.client);
