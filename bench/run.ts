@@ -30,8 +30,20 @@ const CASES: BenchCase[] = [addTasks, fanInDag, workerNoop, cpuScaling, legacyFe
 /** Costs a side reports for one run (durations in ms: lower is better), by name. */
 export type Metrics = Record<string, number>;
 
-/** One run of one side, in its own scope (fresh prefix, cleaned afterwards). */
-export type Measure<M extends Metrics> = (scope: Scope) => Promise<M>;
+/**
+ * One run of one side, in its own scope (fresh prefix, cleaned afterwards): either measured at
+ * once, or set up and returned as `Ready`, to be timed right after the other side's.
+ */
+export type Measure<M extends Metrics> = (scope: Scope) => Promise<M | Ready<M>>;
+
+/**
+ * A side that is set up and waiting. compare sets up both sides of a round first and then
+ * times them one right after the other, so the two timed runs of a pair are close together
+ * rather than seconds of set-up apart: a shared machine's speed drifts within seconds.
+ */
+export interface Ready<M extends Metrics> {
+  timed(): Promise<M>;
+}
 
 /** What one run may open: everything is closed, and every key deleted, when the run ends. */
 export interface Scope {
@@ -49,9 +61,10 @@ export interface BenchContext {
   readonly rounds: number;
   /**
    * Runs each side once untimed, then `rounds` rounds of one timed run per side (alternating
-   * who goes first). Returns per metric the median of each side and, as `ratio`, the median of
-   * the per-round raw / ours: pairing runs made seconds apart keeps background load on a shared
-   * machine from tilting the ratio. A heavy case may pass fewer `rounds` than the default.
+   * who goes first; sides that return `Ready` are both set up before either is timed).
+   * Returns per metric the median of each side and, as `ratio`, the median of the per-round
+   * raw / ours: pairing runs made close together keeps background load on a shared machine
+   * from tilting the ratio. A heavy case may pass fewer `rounds` than the default.
    */
   compare<M extends Metrics>(label: string, sides: { ours: Measure<M>; raw: Measure<M> }, rounds?: number): Promise<{ ours: M; raw: M; ratio: M }>;
 }
@@ -103,8 +116,8 @@ function progress(line: string): void {
   process.stderr.write(`  ${line}\n`);
 }
 
-/** Runs one measurement in a fresh scope and always cleans up after it. */
-async function isolated<M extends Metrics>(redisUrl: string, admin: Redis, measure: Measure<M>): Promise<M> {
+/** A fresh scope (see Scope) and how to end it: close everything it opened, delete its keys. */
+function openScope(redisUrl: string, admin: Redis): { scope: Scope; end(): Promise<void> } {
   const prefix = `tmbench-${randomBytes(4).toString('hex')}`;
   const releasers: (() => unknown)[] = [];
   const scope: Scope = {
@@ -120,26 +133,68 @@ async function isolated<M extends Metrics>(redisUrl: string, admin: Redis, measu
       releasers.push(fn);
     },
   };
-  try {
-    return await measure(scope);
-  } finally {
+  const end = async () => {
     while (releasers.length) await releasers.pop()!();
     await deleteKeys(admin, prefix);
+  };
+  return { scope, end };
+}
+
+const isReady = <M extends Metrics>(m: M | Ready<M>): m is Ready<M> => typeof (m as Ready<M>).timed === 'function';
+
+/**
+ * Runs the given measurements, each in a fresh scope: first every one's set-up, then the timed
+ * steps of those that returned `Ready`, in the same order. Always cleans up every scope.
+ */
+async function measured<M extends Metrics>(redisUrl: string, admin: Redis, measures: Measure<M>[]): Promise<M[]> {
+  const scopes: ReturnType<typeof openScope>[] = [];
+  try {
+    const got: (M | Ready<M>)[] = [];
+    for (const measure of measures) {
+      scopes.push(openScope(redisUrl, admin));
+      got.push(await measure(scopes.at(-1)!.scope));
+    }
+    const out: M[] = [];
+    for (const m of got) out.push(isReady(m) ? await m.timed() : m);
+    return out;
+  } finally {
+    while (scopes.length) await scopes.pop()!.end();
   }
 }
 
-function context(redisUrl: string, admin: Redis, rounds: number): BenchContext {
+/**
+ * Makes the private Redis rewrite its append-only file only between rounds. Left to itself it
+ * rewrites whenever the file has doubled, which here is every few seconds, and the forked
+ * rewrite then takes a core from whichever side happens to be timed. Returns what to run
+ * between rounds: a rewrite (of the few keys left once a round's are deleted), awaited.
+ */
+async function aofBetweenRounds(admin: Redis): Promise<() => Promise<void>> {
+  await admin.config('SET', 'auto-aof-rewrite-percentage', '0');
+  return async () => {
+    await admin.bgrewriteaof();
+    while (/aof_rewrite_(in_progress|scheduled):1/.test(await admin.info('persistence'))) await new Promise((r) => setTimeout(r, 20));
+  };
+}
+
+function context(redisUrl: string, admin: Redis, rounds: number, between: () => Promise<void>): BenchContext {
+  const run = async <M extends Metrics>(measures: Measure<M>[]) => {
+    const out = await measured(redisUrl, admin, measures);
+    await between();
+    return out;
+  };
   return {
     rounds,
     async compare<M extends Metrics>(label: string, sides: { ours: Measure<M>; raw: Measure<M> }, caseRounds = rounds) {
-      await isolated(redisUrl, admin, sides.ours);
-      await isolated(redisUrl, admin, sides.raw);
+      await run([sides.ours]);
+      await run([sides.raw]);
       const ours: M[] = [];
       const raw: M[] = [];
       for (let r = 0; r < caseRounds; r++) {
-        // Alternate who goes first so that drift (Redis memory, GC, AOF rewrite) hits both.
-        const order = r % 2 ? (['raw', 'ours'] as const) : (['ours', 'raw'] as const);
-        for (const side of order) (side === 'ours' ? ours : raw).push(await isolated(redisUrl, admin, sides[side]));
+        // Alternate who goes first so that drift (Redis memory, GC) hits both.
+        const oursFirst = r % 2 === 0;
+        const [first, second] = await run(oursFirst ? [sides.ours, sides.raw] : [sides.raw, sides.ours]);
+        ours.push(oursFirst ? first! : second!);
+        raw.push(oursFirst ? second! : first!);
         progress(`${label} round ${r + 1}/${caseRounds}: ours ${show(ours[r]!)} | raw ${show(raw[r]!)} (ms)`);
       }
       return { ours: medians(ours), raw: medians(raw), ratio: medians(ours, (o, i, k) => raw[i]![k]! / o[k]!) };
@@ -196,7 +251,7 @@ async function main(): Promise<number> {
     await assertRedisReachable(admin, redisUrl);
     const header = [...(await machine(admin)), `Redis   ${redactUrl(redisUrl)} (${source}); ${rounds} rounds per side; ratio = median of per-round raw/ours`];
     process.stderr.write(`bench: ${rounds} rounds per side after one warm-up, on ${redactUrl(redisUrl)} (${source})\n`);
-    const ctx = context(redisUrl, admin, rounds);
+    const ctx = context(redisUrl, admin, rounds, server ? await aofBetweenRounds(admin) : async () => undefined);
     const rows: Row[] = [];
     let failed = false;
     // `npm run bench -- worker add` runs the cases whose name contains one of the words.

@@ -11,7 +11,8 @@
  * The tasks are added while the queue is paused, and the workers started and given time to
  * settle before it is resumed, so start-up (forking, loading TypeScript, connecting) is not
  * counted on either side; in the pool layout the processes also work off WARM untimed tasks
- * first, so that what is timed is their steady pace. Each side also reports the CPU it spent
+ * first, so that what is timed is their steady pace. Each side returns its release as `Ready`,
+ * so a round sets up both sides before it times them one right after the other. Each side also reports the CPU it spent
  * per task, in Redis and in Node.
  *
  * Run as a script (`node --import tsx bench/cases/worker-noop.ts <redisUrl> <prefix> <queue>
@@ -27,7 +28,7 @@ import { TaskClient } from '../../src/tasks/task-client.ts';
 import { ConsumerRegistry } from '../../src/workers/registry.ts';
 import { TaskWorker } from '../../src/workers/task-worker.ts';
 import { WorkerPool } from '../../src/workers/worker-pool.ts';
-import type { BenchCase, Scope } from '../run.ts';
+import type { BenchCase, Ready, Scope } from '../run.ts';
 import { cpuPer, fmt, noopBatches, rate, rawWorker, withCpu, type CpuUse } from './common.ts';
 
 const TASKS = 10_000;
@@ -133,17 +134,21 @@ function allCompleted(worker: Worker, n: number): Promise<void> {
 const batches = () => noopBatches(TASKS, BATCH);
 
 /**
- * Releases the paused queue and times until all TASKS have completed, with the CPU spent
- * meanwhile by Redis, this process and `pids` (the side's other processes).
+ * The timed step: releases the paused queue and times until all TASKS have completed, with the
+ * CPU spent meanwhile by Redis, this process and `pids` (the side's other processes).
  */
-async function release(scope: Scope, queue: Queue, pids: number[], done: () => Promise<void>): Promise<{ ms: number } & CpuUse> {
-  await sleep(SETTLE_MS);
-  return withCpu(await scope.connection('cpu'), pids, async () => {
-    const start = performance.now();
-    await queue.resume();
-    await done();
-    return { ms: performance.now() - start };
-  });
+function release(scope: Scope, queue: Queue, pids: number[], done: () => Promise<void>): Ready<{ ms: number } & CpuUse> {
+  return {
+    async timed() {
+      await sleep(SETTLE_MS);
+      return withCpu(await scope.connection('cpu'), pids, async () => {
+        const start = performance.now();
+        await queue.resume();
+        await done();
+        return { ms: performance.now() - start };
+      });
+    },
+  };
 }
 
 function oursInProcess(log: Logger) {
