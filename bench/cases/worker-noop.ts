@@ -12,8 +12,8 @@
  * settle before it is resumed, so start-up (forking, loading TypeScript, connecting) is not
  * counted on either side; in the pool layout the processes also work off WARM untimed tasks
  * first, so that what is timed is their steady pace. Each side returns its release as `Ready`,
- * so a round sets up both sides before it times them one right after the other. Each side also reports the CPU it spent
- * per task, in Redis and in Node.
+ * so a round sets up both sides before it times them one right after the other. Each side also
+ * reports the CPU it spent per task, in Redis and in Node.
  *
  * Run as a script (`node --import tsx bench/cases/worker-noop.ts <redisUrl> <prefix> <queue>
  * <concurrency>`), this file is one raw worker process of the pool layout.
