@@ -16,9 +16,9 @@ const BULLMQ_ARGS = 9;
  * in the same step, once the job's lock has been checked: a job cannot finish without its
  * record, and a completion costs no command of ours. A task without dependencies and without
  * gates waiting on it keeps its record in place of its claim (see CLAIMED_LUA), one write
- * instead of four. The identity keys come as two arguments
- * after BullMQ's own (see passIdentityKeys; two empty ones for a job without them) or, when a
- * caller did not add them, from the job's data. Jobs whose data does not carry identity keys
+ * instead of four. The identity keys come as two arguments after BullMQ's own (see
+ * passIdentityKeys; two empty ones for a job without them) or, when a caller did not add them,
+ * from the job's data. Jobs whose data does not carry identity keys
  * (tasks from plain BullMQ producers) are left to Outcomes, as the same test in
  * JobTask.keysStored tells the worker. Gates waiting on the identity are announced on
  * `openingChannel`; the `opening` set keeps them for the reconciler.
