@@ -6,7 +6,8 @@
  * Each case is one file in bench/cases exporting a BenchCase, listed once in CASES below; cases
  * import only types from this file (importing a value would start a second run).
  * Environment: REDIS_URL (else a private redis-server is started and stopped), BENCH_ROUNDS
- * (timed rounds per side, default 7; one untimed warm-up per side comes first).
+ * (timed rounds per side, default 8, an odd number is rounded up; one untimed warm-up per side
+ * comes first).
  */
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -60,11 +61,15 @@ export interface Scope {
 export interface BenchContext {
   readonly rounds: number;
   /**
-   * Runs each side once untimed, then `rounds` rounds of one timed run per side (alternating
-   * who goes first; sides that return `Ready` are both set up before either is timed).
-   * Returns per metric the median of each side and, as `ratio`, the median of the per-round
-   * raw / ours: pairing runs made close together keeps background load on a shared machine
-   * from tilting the ratio. A heavy case may pass fewer `rounds` than the default.
+   * Runs each side once untimed, then `rounds` rounds (rounded up to even) of one timed run per
+   * side; sides that return `Ready` are both set up before either is timed. Who goes first
+   * alternates, so the rounds come in blocks of ours-raw, raw-ours. Returns per metric the
+   * median of each side and, as `ratio`, the median over blocks of the block's raw / ours (the
+   * geometric mean of its two rounds' raw / ours). Within a block the runs are close together,
+   * so background load on a shared machine does not tilt the ratio; and each side runs once
+   * first and once second, so neither does the place in the round: on a 2-core machine the
+   * side timed first in a round ran 5-10% slower than the same side timed second.
+   * A heavy case may pass fewer `rounds` than the default.
    */
   compare<M extends Metrics>(label: string, sides: { ours: Measure<M>; raw: Measure<M> }, rounds?: number): Promise<{ ours: M; raw: M; ratio: M }>;
 }
@@ -94,6 +99,9 @@ function positiveInt(name: string, fallback: number): number {
   }
   return Number(raw);
 }
+
+/** Rounds come in blocks of two (see compare). */
+const evenUp = (n: number) => n + (n % 2);
 
 function median(values: number[]): number {
   const s = [...values].sort((a, b) => a - b);
@@ -189,6 +197,7 @@ function context(redisUrl: string, admin: Redis, rounds: number, between: () => 
       await run([sides.raw]);
       const ours: M[] = [];
       const raw: M[] = [];
+      caseRounds = evenUp(caseRounds);
       for (let r = 0; r < caseRounds; r++) {
         // Alternate who goes first so that drift (Redis memory, GC) hits both.
         const oursFirst = r % 2 === 0;
@@ -197,7 +206,10 @@ function context(redisUrl: string, admin: Redis, rounds: number, between: () => 
         raw.push(oursFirst ? second! : first!);
         progress(`${label} round ${r + 1}/${caseRounds}: ours ${show(ours[r]!)} | raw ${show(raw[r]!)} (ms)`);
       }
-      return { ours: medians(ours), raw: medians(raw), ratio: medians(ours, (o, i, k) => raw[i]![k]! / o[k]!) };
+      // Block b: round 2b (ours first) and round 2b + 1 (raw first).
+      const rawOverOurs = (r: number, k: string) => raw[r]![k]! / ours[r]![k]!;
+      const ratio = medians(ours.slice(0, caseRounds / 2), (_, b, k) => Math.sqrt(rawOverOurs(2 * b, k) * rawOverOurs(2 * b + 1, k)));
+      return { ours: medians(ours), raw: medians(raw), ratio };
     },
   };
 }
@@ -230,7 +242,7 @@ function table(rows: Row[]): string {
 }
 
 async function main(): Promise<number> {
-  const rounds = positiveInt('BENCH_ROUNDS', 7);
+  const rounds = evenUp(positiveInt('BENCH_ROUNDS', 8));
   let server: TestRedisServer | undefined;
   let redisUrl = process.env.REDIS_URL;
   let source = 'REDIS_URL';
@@ -249,7 +261,7 @@ async function main(): Promise<number> {
   const admin = createRedis(redisUrl, { name: 'bench:admin', failFast: true });
   try {
     await assertRedisReachable(admin, redisUrl);
-    const header = [...(await machine(admin)), `Redis   ${redactUrl(redisUrl)} (${source}); ${rounds} rounds per side; ratio = median of per-round raw/ours`];
+    const header = [...(await machine(admin)), `Redis   ${redactUrl(redisUrl)} (${source}); ${rounds} rounds per side; ratio = median over blocks of two rounds (ours first, then raw first) of raw/ours`];
     process.stderr.write(`bench: ${rounds} rounds per side after one warm-up, on ${redactUrl(redisUrl)} (${source})\n`);
     const ctx = context(redisUrl, admin, rounds, server ? await aofBetweenRounds(admin) : async () => undefined);
     const rows: Row[] = [];

@@ -17,8 +17,8 @@ const TASKS = 200;
 const TARGET_MS = 20;
 /** Untimed runs per process before the timed ones. */
 const WARM_UPS = 4;
-/** Timed rounds per side at most (BENCH_ROUNDS may lower it). */
-const MAX_ROUNDS = 3;
+/** Timed rounds per side at most (BENCH_ROUNDS may lower it): two blocks of two (see compare). */
+const MAX_ROUNDS = 4;
 const require = createRequire(import.meta.url);
 
 type Burn = (this: { done(result?: unknown): void }, iterations: number) => void;
