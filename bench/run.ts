@@ -109,9 +109,17 @@ function median(values: number[]): number {
   return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
 }
 
-function medians<M extends Metrics>(samples: M[], of: (s: M, i: number, key: string) => number = (s, _, k) => s[k]!): M {
+/** Per metric, the median over the samples. */
+function medians<M extends Metrics>(samples: M[]): M {
   const out: Metrics = {};
-  for (const key of Object.keys(samples[0]!)) out[key] = median(samples.map((s, i) => of(s, i, key)));
+  for (const key of Object.keys(samples[0]!)) out[key] = median(samples.map((s) => s[key]!));
+  return out as M;
+}
+
+/** Per metric, `fn` of its values in `a` and `b`. */
+function perMetric<M extends Metrics>(a: M, b: M, fn: (x: number, y: number) => number): M {
+  const out: Metrics = {};
+  for (const key of Object.keys(a)) out[key] = fn(a[key]!, b[key]!);
   return out as M;
 }
 
@@ -199,7 +207,6 @@ function context(redisUrl: string, admin: Redis, rounds: number, between: () => 
       const raw: M[] = [];
       caseRounds = evenUp(caseRounds);
       for (let r = 0; r < caseRounds; r++) {
-        // Alternate who goes first so that drift (Redis memory, GC) hits both.
         const oursFirst = r % 2 === 0;
         const [first, second] = await run(oursFirst ? [sides.ours, sides.raw] : [sides.raw, sides.ours]);
         ours.push(oursFirst ? first! : second!);
@@ -207,9 +214,9 @@ function context(redisUrl: string, admin: Redis, rounds: number, between: () => 
         progress(`${label} round ${r + 1}/${caseRounds}: ours ${show(ours[r]!)} | raw ${show(raw[r]!)} (ms)`);
       }
       // Block b: round 2b (ours first) and round 2b + 1 (raw first).
-      const rawOverOurs = (r: number, k: string) => raw[r]![k]! / ours[r]![k]!;
-      const ratio = medians(ours.slice(0, caseRounds / 2), (_, b, k) => Math.sqrt(rawOverOurs(2 * b, k) * rawOverOurs(2 * b + 1, k)));
-      return { ours: medians(ours), raw: medians(raw), ratio };
+      const rawOverOurs = (r: number) => perMetric(raw[r]!, ours[r]!, (x, y) => x / y);
+      const blocks = Array.from({ length: caseRounds / 2 }, (_, b) => perMetric(rawOverOurs(2 * b), rawOverOurs(2 * b + 1), (x, y) => Math.sqrt(x * y)));
+      return { ours: medians(ours), raw: medians(raw), ratio: medians(blocks) };
     },
   };
 }
