@@ -102,9 +102,10 @@ describe("outcomes recorded by the worker's finishing script", () => {
     const [a] = await c.add({ module: 'record', params: ['handed'] });
     const job = (await c.queue().getJob(a!.id))!;
     const backend = w.worker.backend as unknown as { moveToFinishedArgs(...args: unknown[]): unknown[] };
-    const args = backend.moveToFinishedArgs(job, 'null', 'returnvalue', false, 'completed', 'token', Date.now(), false);
+    const at = Date.now();
+    const args = backend.moveToFinishedArgs(job, 'null', 'returnvalue', false, 'completed', 'token', at, false);
     const keys = (job.data as { $taskmaster: { keys: { task: string; dependency: string } } }).$taskmaster.keys;
-    expect(args.slice(-2)).toEqual([keys.task, keys.dependency]);
+    expect(args.slice(-5)).toEqual([keys.task, keys.dependency, c.keys.live, c.keys.waiters(keys.dependency), JSON.stringify({ jobId: a!.id, at })]);
 
     // A plain BullMQ worker on a connection with the script: no keys handed, still recorded.
     await w.close();
