@@ -5,6 +5,7 @@ import { addPrioritizedJob } from 'bullmq/dist/esm/scripts/addPrioritizedJob-9.j
 import { addStandardJob } from 'bullmq/dist/esm/scripts/addStandardJob-9.js';
 import { releaseParentIfNoPendingDependencies } from 'bullmq/dist/esm/scripts/releaseParentIfNoPendingDependencies-2.js';
 import type { Redis } from 'ioredis';
+import { encodeScriptCommands } from '../queue/command-encoding.ts';
 import type { Keys } from '../queue/keys.ts';
 import { CLAIM_GRACE_MS, CLAIMED_LUA, HOLDER_LUA, type ClaimItem } from './identity-store.ts';
 
@@ -205,7 +206,11 @@ export class AtomicAdder {
     private readonly queue: (name: string) => Queue,
   ) {
     this.redis = redis as Scripted;
-    if (typeof this.redis.tmAdd !== 'function') redis.defineCommand('tmAdd', { lua: ADD });
+    if (typeof this.redis.tmAdd !== 'function') {
+      redis.defineCommand('tmAdd', { lua: ADD });
+      // A batch is thousands of arguments, with a Buffer (packed options) per job.
+      encodeScriptCommands(redis, 'tmAdd');
+    }
     this.flows = new FlowCommands({ connection: redis, prefix });
   }
 

@@ -2,6 +2,7 @@ import { moveToFinished } from 'bullmq/dist/esm/scripts/moveToFinished-14.js';
 import { version } from 'bullmq/dist/esm/version.js';
 import type { Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
+import { encodeScriptCommands } from '../queue/command-encoding.ts';
 import { keysFor } from '../queue/keys.ts';
 import { SETTLE_ONE_LUA } from '../tasks/identity-store.ts';
 import { storedKeys } from '../tasks/task.ts';
@@ -96,7 +97,10 @@ export function finishScript(): string | undefined {
 export function installFinishScript(connection: Redis): boolean {
   const lua = finishScript();
   if (!lua) return false;
-  connection.defineCommand(`${moveToFinished.name}:${version}`, { numberOfKeys: moveToFinished.keys, lua });
+  const name = `${moveToFinished.name}:${version}`;
+  connection.defineCommand(name, { numberOfKeys: moveToFinished.keys, lua });
+  // Sent once per job: worth encoding the quicker way.
+  encodeScriptCommands(connection, name);
   return true;
 }
 
