@@ -38,11 +38,12 @@ const PROCESSES = 2;
 const PER_PROCESS = CONCURRENCY / PROCESSES;
 /**
  * Untimed tasks the pool layout's fresh processes work off first, on both sides: a process
- * compiles its hot code while it works, and 5,000 tasks each were too few to leave that out,
- * so the pool row measured mostly start-up. (An in-process worker runs code the bench process
- * has compiled already in its warm-up round.)
+ * compiles its hot code while it works, and a worker process's CPU per job (ours and raw
+ * alike) settles only after about 6,000 jobs, so with fewer the pool row measured mostly
+ * start-up. These give each of the two processes about 6,000. (An in-process worker runs code
+ * the bench process has compiled already in its warm-up round.)
  */
-const WARM = 2_000;
+const WARM = 12_000;
 /** Pause between "every worker is up" and the release, on both sides. */
 const SETTLE_MS = 300;
 const READY_LIMIT_MS = 60_000;
