@@ -24,9 +24,8 @@ const arg = (name: (typeof HANDED)[number]) => BULLMQ_ARGS + 1 + HANDED.indexOf(
  * instead of four. The identity keys, our keys for them and the completion record come as
  * arguments after BullMQ's own (see passIdentityKeys; empty ones for a job without identity
  * keys) or, when a caller did not add them, are read from the job's data and built here. Jobs
- * whose data does not carry identity keys
- * (tasks from plain BullMQ producers) are left to Outcomes, as the same test in
- * JobTask.keysStored tells the worker. Gates waiting on the identity are announced on
+ * whose data does not carry identity keys (tasks from plain BullMQ producers) are left to
+ * Outcomes, as the same test in JobTask.keysStored tells the worker. Gates waiting on the identity are announced on
  * `openingChannel`; the `opening` set keeps them for the reconciler.
  * Keys not handed are found from the queue's key prefix BullMQ passes (ARGV[7],
  * `<prefix>:<queue>:`; queue names hold no ':'), not written into the script: the script is
@@ -75,9 +74,9 @@ export function finishScript(): string | undefined {
             kept = true
           end
         end
-        if not kept then
+        local pfx = not kept and string.match(ARGV[7], "^(.*):[^:]*:$")
+        if pfx then
           ${SETTLE_ONE_LUA}
-          local pfx = string.match(ARGV[7], "^(.*):[^:]*:$") or error("unexpected queue key prefix " .. ARGV[7])
           if ARGV[5] ~= "completed" then record = string.sub(record, 1, -2) .. ',"reason":' .. cjson.encode(ARGV[4]) .. "}" end
           local waiters = settleOne(live, ${key(k.done)}, ${key(k.failed)}, ${key(k.opening)}, waitersKey,
             ARGV[5], tk, dk, jobIdKey, record)
