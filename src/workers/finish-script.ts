@@ -4,7 +4,7 @@ import type { Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { encodeScriptCommands } from '../queue/command-encoding.ts';
 import { keysFor } from '../queue/keys.ts';
-import { SETTLE_ONE_LUA } from '../tasks/identity-store.ts';
+import { SETTLE_ONE_LUA, type Outcome } from '../tasks/identity-store.ts';
 import { storedKeys } from '../tasks/task.ts';
 
 /** The line of BullMQ's script right after it has checked and removed the job's lock. */
@@ -15,6 +15,11 @@ const BULLMQ_ARGS = 9;
 const HANDED = ['task', 'dependency', 'live', 'waiters', 'record'] as const;
 /** The ARGV index of a handed argument. */
 const arg = (name: (typeof HANDED)[number]) => BULLMQ_ARGS + 1 + HANDED.indexOf(name);
+/** One string per handed argument, in HANDED's order. */
+type Handed = StringsFor<typeof HANDED>;
+type StringsFor<T extends readonly unknown[]> = { [K in keyof T]: string };
+/** What is handed for a job without identity keys. */
+const NONE_HANDED = HANDED.map(() => '');
 
 /**
  * BullMQ's finishing script (completed, or failed for good) with the task's outcome recorded
@@ -125,9 +130,12 @@ export function passIdentityKeys(worker: Worker): void {
     if (out.length !== n + BULLMQ_ARGS) return out;
     // None (a plain BullMQ producer's job) is said too, so the script does not look for them.
     const ids = storedKeys(job.data);
-    if (!ids) out.push('', '', '', '', '');
-    // HANDED's order; `at` is the finishing time BullMQ hands the script (ARGV[2]).
-    else out.push(ids.task, ids.dependency, keys.live, keys.waiters(ids.dependency), `{"jobId":${JSON.stringify(out[n])},"at":${out[n + 1]}}`);
+    if (!ids) out.push(...NONE_HANDED);
+    else {
+      // The record as Outcomes writes it; `at` is the finishing time BullMQ hands the script.
+      const record: Outcome = { jobId: out[n] as string, at: out[n + 1] as number };
+      out.push(...([ids.task, ids.dependency, keys.live, keys.waiters(ids.dependency), JSON.stringify(record)] satisfies Handed));
+    }
     return out;
   };
 }
