@@ -6,6 +6,7 @@ import { Gates } from './tasks/gates.ts';
 import { TaskClient } from './tasks/task-client.ts';
 import { FailureWatcher } from './tasks/failure-watcher.ts';
 import { Outcomes } from './tasks/outcomes.ts';
+import { IdentityRetention } from './tasks/identity-retention.ts';
 import { WorkerPool } from './workers/worker-pool.ts';
 import { startBridge } from './bridge/bridge.ts';
 import { closeServer, createHttpServer, listen } from './http/server.ts';
@@ -94,6 +95,14 @@ export async function startMaster(config: Config, rootLog: Logger): Promise<Mast
 
     const archiver = new Archiver({ connection, prefix: config.prefix, queues: [client.queue()], store, keep: config.keep, batch: config.archiveBatch, log: rootLog }).start();
     releasers.add(() => archiver.close());
+    if (config.identityRetentionMs !== undefined) {
+      const oldestUnarchived = async () => {
+        const lag = await archiver.lag();
+        return lag.enabled && lag.oldestAgeMs !== undefined ? Date.now() - lag.oldestAgeMs : undefined;
+      };
+      const retention = new IdentityRetention({ connection, keys: client.keys, retentionMs: config.identityRetentionMs, oldestUnarchived, log: rootLog }).start();
+      releasers.add(() => retention.close());
+    }
 
     const history = new History(client, store);
     const httpServer = createHttpServer([historyRoutes({ config, history, lag: () => archiver.lag(), log: rootLog })]);

@@ -56,6 +56,11 @@ export interface Config {
   keep: { completed: number; failed: number };
   /** Jobs per archive write. @defaultValue 500 */
   archiveBatch: number;
+  /**
+   * How long (ms) an identity's record (completed, failed for good) stays in Redis after its task
+   * finished; undefined keeps records forever. @defaultValue 7 days
+   */
+  identityRetentionMs?: number;
   /** Folder for a private redis-server's data. @defaultValue ./.taskmaster/redis */
   dataDir: string;
   schedules: readonly ScheduleConfig[];
@@ -82,6 +87,21 @@ function int(env: Env, name: string, fallback: number, min: number, max: number)
     bad(name, `an integer from ${min} to ${max}`, raw);
   }
   return n;
+}
+
+const UNITS: Record<string, number> = { ms: 1, s: 1e3, m: 6e4, h: 3.6e6, d: 8.64e7 };
+
+/** A duration such as `500ms`, `90s`, `15m`, `6h` or `7d`, in ms; `forever` gives undefined. */
+function duration(env: Env, name: string, fallbackMs: number): number | undefined {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallbackMs;
+  if (raw.trim() === 'forever') return undefined;
+  const m = /^(\d{1,9})(ms|s|m|h|d)$/.exec(raw.trim());
+  const ms = m ? Number(m[1]) * UNITS[m[2]!]! : NaN;
+  if (!m || ms < 1 || !Number.isSafeInteger(ms)) {
+    bad(name, 'a duration: a whole number with a unit ms, s, m, h or d (e.g. 7d), or "forever"', raw);
+  }
+  return ms;
 }
 
 function url(env: Env, name: string, schemes: string[]): string | undefined {
@@ -178,6 +198,7 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
       failed: int(env, 'TASKMASTER_KEEP_FAILED', fd.keepFailed ?? 50_000, 0, 10_000_000),
     },
     archiveBatch: int(env, 'TASKMASTER_ARCHIVE_BATCH', 500, 1, 10_000),
+    identityRetentionMs: duration(env, 'TASKMASTER_IDENTITY_RETENTION', 7 * 86_400_000),
     dataDir: resolve(cwd, str(env, 'TASKMASTER_DATA_DIR') ?? './.taskmaster'),
     schedules: Object.freeze(file.schedules ?? []),
     configFile: configPath,
