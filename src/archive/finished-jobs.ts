@@ -1,5 +1,6 @@
 import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
+import { FinishedJobRemover } from './remove-finished.ts';
 
 /**
  * Finished jobs of one state not yet archived, oldest first. KEYS[1] BullMQ's set of the state
@@ -72,6 +73,7 @@ const STATES: FinishedState[] = ['completed', 'failed'];
 export class FinishedJobs {
   private readonly redis: Scripts;
   private readonly keys: Record<FinishedState, { set: string; archived: string }>;
+  private readonly remover: FinishedJobRemover;
 
   constructor(
     redis: Redis,
@@ -85,6 +87,7 @@ export class FinishedJobs {
     }
     const keys = (state: FinishedState) => ({ set: `${prefix}:${queue.name}:${state}`, archived: `${prefix}:tm:archived:${queue.name}:${state}` });
     this.keys = { completed: keys('completed'), failed: keys('failed') };
+    this.remover = new FinishedJobRemover(redis, queue, prefix);
   }
 
   /** Up to `want` finished jobs of each state not archived yet, oldest first; `full` walks from the oldest. */
@@ -110,8 +113,10 @@ export class FinishedJobs {
 
   /**
    * Removes the oldest finished jobs beyond `keep` of each state (with `needArchived`, only
-   * archived ones), at most `most` of each a call; returns how many left Redis. Removal is
-   * BullMQ's own (job hash, logs, sets), which leaves a dependent's flow parent undisturbed.
+   * archived ones), at most `most` of each a call; returns how many left Redis. A job leaves
+   * only if it is still finished (and archived) when it is removed, and never with its
+   * children: a parent that failed early may have children that have not run yet (see
+   * FinishedJobRemover).
    */
   async trim(keep: Record<FinishedState, number>, most: number, needArchived: boolean): Promise<number> {
     let removed = 0;
@@ -119,9 +124,10 @@ export class FinishedJobs {
       const { set, archived } = this.keys[state];
       const ids = await this.redis.tmArchiveExcess(set, archived, keep[state], most, needArchived ? '1' : '0');
       if (!ids.length) continue;
-      const done = await Promise.all(ids.map((id) => this.queue.remove(id).catch(() => 0)));
+      const done = await Promise.all(ids.map((id) => this.remover.remove(id, set, needArchived ? archived : undefined)));
+      // A job that stayed (retried meanwhile) is archived again when it finishes again.
       await this.redis.zrem(archived, ...ids);
-      removed += done.filter((r) => r === 1).length;
+      removed += done.filter(Boolean).length;
     }
     return removed;
   }
