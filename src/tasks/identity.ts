@@ -1,24 +1,71 @@
 import { createHash, randomBytes } from 'node:crypto';
+import { types } from 'node:util';
 
 /**
  * JSON with object keys sorted at every depth, so that `{a:1,b:2}` and `{b:2,a:1}` name the
  * same task (the 2016 master matched tasks by an upsert on module, params and dependencies).
+ * Keys aside, it is what JSON.stringify writes — toJSON honoured at every depth, boxed values
+ * unwrapped, undefined and functions dropped from objects and null in arrays — so an identity
+ * follows exactly the JSON that is stored.
  */
 export function canonicalJson(value: unknown): string {
-  return JSON.stringify(sortKeys(value));
+  return JSON.stringify(jsonValue(value, ''));
 }
 
-function sortKeys(value: unknown): unknown {
-  if (Array.isArray(value)) return value.map(sortKeys);
-  if (value && typeof value === 'object' && (value as object).constructor !== Date) {
-    const out: Record<string, unknown> = {};
-    for (const k of Object.keys(value).sort()) {
-      const v = (value as Record<string, unknown>)[k];
-      if (v !== undefined) out[k] = sortKeys(v);
-    }
+const isRawJson = (JSON as { isRawJSON?: (v: unknown) => boolean }).isRawJSON;
+
+/**
+ * The value JSON.stringify would serialise in place of `value` (found under `key`, what a
+ * toJSON is handed), as plain JSON data with object keys sorted; undefined where JSON writes
+ * nothing. Built as a copy and stringified once, as JSON.stringify with a replacer is slower.
+ */
+function jsonValue(value: unknown, key: string | number): unknown {
+  const type = typeof value;
+  if (value !== null && (type === 'object' || type === 'function' || type === 'bigint')) {
+    const toJSON = (value as { toJSON?: unknown }).toJSON;
+    if (typeof toJSON === 'function') value = toJSON.call(value, String(key));
+  }
+  if (value === null || typeof value !== 'object') return plain(value);
+  if (Array.isArray(value)) {
+    const out: unknown[] = new Array(value.length);
+    for (let i = 0; i < value.length; i++) out[i] = jsonValue(value[i], i) ?? null;
     return out;
   }
-  return value;
+  // Plain objects, most of what params hold, need neither test.
+  if (Object.getPrototypeOf(value) !== Object.prototype) {
+    if (types.isBoxedPrimitive(value) && !types.isSymbolObject(value)) return unboxed(value);
+    if (isRawJson?.(value)) return value;
+  }
+  const out: Record<string, unknown> = {};
+  for (const k of Object.keys(value as object).sort()) {
+    const v = jsonValue((value as Record<string, unknown>)[k], k);
+    if (v === undefined) continue;
+    // An own `__proto__` key stays a key (plain assignment would set the prototype).
+    if (k === '__proto__') Object.defineProperty(out, k, { value: v, enumerable: true, writable: true, configurable: true });
+    else out[k] = v;
+  }
+  return out;
+}
+
+/** A primitive as JSON writes it: functions, symbols and undefined are nothing. */
+function plain(value: unknown): unknown {
+  const type = typeof value;
+  return type === 'function' || type === 'symbol' ? undefined : value;
+}
+
+/** Boxed primitives as JSON.stringify unwraps them (a boxed BigInt stays, and throws there). */
+function unboxed(value: object): unknown {
+  if (types.isNumberObject(value)) return Number(value);
+  if (types.isStringObject(value)) return String(value);
+  return types.isBooleanObject(value) ? value.valueOf() : value;
+}
+
+/**
+ * `params` as the job data stores them: under the key "params" (what a toJSON on the array
+ * itself is handed), or null where they serialise to nothing, as an array element would.
+ */
+function paramsJson(params: readonly unknown[]): string {
+  return JSON.stringify(jsonValue(params, 'params') ?? null);
 }
 
 function hash(text: string): string {
@@ -27,7 +74,8 @@ function hash(text: string): string {
 
 /** What dependents wait for: a module with its parameters, whatever that task itself waits on. */
 export function dependencyKey(module: string, params: readonly unknown[]): string {
-  return hash(canonicalJson([module, params]));
+  // The canonical JSON of [module, params].
+  return hash(`[${JSON.stringify(module)},${paramsJson(params)}]`);
 }
 
 /**
@@ -38,7 +86,8 @@ export function dependencyKey(module: string, params: readonly unknown[]): strin
  */
 export function taskKey(module: string, params: readonly unknown[], dependencyKeys: readonly string[], ownKey?: string): string {
   if (!dependencyKeys.length) return ownKey ?? dependencyKey(module, params);
-  return hash(canonicalJson([module, params, [...dependencyKeys].sort()]));
+  // The canonical JSON of [module, params, dependency keys sorted].
+  return hash(`[${JSON.stringify(module)},${paramsJson(params)},${JSON.stringify([...dependencyKeys].sort())}]`);
 }
 
 const ALPHABET = '0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ';
