@@ -1,6 +1,8 @@
 import { Job, type Queue } from 'bullmq';
 import type { TaskClient, AddedTask } from '../tasks/task-client.ts';
 import { TaskmasterError } from '../errors.ts';
+import { isJobPriority } from '../tasks/priority.ts';
+import { validateTasks } from '../tasks/validate.ts';
 import { documentFromJob, documentId, type FinishedJob, type TaskDocument } from './document.ts';
 import { FINISHED_STATUSES, type HistoryQuery, type TaskStatus } from './query.ts';
 import type { ArchiveStore } from './store.ts';
@@ -107,14 +109,22 @@ export class History {
     if (!(FINISHED_STATUSES as readonly string[]).includes(from.status)) {
       throw new NotRetriableError(`task ${id} is ${from.status}, not finished: only completed, failed or cancelled tasks can be retried`);
     }
-    const [added] = await this.client.add({
-      module: from.module,
-      params: from.params,
-      priority: from.priority,
-      ...(from.timeout !== undefined ? { timeout: from.timeout } : {}),
-      dependencies: from.dependencies,
-      queue: queueName,
-    });
+    // The priority is the job's own, as the legacy scale shows it (tasks/priority.ts): kept as
+    // it was, also where a BullMQ-native producer chose one a legacy producer cannot ask for.
+    if (!isJobPriority(from.priority)) {
+      throw new NotRetriableError(`task ${id} has priority ${from.priority}, which maps to no BullMQ priority`);
+    }
+    const [task] = validateTasks(
+      {
+        module: from.module,
+        params: from.params,
+        ...(from.timeout !== undefined ? { timeout: from.timeout } : {}),
+        dependencies: from.dependencies,
+        queue: queueName,
+      },
+      this.client.config,
+    );
+    const [added] = await this.client.addTasks([{ ...task!, priority: from.priority }]);
     if (this.store) await this.store.addRetry(from._id, added!.id).catch(() => undefined);
     return { from, added: added! };
   }

@@ -61,7 +61,7 @@ export class TaskClient {
   private readonly closers: (() => Promise<void>)[] = [];
 
   constructor(
-    private readonly config: ClientConfig,
+    readonly config: ClientConfig,
     private readonly connection: Redis,
     opts: { identityArchive?: IdentityArchive } = {},
   ) {
