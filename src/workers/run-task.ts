@@ -1,6 +1,6 @@
-import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import { TaskmasterError, TaskTimeoutError } from '../errors.ts';
+import { LegacyContext } from './legacy-context.ts';
 import type { TaskFunction } from './module-loader.ts';
 
 /** What a modern task receives as its last argument (and a legacy one as `this`). */
@@ -60,45 +60,9 @@ export class RunAbort {
 }
 
 /**
- * The 2015 worker object: legacy modules run with it as `this` and call `this.done(result)`,
- * `this.error(err)` or `this.add(task)`. It is an EventEmitter as the original was: its
- * prototype is EventEmitter's (set below), whose methods set up their state on first use, so a
- * run whose task never listens pays nothing for it.
- */
-export class LegacyWorkerApi {
-  readonly #run: { settle(err: unknown, value?: unknown, how?: string): void };
-  constructor(
-    readonly ctx: TaskContext,
-    run: { settle(err: unknown, value?: unknown, how?: string): void },
-  ) {
-    this.#run = run;
-  }
-  done(result?: unknown): void {
-    this.#run.settle(undefined, result, 'done');
-  }
-  error(err?: unknown): void {
-    this.#run.settle(err ?? new Error('task called this.error() without an error'), undefined, 'error');
-  }
-  add(tasks: unknown): Promise<string[]> {
-    return this.ctx.add(tasks);
-  }
-  progress(value: number | object): Promise<void> {
-    return this.ctx.progress(value);
-  }
-  get log(): Logger {
-    return this.ctx.log;
-  }
-  get signal(): AbortSignal {
-    return this.ctx.signal;
-  }
-}
-
-Object.setPrototypeOf(LegacyWorkerApi.prototype, EventEmitter.prototype);
-export interface LegacyWorkerApi extends EventEmitter {}
-
-/**
- * Runs one task function and settles on the first of: `this.done()` / `this.error()`, the
- * returned promise, a synchronous throw, or the timeout. Outcomes, defined:
+ * Runs one task function and settles on the first of: `this.done()` / `this.error()` (or
+ * `this.emit('done' | 'error')`, see LegacyContext), the returned promise, a synchronous
+ * throw, or the timeout. Outcomes, defined:
  * - `done` (or `error`) called again after settling: ignored, with a warning;
  * - a function that returns a promise: its value is the result, unless `done`/`error` came
  *   first; a rejection fails the run;
@@ -233,7 +197,7 @@ class Run {
       const args: unknown[] = new Array(n + 1);
       for (let i = 0; i < n; i++) args[i] = params[i];
       args[n] = ctx;
-      returned = fn.apply(new LegacyWorkerApi(ctx, this), args);
+      returned = fn.apply(new LegacyContext(ctx, this), args);
     } catch (err) {
       return this.settle(err ?? new Error('task threw a falsy value'), undefined, 'throw');
     }
@@ -260,7 +224,8 @@ class Run {
       // After an abort, a done/error call or the promise settling shows the task stopped.
       if (this.stoppedByAbort) this.reacted = true;
       else if (how === 'done' || how === 'error') {
-        this.ctx.log.warn({ how }, `task called this.${how}() after it had already finished; ignored`);
+        const what = `this.${how}() after it had already finished (or emitted '${how}')`;
+        this.ctx.log.warn({ how }, `task called ${what}; ignored`);
       }
       return;
     }
