@@ -133,7 +133,7 @@ const BAD: BadCase[] = [
   },
 
   // ── priority ─────────────────────────────────────────────────────────────────────────────
-  { name: 'priority a numeric string', input: { module: 'm', priority: '50' }, index: 0, field: 'priority', message: /must be an integer from -1000000 to 1000000.*got string "50"/ },
+  { name: 'priority a string of a float', input: { module: 'm', priority: '50.5' }, index: 0, field: 'priority', message: /must be an integer from -1000000 to 1000000.*got string "50.5"/ },
   { name: 'priority a word', input: { module: 'm', priority: 'high' }, index: 0, field: 'priority', message: PRIORITY_ALLOWED },
   { name: 'priority a float', input: { module: 'm', priority: 50.5 }, index: 0, field: 'priority', message: PRIORITY_ALLOWED },
   { name: 'priority NaN', input: { module: 'm', priority: Number.NaN }, index: 0, field: 'priority', message: PRIORITY_ALLOWED },
@@ -154,7 +154,7 @@ const BAD: BadCase[] = [
   { name: 'timeout huge', input: { module: 'm', timeout: 1e20 }, index: 0, field: 'timeout', message: TIMEOUT_ALLOWED },
   { name: 'timeout Infinity', input: { module: 'm', timeout: Number.POSITIVE_INFINITY }, index: 0, field: 'timeout', message: TIMEOUT_ALLOWED },
   { name: 'timeout NaN', input: { module: 'm', timeout: Number.NaN }, index: 0, field: 'timeout', message: TIMEOUT_ALLOWED },
-  { name: 'timeout a string', input: { module: 'm', timeout: '1000' }, index: 0, field: 'timeout', message: /from 1 to 2147483647, got string "1000"/ },
+  { name: 'timeout a string', input: { module: 'm', timeout: '1000ms' }, index: 0, field: 'timeout', message: /from 1 to 2147483647 or a string of one such as "5000", got string "1000ms"/ },
 
   // ── dependencies ─────────────────────────────────────────────────────────────────────────
   { name: 'dependencies an object', input: { module: 'm', dependencies: { module: 'd' } }, index: 0, field: 'dependencies', message: /must be an array of \{"module", "params"\}, got an object/ },
@@ -264,7 +264,7 @@ const BAD: BadCase[] = [
   { name: 'BigInt param', input: { module: 'm', params: [10n] }, index: -1, field: '(payload)', message: /cannot be serialised as JSON/ },
 
   // ── one bad task among good ones ─────────────────────────────────────────────────────────
-  { name: 'bad priority at index 2 of 4', input: [ok, { module: 'b' }, { module: 'c', priority: '9' }, { module: 'd' }], index: 2, field: 'priority', message: PRIORITY_ALLOWED },
+  { name: 'bad priority at index 2 of 4', input: [ok, { module: 'b' }, { module: 'c', priority: 'nine' }, { module: 'd' }], index: 2, field: 'priority', message: PRIORITY_ALLOWED },
   { name: 'bad module at index 3 of 4', input: [ok, { module: 'b' }, { module: 'c' }, { module: '../d' }], index: 3, field: 'module', message: MODULE_ALLOWED },
   {
     name: 'bad task at index 1 of JSON text',
@@ -551,7 +551,7 @@ describe('TaskClient.add on Redis: a bad batch adds nothing', () => {
     const batch = [
       { module: 'record', params: [{ n: 1 }] },
       { module: 'record', params: [{ n: 2 }], dependencies: [{ module: 'record', params: [{ n: 1 }] }] },
-      { module: 'record', params: [{ n: 3 }], priority: '50' },
+      { module: 'record', params: [{ n: 3 }], priority: 'high' },
       { module: 'record', params: [{ n: 4 }] },
     ];
     const err = await (async () => client.add(batch))().catch((e: unknown) => e);

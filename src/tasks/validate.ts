@@ -55,7 +55,7 @@ function nameProblem(name: string, tasksDir?: string): string | undefined {
 }
 
 function typeName(v: unknown): string {
-  if (v === null) return 'null';
+  if (v === null || v === undefined) return String(v);
   if (Array.isArray(v)) return 'an array';
   return typeof v === 'object' ? 'an object' : `${typeof v} ${JSON.stringify(v)}`;
 }
@@ -76,6 +76,28 @@ function poisonPath(value: unknown, path: string, depth: number): { field: strin
     }
   }
   return undefined;
+}
+
+/**
+ * The 2016 master stored tasks through a Mongoose schema, which cast a string to a number with
+ * Number() and refused it only when that gave NaN: `"70"` → 70, `" 7 "` → 7, `"1e3"` → 1000,
+ * `"0x46"` → 70. Strings are read the same way here, except blank ones (Mongoose stored `""` as
+ * null and `"  "` as 0, neither a value anyone meant). What comes out is checked like any number,
+ * so `"1e400"` (Infinity) or `"7.5"` for a priority is refused; anything that is not a string is
+ * returned as it is.
+ */
+function castNumber(value: unknown): unknown {
+  if (typeof value !== 'string' || value.trim() === '') return value;
+  const n = Number(value);
+  // + 0 turns "-0" into 0.
+  return Number.isNaN(n) ? value : n + 0;
+}
+
+/** What to say about `task` where `module` is meant: the 2016 README's feeder example used it. */
+function taskFieldHint(t: Record<string, unknown>): string {
+  const example = t.module === undefined && typeof t.task === 'string' && t.task.length <= 200;
+  const hint = 'unknown field: use "module" for the task\'s module name';
+  return example ? `${hint}, e.g. {"module": ${JSON.stringify(t.task)}, ...}` : hint;
 }
 
 /** `params`: an array is the argument list; any other value is one argument (as mongoose cast it). */
@@ -137,11 +159,14 @@ function validateOne(raw: unknown, index: number, opts: ValidateOptions, now: nu
   const t = raw as Record<string, unknown>;
   const before = problems.length;
   for (const key of Object.keys(t)) {
-    if (!KNOWN_FIELDS.has(key) && !IGNORED_LEGACY_FIELDS.has(key)) {
+    if (key === 'task') fail(key, taskFieldHint(t));
+    else if (!KNOWN_FIELDS.has(key) && !IGNORED_LEGACY_FIELDS.has(key)) {
       fail(key, `unknown field; allowed: ${[...KNOWN_FIELDS].join(', ')}`);
     }
   }
-  const moduleProblem = moduleNameProblem(t.module, opts.tasksDir);
+  // A module given as `task` is one problem, said above, not a second one here.
+  const moduleProblem =
+    t.module === undefined && t.task !== undefined ? undefined : moduleNameProblem(t.module, opts.tasksDir);
   if (moduleProblem) fail('module', moduleProblem);
 
   const poisoned = poisonPath(t.params, 'params', 0) ?? poisonPath(t.dependencies, 'dependencies', 0);
@@ -149,21 +174,32 @@ function validateOne(raw: unknown, index: number, opts: ValidateOptions, now: nu
 
   let priority = opts.defaults.priority;
   if (t.priority !== undefined) {
-    if (typeof t.priority !== 'number' || !Number.isInteger(t.priority) || t.priority < PRIORITY_MIN || t.priority > PRIORITY_MAX) {
-      fail('priority', `must be an integer from ${PRIORITY_MIN} to ${PRIORITY_MAX} (higher runs sooner), got ${typeName(t.priority)}`);
-    } else priority = t.priority;
+    const p = castNumber(t.priority);
+    if (typeof p !== 'number' || !Number.isInteger(p) || p < PRIORITY_MIN || p > PRIORITY_MAX) {
+      fail(
+        'priority',
+        `must be an integer from ${PRIORITY_MIN} to ${PRIORITY_MAX} (higher runs sooner) ` +
+          `or a string of one such as "70", got ${typeName(t.priority)}`,
+      );
+    } else priority = p;
   }
   let timeout = opts.defaults.timeout;
   if (t.timeout !== undefined) {
-    if (typeof t.timeout !== 'number' || !Number.isInteger(t.timeout) || t.timeout < 1 || t.timeout > MAX_TIMEOUT) {
-      fail('timeout', `must be a whole number of milliseconds from 1 to ${MAX_TIMEOUT}, got ${typeName(t.timeout)}`);
-    } else timeout = t.timeout;
+    const v = castNumber(t.timeout);
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > MAX_TIMEOUT) {
+      fail(
+        'timeout',
+        `must be a whole number of milliseconds from 1 to ${MAX_TIMEOUT} or a string of one such as "5000", ` +
+          `got ${typeName(t.timeout)}`,
+      );
+    } else timeout = v;
   }
   let created = now;
   if (t.created !== undefined) {
-    if (typeof t.created !== 'number' || !Number.isFinite(t.created) || t.created < 0) {
-      fail('created', `must be unix seconds (a non-negative number), got ${typeName(t.created)}`);
-    } else created = t.created;
+    const c = castNumber(t.created);
+    if (typeof c !== 'number' || !Number.isFinite(c) || c < 0) {
+      fail('created', `must be unix seconds (a non-negative number) or a string of one, got ${typeName(t.created)}`);
+    } else created = c;
   }
   if (t.queue !== undefined && (typeof t.queue !== 'string' || !/^[A-Za-z0-9_.-]{1,64}$/.test(t.queue))) {
     fail('queue', `must be a queue name of letters, digits, "_", "." or "-" (1-64 characters), got ${typeName(t.queue)}`);
@@ -183,6 +219,7 @@ function validateOne(raw: unknown, index: number, opts: ValidateOptions, now: nu
         }
         const dep = d as Record<string, unknown>;
         const extra = Object.keys(dep).filter((k) => k !== 'module' && k !== 'params' && !IGNORED_LEGACY_FIELDS.has(k));
+        if (extra[0] === 'task') return fail(`${field}.task`, taskFieldHint(dep));
         if (extra.length) return fail(`${field}.${extra[0]}`, 'unknown field; allowed: module, params');
         const p = moduleNameProblem(dep.module, opts.tasksDir);
         if (p) return fail(`${field}.module`, p);
