@@ -1,6 +1,8 @@
 import type { Logger } from 'pino';
 import type { Config } from './config/config.ts';
-import { assertRedisReachable, createRedis } from './queue/connection.ts';
+import type { Redis } from 'ioredis';
+import { abandonRedis, assertRedisReachable, createRedis } from './queue/connection.ts';
+import { processOutageLog } from './queue/outage-log.ts';
 import { ensureLocalRedis, type LocalRedisOptions } from './queue/local-redis.ts';
 import { Gates } from './tasks/gates.ts';
 import { TaskClient } from './tasks/task-client.ts';
@@ -26,23 +28,46 @@ const STARTUP_REDIS_TIMEOUT_MS = 5000;
 
 /**
  * Cleanup functions collected while starting and run in reverse on shutdown; when a start-up
- * step fails, what was already started is released before the error goes up.
+ * step fails, what was already started is released before the error goes up. While Redis is
+ * unreachable a release does not wait for it: its connections are abandoned (commands waiting
+ * for Redis fail at once), so every step ends and says what it could not write or hand back.
  */
 class Releasers {
   private readonly fns: (() => unknown)[] = [];
+  private redis?: Redis;
   constructor(private readonly log: Logger) {}
 
   add(fn: () => unknown): void {
     this.fns.push(fn);
   }
 
+  /** The connection (with its duplicates) that the steps use, abandoned if Redis is away. */
+  useRedis(connection: Redis): void {
+    this.redis = connection;
+  }
+
   async release(): Promise<void> {
-    while (this.fns.length) {
-      try {
-        await this.fns.pop()!();
-      } catch (err) {
-        this.log.warn({ err }, 'error while shutting down');
+    const redis = this.redis;
+    const stopWatching = redis
+      ? processOutageLog().whenUnreachable(() => {
+          this.log.warn(
+            { downForMs: processOutageLog().downForMs },
+            'Redis is unreachable: stopping without waiting for it; what could not be handed back is logged, and ' +
+              "jobs left active are given back by BullMQ's stalled-job check once Redis is back",
+          );
+          abandonRedis(redis);
+        })
+      : undefined;
+    try {
+      while (this.fns.length) {
+        try {
+          await this.fns.pop()!();
+        } catch (err) {
+          this.log.warn({ err }, 'error while shutting down');
+        }
       }
+    } finally {
+      stopWatching?.();
     }
   }
 
@@ -59,6 +84,7 @@ class Releasers {
 
 async function connect(config: Config, name: string, releasers: Releasers) {
   const connection = createRedis(config.redisUrl, { name });
+  releasers.useRedis(connection);
   // QUIT would wait forever for a Redis that never answered (this connection retries forever).
   releasers.add(() => (connection.status === 'ready' ? connection.quit().catch(() => connection.disconnect()) : connection.disconnect()));
   await assertRedisReachable(connection, config.redisUrl, STARTUP_REDIS_TIMEOUT_MS);
@@ -78,6 +104,7 @@ export interface Master extends Running {
  */
 export async function startMaster(config: Config, rootLog: Logger): Promise<Master> {
   const log = rootLog.child({ component: 'master' });
+  processOutageLog().logTo(rootLog);
   const releasers = new Releasers(log);
   const port = await releasers.guard(async () => {
     const connection = await connect(config, 'master', releasers);
@@ -130,6 +157,7 @@ export async function startMaster(config: Config, rootLog: Logger): Promise<Mast
  */
 export async function startWorkers(config: Config, rootLog: Logger): Promise<Running> {
   const log = rootLog.child({ component: 'workers' });
+  processOutageLog().logTo(rootLog);
   const releasers = new Releasers(log);
   await releasers.guard(async () => {
     const connection = await connect(config, 'workers', releasers);

@@ -3,6 +3,7 @@ import { Worker, type Job, type JobJson } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Peer } from './presence.ts';
+import { OutageLog } from '../queue/outage-log.ts';
 
 /** What became of a job offered to a runner. */
 export type HandOutcome =
@@ -87,7 +88,7 @@ export class QueueFetcher {
       drainDelay: 1,
       name: `bridge:${opts.queue}`,
     });
-    this.worker.on('error', (err) => this.log.error({ err }, 'bridge fetcher error'));
+    this.worker.on('error', OutageLog.listener(this.log, 'bridge fetcher error'));
     // Manual processing runs no stalled-job check of its own; without one, the jobs a crashed
     // master held would stay active until some local worker happened to check.
     void this.worker.startStalledCheckTimer().catch((err) => this.log.error({ err }, 'stalled check failed to start'));

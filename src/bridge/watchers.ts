@@ -6,6 +6,7 @@ import type { TaskClient } from '../tasks/task-client.ts';
 import { legacyFromJob, type LegacyTask } from './legacy-shape.ts';
 import type { Peer } from './presence.ts';
 import type { TaskDocument } from '../archive/document.ts';
+import { OutageLog } from '../queue/outage-log.ts';
 
 /** What the watchers need of an archived task. */
 export type ArchivedTask = Pick<TaskDocument, 'module' | 'params' | 'priority' | 'timeout' | 'dependencies' | 'created' | 'status' | 'result' | 'error'>;
@@ -88,7 +89,7 @@ export class Watchers {
       const connection = this.opts.connection.duplicate();
       connection.on('error', () => {});
       const events = new QueueEvents(queue, { connection, prefix: this.opts.config.prefix, lastEventId: `${Date.now() - 2000}-0` });
-      events.on('error', (err) => this.log.error({ err, queue }, 'queue events error'));
+      events.on('error', OutageLog.listener(this.log.child({ queue }), 'queue events error'));
       events.on('completed', ({ jobId, returnvalue }) => this.finish(queue, jobId, { ok: true, result: returnvalue }));
       events.on('failed', ({ jobId, failedReason }) => this.finish(queue, jobId, { ok: false, error: failedReason }));
       events.on('removed', ({ jobId }) =>

@@ -1,6 +1,7 @@
 import { Redis, type RedisOptions } from 'ioredis';
 import { redactUrl } from '../config/config.ts';
 import { RedisUnavailableError } from '../errors.ts';
+import { processOutageLog } from './outage-log.ts';
 
 export interface ConnectionOptions {
   /** Shown in `CLIENT LIST`, so an operator can tell Taskmaster's connections apart. */
@@ -13,10 +14,47 @@ export interface ConnectionOptions {
   failFast?: boolean;
 }
 
+/** The connections made from one createRedis call: the connection and its duplicates. */
+interface Family {
+  members: Set<Redis>;
+  /** Set by abandonRedis: a duplicate made later is closed at once. */
+  abandoned: boolean;
+}
+
+const families = new WeakMap<Redis, Family>();
+
+/**
+ * A connection whose duplicates (ours, and those BullMQ makes for its blocking Workers and
+ * QueueEvents) are made and watched the same way as itself: none is left without an 'error'
+ * listener, and abandonRedis reaches them all.
+ */
+class TaskmasterRedis extends Redis {
+  override duplicate(override?: Partial<RedisOptions>): Redis {
+    return watched(new TaskmasterRedis({ ...this.options, ...override }), families.get(this)!);
+  }
+}
+
+function watched(redis: Redis, family: Family): Redis {
+  const outages = processOutageLog();
+  families.set(redis, family);
+  family.members.add(redis);
+  // ioredis emits 'error' on every failed reconnect, and prints a stack for an 'error' nobody
+  // listens to: the process's OutageLog says it once per outage instead.
+  redis.on('error', (err: Error) => outages.failed(redis, err));
+  redis.on('ready', () => outages.ready(redis));
+  redis.on('end', () => {
+    family.members.delete(redis);
+    outages.ended(redis);
+  });
+  if (family.abandoned) redis.disconnect();
+  return redis;
+}
+
 /**
  * The one place a Redis connection is made. Long-lived components get connections that
  * reconnect forever (BullMQ requires `maxRetriesPerRequest: null` for its blocking calls);
- * one-shot commands get ones that give up quickly with a clear error.
+ * one-shot commands get ones that give up quickly with a clear error. Failures are reported
+ * to the process's OutageLog (see outage-log.ts), also for the connection's duplicates.
  */
 export function createRedis(redisUrl: string, opts: ConnectionOptions): Redis {
   const options: RedisOptions = {
@@ -26,11 +64,32 @@ export function createRedis(redisUrl: string, opts: ConnectionOptions): Redis {
     lazyConnect: false,
     retryStrategy: opts.failFast ? (times) => (times > 2 ? null : 200) : (times) => Math.min(times * 200, 5000),
   };
-  const redis = new Redis(redisUrl, options);
-  // ioredis emits 'error' on every failed reconnect; the owner logs state changes, so an
-  // unhandled 'error' event must never crash the process.
-  redis.on('error', () => {});
-  return redis;
+  return watched(new TaskmasterRedis(redisUrl, options), { members: new Set(), abandoned: false });
+}
+
+/**
+ * Closes `redis` and every connection duplicated from it (also later ones) without waiting for
+ * Redis: commands waiting for a Redis that is away fail at once. A stop uses it when Redis is
+ * unreachable, so that no step of it waits for Redis forever.
+ */
+export function abandonRedis(redis: Redis): void {
+  const family = families.get(redis);
+  if (!family) return void redis.disconnect();
+  family.abandoned = true;
+  for (const member of [...family.members]) closeNow(member);
+}
+
+/**
+ * disconnect(), also between two reconnect attempts: there ioredis (5.x) only cancels the next
+ * attempt, and the connection stays 'reconnecting' with its queued commands pending for good.
+ * An attempt begun and cancelled at once ends it ('end'), failing those commands.
+ */
+function closeNow(redis: Redis): void {
+  redis.disconnect();
+  if (redis.status !== 'reconnecting') return;
+  // Rejected with "Connection is closed", as the commands are: nothing more to do.
+  redis.connect().catch(() => undefined);
+  redis.disconnect();
 }
 
 /** Resolves once Redis answers PING, or throws a RedisUnavailableError naming the URL. */

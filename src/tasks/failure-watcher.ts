@@ -3,6 +3,7 @@ import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Outcomes } from './outcomes.ts';
 import type { TaskClient } from './task-client.ts';
+import { OutageLog } from '../queue/outage-log.ts';
 
 /**
  * Some jobs fail for good without any Taskmaster code in the loop: BullMQ fails a job that
@@ -20,7 +21,7 @@ export class FailureWatcher {
     // QueueEvents blocks on XREAD, so it needs a connection of its own.
     this.connection = opts.connection.duplicate();
     this.events = new QueueEvents(opts.queue, { connection: this.connection, prefix: opts.prefix });
-    this.events.on('error', (err) => log.error({ err }, 'queue events error'));
+    this.events.on('error', OutageLog.listener(log, 'queue events error'));
     this.events.on('failed', ({ jobId, failedReason }) => {
       void (async () => {
         const job = await Job.fromId(opts.client.queue(opts.queue), jobId);

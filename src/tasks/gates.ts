@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import { GATE_QUEUE } from '../queue/keys.ts';
 import type { IdentityStore } from './identity-store.ts';
 import type { DependencyRef } from './task.ts';
+import { OutageLog } from '../queue/outage-log.ts';
 
 /**
  * A gate stands for one dependency edge that is not a direct child in a flow: the dependent
@@ -42,7 +43,7 @@ export class Gates {
     private readonly opts: { connection: Redis; prefix: string; store: IdentityStore; log: Logger },
   ) {
     this.queue = new Queue(GATE_QUEUE, { connection: opts.connection, prefix: opts.prefix });
-    this.queue.on('error', (err) => opts.log.error({ err }, 'gate queue error'));
+    this.queue.on('error', OutageLog.listener(opts.log, 'gate queue error'));
   }
 
   /**
@@ -86,7 +87,7 @@ export class Gates {
       },
       { connection, prefix: this.opts.prefix, concurrency: 50 },
     );
-    this.worker.on('error', (err) => log.error({ err }, 'gate worker error'));
+    this.worker.on('error', OutageLog.listener(log, 'gate worker error'));
     const tick = () =>
       this.reconcile()
         .then((n) => n && log.info({ reopened: n }, 'reopened gates left by an interrupted completion'))

@@ -18,6 +18,7 @@ import { ModuleLoader } from './module-loader.ts';
 import { ConsumerRegistry } from './registry.ts';
 import { RunContext } from './run-context.ts';
 import { ResultNotSerialisableError, RunAbort, runTask, type TaskContext } from './run-task.ts';
+import { OutageLog } from '../queue/outage-log.ts';
 
 export interface TaskWorkerOptions {
   config: Pick<Config, 'queue' | 'prefix' | 'concurrency' | 'tasksDir' | 'defaults'>;
@@ -106,7 +107,7 @@ export class TaskWorker {
       stalledInterval: opts.stalledIntervalMs ?? 5_000,
     });
     if (this.recordsInScript) passIdentityKeys(this.worker);
-    this.worker.on('error', (err) => this.log.error({ err }, 'worker error'));
+    this.worker.on('error', OutageLog.listener(this.log, 'worker error'));
     this.registry = new ConsumerRegistry(connection, config.prefix);
   }
 
