@@ -61,3 +61,13 @@ export class RedisUnavailableError extends TaskmasterError {
 export class UsageError extends TaskmasterError {
   override readonly code = 'USAGE';
 }
+
+/** The archive did not answer a lookup of dependencies in time; the add wrote nothing. */
+export class ArchiveLookupTimeoutError extends TaskmasterError {
+  override readonly code = 'ARCHIVE_LOOKUP_TIMEOUT';
+}
+
+/** Redis refused to write a batch (a job of it exists already, or a parent is missing); nothing of it was written. */
+export class TaskAddRefusedError extends TaskmasterError {
+  override readonly code = 'TASK_ADD_REFUSED';
+}

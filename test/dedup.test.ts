@@ -142,15 +142,15 @@ describe('dedup', () => {
 
   it('adds nothing, and claims nothing, from a batch whose add fails in Redis', async () => {
     const c = h.client();
-    // depB is outside the batch, so the batch is claimed and its gate registered before the
-    // write, which fails: both must be undone.
+    // depB is outside the batch, so the batch looks it up and is then written with its gate
+    // registration (AtomicAdder.write), which fails.
     const adder = (c as unknown as { adder: AtomicAdder }).adder;
-    const add = adder.add.bind(adder);
-    adder.add = () => Promise.reject(new Error('simulated: connection lost during add'));
+    const write = adder.write.bind(adder);
+    adder.write = () => Promise.reject(new Error('simulated: connection lost during add'));
     const batch = [depA, { module: 'record', params: ['x'], dependencies: [depA, depB] }];
     await expect(c.add(batch)).rejects.toThrow(/simulated/);
     expect(await h.redis.hlen(c.keys.live)).toBe(0);
-    adder.add = add;
+    adder.write = write;
     expect(await jobCount(c)).toBe(0);
     expect(await h.redis.hlen(c.keys.live)).toBe(0);
     expect(await h.redis.keys(c.keys.waiters('*'))).toEqual([]);

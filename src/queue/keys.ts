@@ -9,6 +9,11 @@ export interface Keys {
   done: string;
   /** hash dependencyKey → JSON {jobId, at, reason}: identities whose last run failed for good. */
   failed: string;
+  /**
+   * hash dependencyKey → "startedAtMs|jobKey": a re-add in progress of an identity that failed for
+   * good, which hides that failure from new dependents until it is written or given up.
+   */
+  readding: string;
   /** set of dependencyKeys whose gates are being opened (re-run by the reconciler after a crash). */
   opening: string;
   /** pub/sub channel: a dependencyKey whose gates are to be opened (see workers/finish-script.ts). */
@@ -27,6 +32,7 @@ export function keysFor(prefix: string): Keys {
     live: `${prefix}:tm:live`,
     done: `${prefix}:tm:done`,
     failed: `${prefix}:tm:failed`,
+    readding: `${prefix}:tm:readding`,
     opening: `${prefix}:tm:opening`,
     openingChannel: `${prefix}:tm:opening:announce`,
     waiters: (dk) => `${prefix}:tm:waiters:${dk}`,

@@ -7,7 +7,8 @@ import { releaseParentIfNoPendingDependencies } from 'bullmq/dist/esm/scripts/re
 import type { Redis } from 'ioredis';
 import { encodeScriptCommands } from '../queue/command-encoding.ts';
 import type { Keys } from '../queue/keys.ts';
-import { CLAIM_GRACE_MS, CLAIMED_LUA, HOLDER_LUA, type ClaimItem } from './identity-store.ts';
+import { TaskAddRefusedError } from '../errors.ts';
+import { CLAIMED_LUA, HIDDEN_LUA, HOLDER_LUA, READD_HIDES_MS, type ClaimItem } from './identity-store.ts';
 
 interface BullmqScript {
   name: string;
@@ -61,88 +62,135 @@ function embed(script: BullmqScript, fn: string): string {
   return `local ${fn}\ndo\nlocal ${split.names.join(', ')}\n${split.functions}\n${fn} = function(KEYS, ARGV)\n${split.body}\nend\nend`;
 }
 
+/** EMBEDDED number (from 1) of the parent release, the one embedded script that adds no job. */
+const RELEASE_SCRIPT = EMBEDDED.indexOf(releaseParentIfNoPendingDependencies) + 1;
+/** Starts the message of the error the script stops with when the batch cannot be written. */
+const REFUSED = 'TM_ADD_REFUSED';
+
 /**
- * Claims the identities of a batch and writes its jobs, in one script: atomic, one round trip.
- * If any identity is held by a live task, nothing is written and the holders are returned.
- * KEYS[1] live hash, KEYS[2] failed hash, KEYS[3] done hash, then the key sets of the BullMQ
- * commands (each set once, however many commands use it)
- * ARGV[1] now (ms), ARGV[2] claim grace (ms), ARGV[3] number of claims n, ARGV[4] number of key
- * sets k, then k key-set lengths, then n triples (taskKey, jobKey, dependencyKey), then the
- * BullMQ commands, each as: script number (EMBEDDED order, from 1), key-set number, argument
- * count, arguments.
- * Returns, per claim, '' when claimed, else the job key of the live task holding it.
+ * Claims the identities of a batch, registers its gates and writes its jobs, in one script:
+ * atomic, one round trip. Everything that could refuse is checked before the first write (Redis
+ * does not undo a script's writes when it stops with an error): if an identity is held by a live
+ * task, nothing is written and the holders are returned; if a job of the batch exists already or
+ * a parent it names is neither stored nor written earlier in the batch (what BullMQ's add scripts
+ * refuse, -5 and -7, or, for an existing job without a parent, keep as it is), the script stops
+ * with an error and nothing is written.
+ * A claimed identity's failure for good, and the entry hiding it (see HIDDEN_LUA), are dropped:
+ * dependents wait for its new run. Each gate is put in the waiters set of its dependency unless
+ * it is written open (delay 0) and the dependency has settled; a gate written delayed whose
+ * dependency has settled meanwhile gets its dependency key put in the `opening` set and returned,
+ * for the caller to open (or the reconciler, should the caller die first).
+ * KEYS[1] live, KEYS[2] failed, KEYS[3] done, KEYS[4] readding, KEYS[5] opening, then w waiters
+ * sets, then the key sets of the BullMQ commands (each set once, however many commands use it)
+ * ARGV[1] now (ms), ARGV[2] how long a re-add in progress hides a failure (ms), ARGV[3] number of
+ * claims n, ARGV[4] number of key sets k, ARGV[5] number of waiters sets w, ARGV[6] number of
+ * gates m, then k key-set lengths, then the w dependency keys of the waiters sets, then n triples
+ * (taskKey, jobKey, dependencyKey), then m triples (waiters set number from 1, gate id, '1' when
+ * written open else '0'), then the BullMQ commands, each as: script number (EMBEDDED order, from
+ * 1), key-set number, argument count, arguments.
+ * Returns { per claim '' when claimed, else the job key of the live task holding it; the
+ * dependency keys whose gates are to be opened }.
  */
-const ADD = `${HOLDER_LUA}${CLAIMED_LUA}
+const ADD = `${HOLDER_LUA}${CLAIMED_LUA}${HIDDEN_LUA}
 ${EMBEDDED.map((s, n) => embed(s, `bullmq${n + 1}`)).join('\n')}
 local scripts = { ${EMBEDDED.map((_, n) => `bullmq${n + 1}`).join(', ')} }
-local now, grace = tonumber(ARGV[1]), tonumber(ARGV[2])
-local n, k = tonumber(ARGV[3]), tonumber(ARGV[4])
-local keySets, at = {}, 4
+local live, failedKey, doneKey, readding, opening = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local now, hides = tonumber(ARGV[1]), tonumber(ARGV[2])
+local n, k, w, m = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local keySets, at = {}, 6 + w
 for s = 1, k do
   local set = {}
-  for j = 1, tonumber(ARGV[4 + s]) do
+  for j = 1, tonumber(ARGV[6 + s]) do
     set[j] = KEYS[at]
     at = at + 1
   end
   keySets[s] = set
 end
-local claims = 5 + k
-local out, fresh, stale = {}, {}, {}
+local dks = 6 + k
+local claims = dks + w + 1
+local gates = claims + 3 * n
+local first = gates + 3 * m
+
+-- Checks: nothing is written before the last of them.
+local out, cur = {}, {}
 local held = false
 for c = 1, n do
+  cur[c] = redis.call('HGET', live, ARGV[claims + 3 * (c - 1)])
+  local holder = holderOf(cur[c])
+  out[c] = holder or ''
+  if holder then held = true end
+end
+if held then return { out, {} } end
+local writes = {}
+local i = first
+while i <= #ARGV do
+  if tonumber(ARGV[i]) ~= ${RELEASE_SCRIPT} then
+    local args = cmsgpack.unpack(ARGV[i + 3])
+    local jobKey = args[1] .. args[2]
+    if args[2] == '' or writes[jobKey] or redis.call('EXISTS', jobKey) == 1 then
+      return redis.error_reply('${REFUSED} job ' .. jobKey .. ' exists already; nothing of the batch was written')
+    end
+    local parentKey = args[5]
+    if parentKey and not writes[parentKey] and redis.call('EXISTS', parentKey) == 0 then
+      return redis.error_reply('${REFUSED} parent ' .. parentKey .. ' of job ' .. jobKey .. ' does not exist; nothing of the batch was written')
+    end
+    writes[jobKey] = true
+  end
+  i = i + 3 + tonumber(ARGV[i + 2])
+end
+
+-- Writes.
+local anyFailed = redis.call('HLEN', failedKey) > 0
+local anyHidden = anyFailed and redis.call('HLEN', readding) > 0
+for c = 1, n do
   local a = claims + 3 * (c - 1)
-  local claim = now .. '|' .. ARGV[a + 1]
-  out[c] = ''
-  if redis.call('HSETNX', KEYS[1], ARGV[a], claim) == 1 then
-    fresh[c] = true
+  -- The completion kept in place of a finished run's claim is moved to done before it goes.
+  if cur[c] and string.byte(cur[c], 1) == 123 then redis.call('HSETNX', doneKey, ARGV[a + 2], cur[c]) end
+  redis.call('HSET', live, ARGV[a], now .. '|' .. ARGV[a + 1])
+  -- A new run of an identity whose last run failed for good: dependents wait for it.
+  if anyFailed then redis.call('HDEL', failedKey, ARGV[a + 2]) end
+  if anyHidden then redis.call('HDEL', readding, ARGV[a + 2]) end
+end
+local settled, toOpen, queued = {}, {}, {}
+for d = 1, w do
+  local dk = ARGV[dks + d]
+  if redis.call('HEXISTS', doneKey, dk) == 1 or claimedCompletion(live, dk) then
+    settled[d] = true
   else
-    local holder = holderOf(ARGV[a], now, grace)
-    if holder then
-      out[c] = holder
-      held = true
-    else
-      stale[c] = claim
+    settled[d] = redis.call('HEXISTS', failedKey, dk) == 1 and not failureHidden(readding, dk, now, hides)
+  end
+end
+for g = 1, m do
+  local a = gates + 3 * (g - 1)
+  local d = tonumber(ARGV[a])
+  if not (settled[d] and ARGV[a + 2] == '1') then
+    redis.call('SADD', KEYS[5 + d], ARGV[a + 1])
+    if settled[d] and not queued[d] then
+      queued[d] = true
+      redis.call('SADD', opening, ARGV[dks + d])
+      toOpen[#toOpen + 1] = ARGV[dks + d]
     end
   end
 end
-if held then
-  -- Nothing is written: undo this call's new claims (stale ones were left in place).
-  for c = 1, n do
-    if fresh[c] then redis.call('HDEL', KEYS[1], ARGV[claims + 3 * (c - 1)]) end
-  end
-  return out
-end
-local anyFailed = redis.call('HLEN', KEYS[2]) > 0
-for c = 1, n do
-  local a = claims + 3 * (c - 1)
-  if stale[c] then
-    -- The claim of a finished run: the completion it may stand for is kept before it goes.
-    keepClaimed(KEYS[1], KEYS[3], ARGV[a], ARGV[a + 2])
-    redis.call('HSET', KEYS[1], ARGV[a], stale[c])
-  end
-  -- A new run of an identity whose last run failed for good: dependents wait for it.
-  if anyFailed then redis.call('HDEL', KEYS[2], ARGV[a + 2]) end
-end
 local argv = {}
-local i = claims + 3 * n
+i = first
 while i <= #ARGV do
   local script, set, argc = tonumber(ARGV[i]), keySets[tonumber(ARGV[i + 1])], tonumber(ARGV[i + 2])
   for j = 1, argc do argv[j] = ARGV[i + 2 + j] end
   for j = argc + 1, #argv do argv[j] = nil end
   local result = scripts[script](set, argv)
-  -- A negative code means a missing parent or a job that exists elsewhere in another flow;
-  -- new ids under parents written just before cannot meet either.
+  -- The checks above leave BullMQ nothing to refuse; should it refuse anyway, say so.
   if type(result) == 'number' and result < 0 then
-    return redis.error_reply('BullMQ refused a write of this batch (code ' .. result .. ')')
+    return redis.error_reply('${REFUSED} BullMQ refused a write of this batch after part of it was written (code ' .. result .. ')')
   end
   i = i + 3 + argc
 end
-return out
+return { out, toOpen }
 `;
 
 type Arg = string | Buffer | number;
 /** ioredis flattens an array argument, which spares a spread of tens of thousands of values. */
-type Scripted = Redis & { tmAdd(numberOfKeysKeysAndArgs: Arg[]): Promise<string[]> };
+type Scripted = Redis & { tmAdd(numberOfKeysKeysAndArgs: Arg[]): Promise<[string[], string[]]> };
 
 interface Command {
   script: number;
@@ -191,9 +239,17 @@ class FlowCommands extends FlowProducer {
   }
 }
 
+/** A gate of a batch, for the add script to register with its dependency. */
+export interface GateRegistration {
+  dependencyKey: string;
+  gateId: string;
+  /** Written without delay (its dependency had settled when the batch looked). */
+  open: boolean;
+}
+
 /**
- * Writes batches of tasks: their identity claims and their jobs (plain ones, flows, gates) in
- * one atomic script per batch.
+ * Writes batches of tasks: their identity claims, gate registrations and jobs (plain ones,
+ * flows, gates) in one atomic script per batch.
  */
 export class AtomicAdder {
   private readonly flows: FlowCommands;
@@ -219,9 +275,22 @@ export class AtomicAdder {
    * is held by a live task, to each claim's holder ('' where free) with nothing written.
    */
   async add(flows: FlowJob[], claims: ClaimItem[], now = Date.now()): Promise<string[] | undefined> {
+    return (await this.write(flows, claims, [], now)).held;
+  }
+
+  /**
+   * As add, registering `gates` too; resolves to the holders when held (nothing written), else
+   * to the dependency keys whose gates are to be opened (see ADD). Rejects with
+   * TaskAddRefusedError, nothing written, when Redis cannot write the batch as it is.
+   */
+  async write(flows: FlowJob[], claims: ClaimItem[], gates: GateRegistration[], now = Date.now()): Promise<{ held?: string[]; toOpen: string[] }> {
     const commands = await this.flows.commands(flows, this.queue);
+    const waiters = new Map<string, number>();
+    for (const g of gates) if (!waiters.has(g.dependencyKey)) waiters.set(g.dependencyKey, waiters.size + 1);
+    const { live, failed, done, readding, opening } = this.keys;
+    const keyArgs: Arg[] = [0, live, failed, done, readding, opening];
+    for (const dk of waiters.keys()) keyArgs.push(this.keys.waiters(dk));
     const setIndex = new Map<string, number>();
-    const keyArgs: Arg[] = [0, this.keys.live, this.keys.failed, this.keys.done];
     const lengths: Arg[] = [];
     const args: Arg[] = [];
     for (const { script, args: all } of commands) {
@@ -237,11 +306,20 @@ export class AtomicAdder {
       for (let j = count; j < all.length; j++) args.push(all[j]!);
     }
     keyArgs[0] = keyArgs.length - 1;
-    keyArgs.push(now, CLAIM_GRACE_MS, claims.length, lengths.length, ...lengths);
+    keyArgs.push(now, READD_HIDES_MS, claims.length, lengths.length, waiters.size, gates.length, ...lengths, ...waiters.keys());
     for (const c of claims) keyArgs.push(c.taskKey, c.jobKey, c.dependencyKey);
+    for (const g of gates) keyArgs.push(waiters.get(g.dependencyKey)!, g.gateId, g.open ? '1' : '0');
     for (const a of args) keyArgs.push(a);
-    const out = await this.redis.tmAdd(keyArgs);
-    return out.some((h) => h) ? out : undefined;
+    let out: [string[], string[]];
+    try {
+      out = await this.redis.tmAdd(keyArgs);
+    } catch (err) {
+      const message = err instanceof Error ? err.message : '';
+      if (!message.startsWith(REFUSED)) throw err;
+      throw new TaskAddRefusedError(`Redis refused to write the batch: ${message.slice(REFUSED.length + 1)}`, { cause: err });
+    }
+    const [holders, toOpen] = out;
+    return holders.some((h) => h) ? { held: holders, toOpen: [] } : { toOpen };
   }
 
   close(): Promise<void> {

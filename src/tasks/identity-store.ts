@@ -1,4 +1,5 @@
 import type { Redis } from 'ioredis';
+import { ArchiveLookupTimeoutError } from '../errors.ts';
 import type { Keys } from '../queue/keys.ts';
 
 /**
@@ -16,19 +17,29 @@ end
 `;
 
 /**
- * Lua shared by the claim scripts: the job key that holds identity `tk` while it is live, or
- * false. KEYS[1] is the live hash.
+ * Lua for the add script: the job key that holds an identity while it is live, or false, from
+ * its entry `cur` in the live hash. Claims are written by the script that writes their jobs, so a claim
+ * whose job is gone (removed by hand) or finished (its claim never released) holds nothing.
  */
 export const HOLDER_LUA = `${CLAIM_OF_LUA}
-local function holderOf(tk, now, stale)
-  local at, curKey = claimOf(redis.call('HGET', KEYS[1], tk))
-  if not at then return false end
-  if redis.call('EXISTS', curKey) == 1 then
-    if not redis.call('HGET', curKey, 'finishedOn') then return curKey end
-  elseif now - at < stale then
+local function holderOf(cur)
+  local _, curKey = claimOf(cur)
+  if curKey and redis.call('EXISTS', curKey) == 1 and not redis.call('HGET', curKey, 'finishedOn') then
     return curKey
   end
   return false
+end
+`;
+
+/**
+ * Lua (after CLAIM_OF_LUA): whether the failure for good recorded for `dk` is hidden by a re-add
+ * of it in progress (an entry of the `readding` hash, `<started at>|<job key>`, younger than
+ * `hides` ms): new dependents then wait for the new run instead of failing on the old one.
+ */
+export const HIDDEN_LUA = `
+local function failureHidden(readding, dk, now, hides)
+  local at = claimOf(redis.call('HGET', readding, dk))
+  return at and now - at < hides
 end
 `;
 
@@ -52,51 +63,45 @@ end
 `;
 
 /**
- * Claims identities for a batch in one round trip.
- * KEYS[1] live hash, KEYS[2] failed hash, KEYS[3] done hash
- * ARGV[1] now (ms), ARGV[2] how long a claim whose job does not exist yet is honoured (ms),
- * then triples: taskKey, jobKey, dependencyKey
- * Returns, per triple, the job key that holds the identity: the given one when it was claimed,
- * another one when a live task already has it; then one more element, a string with a '1' for
- * each claimed identity whose last run failed for good (its record is cleared once the add
- * commits) and '0' otherwise. A holder is live while its job hash exists
- * without `finishedOn`, or, before the job is written, while its claim is young; so a crash
- * between claim and add, or a finished job whose claim was never released, heals itself.
+ * Hides the failures for good of identities that a batch is about to add again, until its jobs
+ * are written (the add script then drops the failure and the entry) or given up (GIVE_BACK).
+ * KEYS[1] failed hash, KEYS[2] readding hash; ARGV[1] now (ms), then pairs: dependencyKey, jobKey
+ * Returns the 1-based numbers of the pairs whose failure was hidden.
  */
-const CLAIM = `${HOLDER_LUA}${CLAIMED_LUA}
+const HIDE = `
 local out = {}
-local now = tonumber(ARGV[1])
-local stale = tonumber(ARGV[2])
-local failed = {}
-for i = 3, #ARGV, 3 do
-  local tk, jk = ARGV[i], ARGV[i + 1]
-  local holder = holderOf(tk, now, stale)
-  if holder then
-    out[#out + 1] = holder
-    failed[#failed + 1] = '0'
-  else
-    keepClaimed(KEYS[1], KEYS[3], tk, ARGV[i + 2])
-    redis.call('HSET', KEYS[1], tk, now .. '|' .. jk)
-    out[#out + 1] = jk
-    failed[#failed + 1] = redis.call('HEXISTS', KEYS[2], ARGV[i + 2]) == 1 and '1' or '0'
+if redis.call('HLEN', KEYS[1]) == 0 then return out end
+for i = 2, #ARGV, 2 do
+  if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1 then
+    redis.call('HSET', KEYS[2], ARGV[i], ARGV[1] .. '|' .. ARGV[i + 1])
+    out[#out + 1] = i / 2
   end
 end
-out[#out + 1] = table.concat(failed)
 return out
 `;
 
 /**
- * Releases claims that still point at the given job keys (a failed add, a finished task).
- * KEYS[1] live hash; ARGV pairs: taskKey, jobKey
+ * Gives back failures that HIDE hid for a batch that was not written: drops the entries that
+ * still point at the batch's job keys, and returns the dependency keys whose failure is visible
+ * again and has gates waiting (dependents added meanwhile, which must now fail), each put in the
+ * `opening` set so that a crash before they are opened leaves work the reconciler finds.
+ * KEYS[1] readding, KEYS[2] failed, KEYS[3] opening, then per pair its waiters set
+ * ARGV pairs: dependencyKey, jobKey
  */
-const RELEASE = `${CLAIM_OF_LUA}
-for i = 1, #ARGV, 2 do
-  local _, jk = claimOf(redis.call('HGET', KEYS[1], ARGV[i]))
-  if jk == ARGV[i + 1] then
-    redis.call('HDEL', KEYS[1], ARGV[i])
+const GIVE_BACK = `${CLAIM_OF_LUA}
+local out = {}
+for n = 1, #KEYS - 3 do
+  local dk = ARGV[2 * n - 1]
+  local _, jk = claimOf(redis.call('HGET', KEYS[1], dk))
+  if jk == ARGV[2 * n] then
+    redis.call('HDEL', KEYS[1], dk)
+    if redis.call('HEXISTS', KEYS[2], dk) == 1 and redis.call('SCARD', KEYS[3 + n]) > 0 then
+      redis.call('SADD', KEYS[3], dk)
+      out[#out + 1] = dk
+    end
   end
 end
-return 0
+return out
 `;
 
 /**
@@ -142,39 +147,44 @@ return out
 
 /**
  * Outcome per dependency key: 'c' and the record when it completed (in `done`, or kept in
- * place of its claim), else 'f' and the record when it failed for good, else ''. One script,
- * so a record moving from the live hash to `done` meanwhile cannot fall between two reads.
- * KEYS[1] live, KEYS[2] done, KEYS[3] failed; ARGV the dependency keys.
+ * place of its claim), else 'f' and the record when it failed for good and no re-add of it is
+ * in progress (HIDDEN_LUA), else ''. One script, so a record moving from the live hash to
+ * `done` meanwhile cannot fall between two reads.
+ * KEYS[1] live, KEYS[2] done, KEYS[3] failed, KEYS[4] readding
+ * ARGV[1] now (ms), ARGV[2] how long a re-add in progress hides a failure (ms), then the
+ * dependency keys.
  */
-const OUTCOMES = `${CLAIMED_LUA}
+const OUTCOMES = `${CLAIM_OF_LUA}${CLAIMED_LUA}${HIDDEN_LUA}
+local now, hides = tonumber(ARGV[1]), tonumber(ARGV[2])
 local out = {}
-for i = 1, #ARGV do
+for i = 3, #ARGV do
   local dk = ARGV[i]
   local record = redis.call('HGET', KEYS[2], dk) or claimedCompletion(KEYS[1], dk)
   if record then
-    out[i] = 'c' .. record
+    out[i - 2] = 'c' .. record
   else
     local failed = redis.call('HGET', KEYS[3], dk)
-    out[i] = failed and ('f' .. failed) or ''
+    out[i - 2] = (failed and not failureHidden(KEYS[4], dk, now, hides)) and ('f' .. failed) or ''
   end
 end
 return out
 `;
 
 type Scripted = Redis & {
-  tmClaim(live: string, failed: string, done: string, ...args: (string | number)[]): Promise<string[]>;
-  tmOutcomes(live: string, done: string, failed: string, ...dependencyKeys: string[]): Promise<string[]>;
-  tmRelease(live: string, ...args: string[]): Promise<number>;
+  tmHide(failed: string, readding: string, now: number, ...pairs: string[]): Promise<number[]>;
+  /** numberOfKeys first: 3 + one waiters key per pair. */
+  tmGiveBack(numberOfKeys: number, ...keysAndArgs: string[]): Promise<string[]>;
+  tmOutcomes(live: string, done: string, failed: string, readding: string, now: number, hides: number, ...dependencyKeys: string[]): Promise<string[]>;
   /** numberOfKeys first: 4 + one waiters key per item. */
   tmSettle(numberOfKeys: number, ...keysAndArgs: string[]): Promise<string[][]>;
 };
 
 function scripted(redis: Redis): Scripted {
   const r = redis as Scripted;
-  if (typeof r.tmClaim !== 'function') {
-    redis.defineCommand('tmClaim', { numberOfKeys: 3, lua: CLAIM });
-    redis.defineCommand('tmOutcomes', { numberOfKeys: 3, lua: OUTCOMES });
-    redis.defineCommand('tmRelease', { numberOfKeys: 1, lua: RELEASE });
+  if (typeof r.tmHide !== 'function') {
+    redis.defineCommand('tmHide', { numberOfKeys: 2, lua: HIDE });
+    redis.defineCommand('tmGiveBack', { lua: GIVE_BACK });
+    redis.defineCommand('tmOutcomes', { numberOfKeys: 4, lua: OUTCOMES });
     redis.defineCommand('tmSettle', { lua: SETTLE });
   }
   return r;
@@ -209,9 +219,29 @@ interface PendingSettle {
   reject(err: unknown): void;
 }
 
-/** A claim younger than this whose job is not written yet is an add in progress elsewhere. */
-export const CLAIM_GRACE_MS = 30_000;
+/**
+ * How long a re-add in progress hides its identity's failure for good (HIDDEN_LUA): longer than
+ * an add takes (its archive lookups are bounded well below this, see TaskClient), short enough
+ * that a producer that died half-way does not hide a failure for long.
+ */
+export const READD_HIDES_MS = 30_000;
 const CHUNK = 1000;
+
+/** `lookup`, or an ArchiveLookupTimeoutError if it has not answered within `ms`. */
+async function withinLimit<T>(lookup: Promise<T>, ms: number, count: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const limit = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      const what = `${count} dependenc${count === 1 ? 'y' : 'ies'}`;
+      reject(new ArchiveLookupTimeoutError(`archive lookup of ${what} (completions no longer in Redis) did not answer within ${ms} ms`));
+    }, ms);
+  });
+  try {
+    return await Promise.race([lookup, limit]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
 
 /**
  * Durable records about task identities: which live task holds each one (dedup), which
@@ -231,32 +261,34 @@ export class IdentityStore {
   }
 
   /**
-   * Claims each identity; returns the holder's job key per item (its own when claimed), and
-   * whether any claimed identity has a failed-for-good record (to clear once the add commits).
+   * Hides the failures for good of the identities among `items` that have one, while the batch
+   * adding them again is on its way (see HIDE); returns those items, to give back if the batch
+   * is not written.
    */
-  async claim(items: ClaimItem[], now = Date.now()): Promise<{ holders: string[]; anyFailed: boolean }> {
-    const holders: string[] = [];
-    let anyFailed = false;
+  async hideFailures<T extends Pick<ClaimItem, 'dependencyKey' | 'jobKey'>>(items: T[], now = Date.now()): Promise<T[]> {
+    const hidden: T[] = [];
     for (let i = 0; i < items.length; i += CHUNK) {
-      const args: (string | number)[] = [now, CLAIM_GRACE_MS];
-      for (const it of items.slice(i, i + CHUNK)) args.push(it.taskKey, it.jobKey, it.dependencyKey);
-      const out = await this.redis.tmClaim(this.keys.live, this.keys.failed, this.keys.done, ...args);
-      anyFailed ||= out.pop()!.includes('1');
-      holders.push(...out);
+      const part = items.slice(i, i + CHUNK);
+      const pairs = part.flatMap((it) => [it.dependencyKey, it.jobKey]);
+      if (!pairs.length) continue;
+      const out = await this.redis.tmHide(this.keys.failed, this.keys.readding, now, ...pairs);
+      for (const n of out) hidden.push(part[n - 1]!);
     }
-    return { holders, anyFailed };
+    return hidden;
   }
 
-  /** Forgets failed-for-good records of identities that have a new run now. */
-  async clearFailures(dependencyKeys: string[]): Promise<void> {
-    if (dependencyKeys.length) await this.redis.hdel(this.keys.failed, ...dependencyKeys);
-  }
-
-  async release(items: { taskKey: string; jobKey: string }[]): Promise<void> {
+  /**
+   * Gives back what hideFailures hid for a batch that was not written (see GIVE_BACK); returns
+   * the dependency keys whose gates are to be opened.
+   */
+  async giveBackFailures(items: Pick<ClaimItem, 'dependencyKey' | 'jobKey'>[]): Promise<string[]> {
+    const toOpen: string[] = [];
     for (let i = 0; i < items.length; i += CHUNK) {
-      const args = items.slice(i, i + CHUNK).flatMap((it) => [it.taskKey, it.jobKey]);
-      if (args.length) await this.redis.tmRelease(this.keys.live, ...args);
+      const part = items.slice(i, i + CHUNK);
+      const keys = [this.keys.readding, this.keys.failed, this.keys.opening, ...part.map((it) => this.keys.waiters(it.dependencyKey))];
+      toOpen.push(...(await this.redis.tmGiveBack(keys.length, ...keys, ...part.flatMap((it) => [it.dependencyKey, it.jobKey]))));
     }
+    return toOpen;
   }
 
   /**
@@ -294,12 +326,22 @@ export class IdentityStore {
     }
   }
 
-  /** Outcome per dependency key: completed wins over failed; undefined while neither. */
-  async outcomes(dependencyKeys: string[]): Promise<({ state: 'completed' | 'failed' } & Outcome | undefined)[]> {
+  /**
+   * Outcome per dependency key: completed wins over failed; undefined while neither, and while
+   * a re-add of a failed one is in progress. With `archiveLimitMs`, an archive lookup that has
+   * not answered in that time rejects with ArchiveLookupTimeoutError (adds, which must not wait
+   * without end); without, it is waited for (the gate worker, which only waits).
+   */
+  async outcomes(
+    dependencyKeys: string[],
+    opts: { archiveLimitMs?: number } = {},
+  ): Promise<({ state: 'completed' | 'failed' } & Outcome | undefined)[]> {
     if (!dependencyKeys.length) return [];
     const read: string[] = [];
+    const { live, done, failed, readding } = this.keys;
+    const now = Date.now();
     for (let i = 0; i < dependencyKeys.length; i += CHUNK) {
-      read.push(...(await this.redis.tmOutcomes(this.keys.live, this.keys.done, this.keys.failed, ...dependencyKeys.slice(i, i + CHUNK))));
+      read.push(...(await this.redis.tmOutcomes(live, done, failed, readding, now, READD_HIDES_MS, ...dependencyKeys.slice(i, i + CHUNK))));
     }
     const out = read.map((f) => {
       if (!f) return undefined;
@@ -308,7 +350,11 @@ export class IdentityStore {
     const unknown = dependencyKeys.filter((_, i) => !out[i]);
     if (this.archive && unknown.length) {
       // An archive that is away must not stop adds: the identity counts as not completed.
-      const found = await this.archive.completed(unknown).catch(() => new Map<string, Outcome>());
+      const archive = this.archive;
+      const lookup = Promise.resolve()
+        .then(() => archive.completed(unknown))
+        .catch(() => new Map<string, Outcome>());
+      const found = opts.archiveLimitMs === undefined ? await lookup : await withinLimit(lookup, opts.archiveLimitMs, unknown.length);
       if (found.size) {
         const m = this.redis.multi();
         for (const [dk, o] of found) m.hsetnx(this.keys.done, dk, JSON.stringify(o));
@@ -320,20 +366,6 @@ export class IdentityStore {
       }
     }
     return out;
-  }
-
-  async addWaiters(edges: { dependencyKey: string; gateId: string }[]): Promise<void> {
-    if (!edges.length) return;
-    const m = this.redis.pipeline();
-    for (const e of edges) m.sadd(this.keys.waiters(e.dependencyKey), e.gateId);
-    await m.exec();
-  }
-
-  async removeWaiters(edges: { dependencyKey: string; gateId: string }[]): Promise<void> {
-    if (!edges.length) return;
-    const m = this.redis.pipeline();
-    for (const e of edges) m.srem(this.keys.waiters(e.dependencyKey), e.gateId);
-    await m.exec();
   }
 
   waiters(dependencyKey: string): Promise<string[]> {

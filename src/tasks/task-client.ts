@@ -4,7 +4,7 @@ import type { Config } from '../config/config.ts';
 import { keysFor, GATE_QUEUE, type Keys } from '../queue/keys.ts';
 import pino from 'pino';
 import { Cancellations, type CancelResult } from './cancellations.ts';
-import { GATE_NAME, GATE_SLEEP_MS, Gates, promoteGates, type GateData } from './gates.ts';
+import { GATE_NAME, GATE_SLEEP_MS, Gates, type GateData } from './gates.ts';
 import { Outcomes } from './outcomes.ts';
 import { dependencyKey, newTaskIds, taskKey } from './identity.ts';
 import { IdentityStore, type IdentityArchive } from './identity-store.ts';
@@ -24,6 +24,19 @@ export interface AddedTask {
   duplicate: boolean;
   task: Task;
 }
+
+export interface TaskClientOptions {
+  /** Where identities that completed long ago are looked up when Redis no longer has them. */
+  identityArchive?: IdentityArchive;
+  /**
+   * How long an add waits for the archive to answer about its dependencies; past that, it fails
+   * with ArchiveLookupTimeoutError and adds nothing. @defaultValue 10000
+   */
+  archiveLookupLimitMs?: number;
+}
+
+/** Well below READD_HIDES_MS, so that a re-add keeps its failure hidden until it is written. */
+const ARCHIVE_LOOKUP_LIMIT_MS = 10_000;
 
 export type ClientConfig = Pick<Config, 'queue' | 'prefix' | 'defaults' | 'limits' | 'retry' | 'keep' | 'tasksDir'>;
 
@@ -58,16 +71,20 @@ export class TaskClient {
   private readonly adder: AtomicAdder;
   private readonly queues = new Map<string, Queue>();
   private cancellations?: Cancellations;
+  /** Opens gates whose dependency settled while their batch was written (see openGates). */
+  private gateOpener?: Gates;
+  private readonly archiveLookupLimitMs: number;
   private readonly closers: (() => Promise<void>)[] = [];
 
   constructor(
     readonly config: ClientConfig,
     private readonly connection: Redis,
-    opts: { identityArchive?: IdentityArchive } = {},
+    opts: TaskClientOptions = {},
   ) {
     this.keys = keysFor(config.prefix);
     this.store = new IdentityStore(connection, this.keys);
     this.store.archive = opts.identityArchive;
+    this.archiveLookupLimitMs = opts.archiveLookupLimitMs ?? ARCHIVE_LOOKUP_LIMIT_MS;
     this.adder = new AtomicAdder(connection, this.keys, config.prefix, (name) => this.queue(name));
   }
 
@@ -90,43 +107,59 @@ export class TaskClient {
   /**
    * Adds already validated tasks as one atomic step, all of them or none: BullMQ flows (a task
    * is a flow of one, or a parent of the tasks of the batch it depends on; other dependencies
-   * are gates), written by one script (atomic-add.ts).
+   * are gates), claims and gate registrations written by one script (atomic-add.ts). A claim is
+   * never written without its job, so a duplicate is always answered with a job that exists.
    */
   async addTasks(tasks: Task[]): Promise<AddedTask[]> {
     const planned = this.plan(tasks);
     const fresh = planned.filter((p) => p.sameAs === undefined);
     const gates: GateEdge[] = [];
     // The common case — every dependency inside the batch, no identity held by a live task —
-    // is one step: claims and jobs written by one script.
+    // is one step.
     const all = this.buildFlows(fresh, gates);
-    if (!gates.length && !(await this.adder.add(all, fresh))) return this.answer(planned);
-    gates.length = 0;
-    // Otherwise claims come first, so that duplicates answer with their holder and gates can be
-    // registered before the jobs they hold back are written.
-    const { holders, anyFailed } = await this.store.claim(fresh);
-    this.takeHolders(fresh, holders);
-    const toAdd = fresh.filter((p) => !p.duplicate);
-    try {
-      const flows = this.buildFlows(toAdd, gates);
-      await this.store.addWaiters(gates);
-      // A dependency that settled before this point gets an open gate; one that settles
-      // between this read and the add is caught by the second read below, and one that
-      // settles after that finds the gate in its waiters set (registered above).
-      const settled = await this.store.outcomes(gates.map((g) => g.dependencyKey));
-      gates.forEach((g, i) => {
-        if (settled[i]) g.node.opts!.delay = 0;
-      });
-      if (flows.length) await this.adder.add(flows, []);
-    } catch (err) {
-      await this.store.release(toAdd).catch(() => undefined);
-      await this.store.removeWaiters(gates).catch(() => undefined);
-      throw err;
+    if (!gates.length) {
+      const held = await this.adder.add(all, fresh);
+      if (!held) return this.answer(planned);
+      this.takeHolders(fresh, held);
     }
-    // A new run of an identity whose last run failed for good: dependents added from now on
-    // wait for it instead of failing at once.
-    if (anyFailed) await this.store.clearFailures(toAdd.map((p) => p.dependencyKey));
-    await this.openSettledGates(gates);
+    await this.addGated(fresh.filter((p) => !p.duplicate));
     return this.answer(planned);
+  }
+
+  /**
+   * A batch with dependencies outside it (gates), or one found to hold duplicates: the outcomes
+   * of its dependencies are looked up first (in the archive too, within a time limit), then it
+   * is written by the add script, which answers duplicates anew (then the batch is planned again
+   * without them) and registers each gate where its dependency's outcome will find it.
+   */
+  private async addGated(toAdd: Planned[]): Promise<void> {
+    // While the lookups run, the failures of the identities this batch adds again are hidden,
+    // so that dependents added meanwhile wait for the new runs; given back if it is not written.
+    const hidden = await this.store.hideFailures(toAdd);
+    try {
+      for (;;) {
+        const gates: GateEdge[] = [];
+        const flows = this.buildFlows(toAdd, gates);
+        // A gate whose dependency has settled is written open; the script registers the others,
+        // and opens any whose dependency settles between this read and the write.
+        const dks = [...new Set(gates.map((g) => g.dependencyKey))];
+        const read = await this.store.outcomes(dks, { archiveLimitMs: this.archiveLookupLimitMs });
+        const settled = new Set(dks.filter((_, i) => read[i]));
+        for (const g of gates) if (settled.has(g.dependencyKey)) g.node.opts!.delay = 0;
+        const registrations = gates.map((g) => ({ dependencyKey: g.dependencyKey, gateId: g.gateId, open: !g.node.opts!.delay }));
+        const { held, toOpen } = await this.adder.write(flows, toAdd, registrations);
+        if (!held) {
+          await this.openGates(toOpen);
+          return;
+        }
+        this.takeHolders(toAdd, held);
+        toAdd = toAdd.filter((p) => !p.duplicate);
+      }
+    } finally {
+      // Entries the write dropped are gone already; those left (a batch not written, or an
+      // identity found held) are given back, opening the gates of dependents that waited.
+      if (hidden.length) await this.openGates(await this.store.giveBackFailures(hidden));
+    }
   }
 
   /**
@@ -235,11 +268,16 @@ export class TaskClient {
     return false;
   }
 
-  private async openSettledGates(gates: GateEdge[]): Promise<void> {
-    const late = gates.filter((g) => g.node.opts!.delay);
-    if (!late.length) return;
-    const settled = await this.store.outcomes(late.map((g) => g.dependencyKey));
-    await promoteGates(this.queue(GATE_QUEUE), late.filter((_, i) => settled[i]).map((g) => g.gateId));
+  /** Opens the gates waiting on dependencies that settled (an add script put them in `opening`). */
+  private async openGates(dependencyKeys: string[]): Promise<void> {
+    if (!dependencyKeys.length) return;
+    if (!this.gateOpener) {
+      const gates = new Gates({ connection: this.connection, prefix: this.config.prefix, store: this.store, log: silentLog });
+      this.closers.push(() => gates.close());
+      this.gateOpener = gates;
+    }
+    const gates = this.gateOpener;
+    await Promise.all(dependencyKeys.map((dk) => gates.open(dk)));
   }
 
   /**
