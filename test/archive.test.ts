@@ -256,7 +256,7 @@ describe('archive', () => {
     const [send] = await runner.next('task:send');
     runner.emit('task:done', send, { fine: true });
     await waitFor(async () => (await docs().countDocuments({ jobId: answer.tasks[0]!._id })) === 1, 'the runner’s task archived');
-    expect(await docs().findOne({ jobId: answer.tasks[0]!._id })).toMatchObject({ status: 'completed', result: { fine: true }, ranBy: 'runner:archive-runner' });
+    expect(await docs().findOne({ jobId: answer.tasks[0]!._id })).toMatchObject({ status: 'completed', result: { fine: true }, ranBy: 'runner:archive-runner@127.0.0.1' });
     // Gone from Redis (keep 0), a watch is answered from the archive.
     await waitFor(async () => !(await h.client().queue().getJob(answer.tasks[0]!._id)), 'the job to leave Redis');
     feeder.emit('task:watch', answer.tasks[0]!._id);

@@ -74,8 +74,8 @@ describe('bridge: remote runners', () => {
     await feeder.ask('task:add', t('d', ['c']));
     await feeder.ask('task:add', [t('c', ['a', 'b']), t('a'), t('b')]);
     const runner = await connect(h, '1.3.7', b.url);
-    // A 2016 runner listens to task:run; three idle slots.
-    for (let i = 0; i < 3; i++) runner.emit('task:request', { name: 'deps' });
+    // A 2016 runner listens to task:run; three slots, declared (asking again adds none).
+    for (let i = 0; i < 3; i++) runner.emit('task:request', { name: 'deps', slots: 3 });
     const name = (args: unknown[]) => parseTask(args).params[0];
     const first = [name(await runner.next('task:run')), name(await runner.next('task:run'))].sort();
     expect(first).toEqual(['a', 'b']);
@@ -87,7 +87,7 @@ describe('bridge: remote runners', () => {
     runner.emit('task:done', runner.all('task:run')[1]![0]);
     const c = await runner.next('task:run');
     expect(name(c)).toBe('c');
-    runner.emit('task:request', { name: 'deps' }); // slots are now: 2 idle
+    runner.emit('task:request', { name: 'deps' }); // the two free slots wait again
     await sleep(150);
     expect(runner.count('task:run')).toBe(3);
     runner.emit('task:done', c[0]);
@@ -124,12 +124,12 @@ describe('bridge: remote runners', () => {
     const [cancel] = await runner.next('task:cancel');
     expect(Date.now() - sentAt).toBeGreaterThanOrEqual(250);
     expect(parseTask([cancel])._id).toBe(added!._id);
-    // The job was failed with a timeout and waits for its retry (backoff 50 ms).
-    await waitFor(async () => ['delayed', 'waiting', 'prioritized'].includes(await state(added!._id)), 'the retry to be scheduled');
-    expect((await job(added!._id))!.failedReason).toMatch(/exceeded its timeout of 300 ms on runner slowpoke/);
-    runner.emit('task:request', 'slowpoke');
+    // The attempt failed with a timeout; the retry (backoff 50 ms) reaches the runner's slot,
+    // which the master freed, without a new request.
     const [second] = await runner.next('task:send');
     expect(parseTask([second])).toMatchObject({ _id: added!._id, attempt: 2 });
+    const stacks = ((await job(added!._id))!.stacktrace ?? []).join('\n');
+    expect(stacks).toMatch(/exceeded its timeout of 300 ms on runner slowpoke/);
     expect(parseTask([second]).assigned.lease).not.toBe(parseTask([first]).assigned.lease);
     const stale = (await runner.ask('task:done', first, 'from the first run')) as { ok: boolean; message: string };
     expect(stale.ok).toBe(false);
@@ -276,10 +276,10 @@ describe('bridge: remote runners, one attempt', () => {
     const t = (name: string, deps: string[] = []) => ({ module: 'record', params: [name], dependencies: deps.map((d) => ({ module: 'record', params: [d] })) });
     const [dependent, base] = ((await feeder.ask('task:add', [t('dependent', ['base']), t('base')])) as Answer).tasks;
     const runner = await connect(h, '2.5.0', b.url);
-    runner.emit('task:request');
+    // Two slots: the second waits, and the dependent must not reach it.
+    runner.emit('task:request', { slots: 2 });
     const [json] = await runner.next('task:send');
     expect(parseTask([json])._id).toBe(base!._id);
-    runner.emit('task:request'); // a second idle slot, which the dependent must not reach
     runner.emit('task:error', 'disk full', json);
     const q = h.client().queue();
     await waitFor(async () => (await q.getJobState(dependent!._id)) === 'failed', 'the dependent to fail');
@@ -307,8 +307,7 @@ describe('bridge: remote runners, outcomes', () => {
       await feeder.ask('task:add', t('after', ['first']));
       await feeder.ask('task:add', [t('first'), t('doomed')]);
       const runner = await connect(h, '1.7.4', b.url);
-      runner.emit('task:request', 'scripted');
-      runner.emit('task:request', 'scripted');
+      runner.emit('task:request', { name: 'scripted', slots: 2 });
       const byName = new Map<string, string>();
       for (let i = 0; i < 2; i++) {
         const [json] = await runner.next('task:run');

@@ -40,6 +40,13 @@ export interface BridgeOptions {
   presenceEveryMs?: number;
   /** A task started this many times in all fails for good rather than go out again. @defaultValue 20 */
   maxStarts?: number;
+  /**
+   * How long a runner that dropped the tasks it held waits before its new connections get work,
+   * doubling per drop up to `maxDropBackoffMs` (see RunnerBackoff). @defaultValue 1000
+   */
+  dropBackoffMs?: number;
+  /** @defaultValue 30000 */
+  maxDropBackoffMs?: number;
   /** Finds a task that finished and left Redis (the archive), for `task:watch`. */
   archived?: (id: string, queue: string) => Promise<ArchivedTask | undefined>;
   /** How long a queue's event stream is still read once none of its tasks is watched. @defaultValue 10000 */
@@ -113,6 +120,8 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
       lockDurationMs: opts.lockDurationMs,
       stalledIntervalMs: opts.stalledIntervalMs,
       maxStarts: opts.maxStarts,
+      dropBackoffMs: opts.dropBackoffMs,
+      maxDropBackoffMs: opts.maxDropBackoffMs,
     });
     releasers.push(() => leases.close());
     releasers.push(

@@ -87,7 +87,8 @@ export function connectionHandler(d: ConnectionDeps) {
       grant,
       role: hint === 'runner' || hint === 'feeder' ? hint : grant.roles.size === 1 ? [...grant.roles][0] : undefined,
       name: handshakeString(socket, 'name'),
-      address: socket.handshake.address,
+      // An IPv4 client of a dual-stack server, as people write its address.
+      address: socket.handshake.address.replace(/^::ffff:(?=\d+\.)/, ''),
       protocol: socket.conn.protocol,
       connectedAt: Date.now(),
       connected: true,

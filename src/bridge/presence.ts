@@ -23,10 +23,17 @@ export interface Peer {
   modules: string[];
   /** Job ids this runner holds now. */
   readonly held: Set<string>;
-  /** `task:request`s not served yet (idle slots). */
+  /** Tasks this runner runs at once, as it declared in `task:request`; undeclared (every 2016 runner): 1. */
+  slots?: number;
+  /** Slots waiting for a task or being handed one. */
   idle: number;
   /** Tasks this feeder added (new ones, not duplicates). */
   added: number;
+}
+
+/** A runner as `ranBy` and the logs name it: its name, if it gave one, and the address it connects from. */
+export function runnerLabel(peer: Pick<Peer, 'name' | 'address'>): string {
+  return peer.name ? `${peer.name}@${peer.address}` : peer.address;
 }
 
 /** What the registry holds for a bridge client, beyond what a worker process announces. */
@@ -93,7 +100,7 @@ export class Presence {
       pid: 0,
       queues: [...peer.queues],
       modules: peer.modules,
-      concurrency: peer.held.size + peer.idle,
+      concurrency: peer.role === 'runner' ? (peer.slots ?? 1) : 0,
       startedAt: peer.connectedAt,
       running: [...peer.held],
       name: peer.name,

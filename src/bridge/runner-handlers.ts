@@ -9,17 +9,30 @@ export interface RunnerAnswer {
   message?: string;
 }
 
-/** Idle slots one runner may have waiting at once. */
-export const MAX_IDLE_SLOTS = 1000;
+/** Most tasks one runner connection may declare it runs at once (`slots`). */
+export const MAX_SLOTS = 1000;
 const QUEUE_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
 
-/** Reads `task:request`'s optional argument: a runner name (2015), `{name}` (2016), or `{name, queue, modules}`. */
-export function parseRequest(arg: unknown, defaultQueue: string): { name?: string; queue: string; modules?: string[] } | string {
+export interface RunnerRequest {
+  name?: string;
+  queue: string;
+  modules?: string[];
+  /** Tasks the runner runs at once; absent: as declared before, else 1. */
+  slots?: number;
+}
+
+/**
+ * Reads `task:request`'s optional argument: a runner name (2015), `{name}` (2016), or
+ * `{name, queue, modules, slots}`.
+ */
+export function parseRequest(arg: unknown, defaultQueue: string): RunnerRequest | string {
   if (arg === undefined || arg === null) return { queue: defaultQueue };
   if (typeof arg === 'string') return arg.length <= 200 ? { name: arg || undefined, queue: defaultQueue } : 'task:request: a runner name is at most 200 characters';
-  if (typeof arg !== 'object' || Array.isArray(arg)) return 'task:request takes nothing, a runner name, or {name, queue, modules}';
+  if (typeof arg !== 'object' || Array.isArray(arg)) {
+    return 'task:request takes nothing, a runner name, or {name, queue, modules, slots}';
+  }
   const o = arg as Record<string, unknown>;
-  const out: { name?: string; queue: string; modules?: string[] } = { queue: defaultQueue };
+  const out: RunnerRequest = { queue: defaultQueue };
   if (o.name !== undefined && o.name !== null) {
     if (typeof o.name !== 'string' || o.name.length > 200) return 'task:request: name must be a string of at most 200 characters';
     out.name = o.name || undefined;
@@ -36,6 +49,14 @@ export function parseRequest(arg: unknown, defaultQueue: string): { name?: strin
     }
     out.modules = o.modules as string[];
   }
+  if (o.slots !== undefined && o.slots !== null) {
+    if (typeof o.slots !== 'number' || !Number.isInteger(o.slots) || o.slots < 1 || o.slots > MAX_SLOTS) {
+      const got = typeof o.slots === 'string' ? JSON.stringify(o.slots) : String(o.slots);
+      const allowed = `an integer from 1 to ${MAX_SLOTS} (the tasks this runner runs at once)`;
+      return `task:request: slots must be ${allowed}, got ${got.slice(0, 50)}`;
+    }
+    out.slots = o.slots;
+  }
   return out;
 }
 
@@ -49,12 +70,17 @@ export class RunnerHandlers {
     private readonly opts: { leases: RunnerLeases; log: Logger; defaultQueue: string },
   ) {}
 
+  /**
+   * A runner is ready for work: its free slots (declared, else one) wait for tasks. Asking again
+   * while they wait or are busy changes nothing, so a runner that asks on connect and again
+   * after a report the master ignored still holds one task at a time.
+   */
   request(peer: Peer, arg: unknown): RunnerAnswer {
     const req = parseRequest(arg, this.opts.defaultQueue);
     if (typeof req === 'string') return { ok: false, message: req };
-    if (peer.idle >= MAX_IDLE_SLOTS) return { ok: false, message: `task:request: at most ${MAX_IDLE_SLOTS} requests may wait at once per connection` };
     if (req.name && req.name !== peer.name) peer.name = req.name;
     if (req.modules) peer.modules = req.modules;
+    if (req.slots) peer.slots = req.slots;
     this.opts.leases.request(peer, req.queue);
     return { ok: true };
   }

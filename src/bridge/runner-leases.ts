@@ -9,10 +9,11 @@ import type { Outcomes } from '../tasks/outcomes.ts';
 import type { TaskClient } from '../tasks/task-client.ts';
 import { taskFromJob, type JobTask } from '../tasks/task.ts';
 import { passIdentityKeys } from '../workers/finish-script.ts';
-import { refusalBeforeHandOut, type Refusal } from './hand-out-checks.ts';
+import { refusalBeforeHandOut } from './hand-out-checks.ts';
 import { legacyFromJob, type LegacyTask, type TaskRef } from './legacy-shape.ts';
-import type { Peer, Presence } from './presence.ts';
+import { runnerLabel, type Peer, type Presence } from './presence.ts';
 import { QueueFetcher, type HandOutcome } from './queue-fetcher.ts';
+import { RunnerBackoff } from './runner-backoff.ts';
 
 export interface RunnerLeasesOptions {
   config: Pick<Config, 'queue' | 'prefix' | 'defaults'>;
@@ -42,6 +43,13 @@ export interface RunnerLeasesOptions {
    * @defaultValue 20
    */
   maxStarts?: number;
+  /**
+   * Back-off of a runner whose connection dropped tasks it held, doubling per drop up to
+   * `maxDropBackoffMs` (see RunnerBackoff). @defaultValue 1000
+   */
+  dropBackoffMs?: number;
+  /** @defaultValue 30000 */
+  maxDropBackoffMs?: number;
 }
 
 /** How long a cancel announcement for a job not held here is remembered. */
@@ -61,12 +69,17 @@ export interface Lease {
 }
 
 /**
- * Remote runners' leases. A `task:request` is one idle slot; the queue's fetcher takes the next
- * job for it, and the runner holds it for as long as its socket is connected (the lock is
- * renewed meanwhile). A lease ends exactly once: `task:done` completes the job, `task:error`
- * fails the attempt (retried per policy), its timeout fails the attempt and sends
+ * Remote runners' leases. A runner has the slots it declared (one when it declared none, as
+ * every 2016 runner); a `task:request` puts its free slots in the queue's fetcher, which takes
+ * the next job for each, and the runner holds a job for as long as its socket is connected (the
+ * lock is renewed meanwhile). A lease ends exactly once: `task:done` completes the job,
+ * `task:error` fails the attempt (retried per policy), its timeout fails the attempt and sends
  * `task:cancel`, a cancel request fails the job for good, and a disconnect gives the job back to
  * the queue without spending an attempt. Whatever arrives for a lease that has ended is ignored.
+ *
+ * After its own report a runner asks again, as old runners do; a slot the master ended (a
+ * timeout, a cancel, a lost lock) waits for the next task at once, since the 2016 worker only
+ * goes idle on `task:cancel` and asks for nothing, as the 2016 master marked it free itself.
  */
 export class RunnerLeases {
   private readonly fetchers = new Map<string, QueueFetcher>();
@@ -85,10 +98,14 @@ export class RunnerLeases {
    * yet handed out when its announcement arrives is cancelled at hand-out instead of missed.
    */
   private readonly announced = new Map<string, number>();
+  private readonly backoff: RunnerBackoff;
+  /** Runners backed off after a drop: when they will be served, and on which queues. */
+  private readonly deferred = new Map<Peer, { timer: NodeJS.Timeout; queues: Set<string> }>();
 
   constructor(private readonly opts: RunnerLeasesOptions) {
     this.log = opts.log;
     this.lockMs = opts.lockDurationMs ?? 10_000;
+    this.backoff = new RunnerBackoff(opts.dropBackoffMs, opts.maxDropBackoffMs);
   }
 
   private fetcher(queue: string): QueueFetcher {
@@ -113,12 +130,34 @@ export class RunnerLeases {
     return f;
   }
 
-  /** One idle slot of `peer` on `queue`. */
+  /**
+   * `peer` is ready for work on `queue`: each of its slots that neither holds a task nor waits
+   * for one starts waiting. Idempotent; a runner in its drop back-off is served once it is over.
+   */
   request(peer: Peer, queue: string): void {
-    peer.idle++;
+    if (!peer.connected) return;
     peer.queues.add(queue);
     this.opts.presence.touch(peer);
-    this.fetcher(queue).enqueue(peer);
+    const wait = this.backoff.remaining(peer);
+    if (wait > 0) return this.defer(peer, queue, wait);
+    const free = (peer.slots ?? 1) - peer.held.size - peer.idle;
+    if (free <= 0) return;
+    peer.idle += free;
+    const f = this.fetcher(queue);
+    for (let i = 0; i < free; i++) f.enqueue(peer);
+  }
+
+  private defer(peer: Peer, queue: string, ms: number): void {
+    const d = this.deferred.get(peer);
+    if (d) return void d.queues.add(queue);
+    const queues = new Set([queue]);
+    const timer = setTimeout(() => {
+      this.deferred.delete(peer);
+      for (const q of queues) this.request(peer, q);
+    }, ms);
+    timer.unref();
+    this.deferred.set(peer, { timer, queues });
+    this.log.info({ runner: runnerLabel(peer), client: peer.id, waitMs: ms }, 'runner backed off after dropping tasks');
   }
 
   /** The lease `peer` holds for `ref`, or undefined (a report about a task it no longer holds). */
@@ -129,30 +168,33 @@ export class RunnerLeases {
     return lease;
   }
 
+  /**
+   * Offers a fetched job to one of `peer`'s waiting slots. The slot counts as idle until the
+   * lease is made, so that a request arriving meanwhile does not add a slot in its place.
+   */
   private async hand(peer: Peer, job: Job, token: string): Promise<HandOutcome> {
-    if (!peer.connected) return 'peer-gone';
-    const jt = taskFromJob(job as Job & { id: string });
-    peer.idle--;
-    let refusal: Refusal | undefined;
-    try {
-      refusal = await refusalBeforeHandOut(job, jt, { announced: this.announced, maxStarts: this.opts.maxStarts ?? 20, client: this.opts.client });
-      if (refusal) {
-        this.log.warn({ jobId: job.id, module: job.name, reason: refusal.reason }, 'task failed for good instead of going to a runner');
-        await this.failForGood(job, token, refusal.reason, jt);
-        if (refusal.cancelled) await this.opts.cancellations.done(job.id!);
-      }
-    } catch (err) {
-      peer.idle++;
-      throw err;
-    }
-    if (refusal) {
-      peer.idle++;
-      return 'job-finished';
-    }
-    if (!peer.connected) {
-      peer.idle++;
+    if (!peer.connected) return this.slotGone(peer);
+    const wait = this.backoff.remaining(peer);
+    if (wait > 0) {
+      // Another connection of this runner dropped tasks since this one asked: it waits too.
+      peer.idle -= 1 + [...this.fetchers.values()].reduce((n, f) => n + f.drop(peer), 0);
+      for (const q of peer.queues) this.defer(peer, q, wait);
       return 'peer-gone';
     }
+    const jt = taskFromJob(job as Job & { id: string });
+    const refusal = await refusalBeforeHandOut(job, jt, {
+      announced: this.announced,
+      maxStarts: this.opts.maxStarts ?? 20,
+      client: this.opts.client,
+    });
+    if (refusal) {
+      this.log.warn({ jobId: job.id, module: job.name, reason: refusal.reason }, 'task failed for good instead of going to a runner');
+      await this.failForGood(job, token, refusal.reason, jt);
+      if (refusal.cancelled) await this.opts.cancellations.done(job.id!);
+      return 'job-finished';
+    }
+    if (!peer.connected) return this.slotGone(peer);
+    peer.idle--;
     const id = `${this.leaseBase}-${(++this.handed).toString(36)}`;
     const task = legacyFromJob(job as Job & { id: string }, jt, this.opts.config.defaults.timeout, {
       who: peer.name ?? peer.id,
@@ -164,13 +206,24 @@ export class RunnerLeases {
     const lease: Lease = { id, job, token, peer, task, keys: jt, timer };
     this.leases.set(job.id!, lease);
     // Who ran it, where BullMQ keeps a worker's name (the archive records it).
-    void this.opts.connection.hset(this.opts.client.keys.job(job.queueName, job.id!), 'pb', `runner:${peer.name ?? peer.id}`).catch(() => undefined);
+    const jobKey = this.opts.client.keys.job(job.queueName, job.id!);
+    void this.opts.connection.hset(jobKey, 'pb', `runner:${runnerLabel(peer)}`).catch(() => undefined);
     peer.held.add(job.id!);
     this.opts.presence.touch(peer);
     this.log.debug({ jobId: job.id, module: job.name, runner: peer.name ?? peer.id }, 'task handed to a runner');
     this.opts.send(peer, 'task:send', task);
     this.opts.send(peer, 'task:run', task);
     return 'leased';
+  }
+
+  private slotGone(peer: Peer): HandOutcome {
+    peer.idle--;
+    return 'peer-gone';
+  }
+
+  /** A slot whose lease the master ended waits for the next task without a new request. */
+  private rearm(lease: Lease): void {
+    this.request(lease.peer, lease.job.queueName);
   }
 
   /** Ends a lease (exactly once); false when it had already ended. */
@@ -192,6 +245,7 @@ export class RunnerLeases {
   async complete(lease: Lease, result: unknown): Promise<void> {
     if (!this.end(lease)) return;
     const { job, token, peer } = lease;
+    this.backoff.completed(peer);
     // Where the finishing script does not record it, recorded first: if this process dies
     // before the job is marked completed, the job is re-run (recording again is harmless); the
     // reverse order could leave dependents waiting on a completion nobody recorded.
@@ -224,6 +278,7 @@ export class RunnerLeases {
     const { job, peer, task } = lease;
     this.log.warn({ jobId: job.id, module: job.name, runner: peer.name ?? peer.id, timeoutMs: task.timeout }, 'task timed out on its runner: cancelling it');
     this.opts.send(peer, 'task:cancel', task);
+    this.rearm(lease);
     const err = new TaskTimeoutError(`task ${job.name} exceeded its timeout of ${task.timeout} ms on runner ${peer.name ?? peer.id}`);
     await this.failAttempt(lease, err).catch((e) => this.log.warn({ err: e, jobId: job.id }, 'could not fail a timed-out task'));
   }
@@ -239,6 +294,7 @@ export class RunnerLeases {
     }
     this.log.info({ jobId, runner: lease.peer.name ?? lease.peer.id }, 'task cancelled: telling its runner to stop');
     this.opts.send(lease.peer, 'task:cancel', lease.task);
+    this.rearm(lease);
     await this.failForGood(lease.job, lease.token, CANCELLED_REASON, lease.keys);
     await this.opts.cancellations.done(jobId);
     return true;
@@ -262,10 +318,20 @@ export class RunnerLeases {
     this.fetchers.get(job.queueName)?.kick();
   }
 
-  /** A runner disconnected: its waiting slots are forgotten and its jobs go back to the queue. */
+  /**
+   * A runner disconnected: its waiting slots are forgotten and its jobs go back to the queue,
+   * at the front; its runner is backed off first, so that it does not take them straight back.
+   */
   async release(peer: Peer): Promise<void> {
     for (const f of this.fetchers.values()) peer.idle -= f.drop(peer);
+    clearTimeout(this.deferred.get(peer)?.timer);
+    this.deferred.delete(peer);
     const mine = [...this.leases.values()].filter((l) => l.peer === peer && this.end(l));
+    if (mine.length) {
+      const backoffMs = this.backoff.dropped(peer);
+      const runner = runnerLabel(peer);
+      this.log.info({ runner, client: peer.id, dropped: mine.length, backoffMs }, 'runner dropped the tasks it held');
+    }
     await Promise.all(mine.map((l) => this.giveBack(l.job, l.token, 'its runner disconnected')));
   }
 
@@ -275,10 +341,13 @@ export class RunnerLeases {
     if (!lease || !this.end(lease)) return;
     this.log.warn({ jobId, runner: lease.peer.name ?? lease.peer.id }, 'lost the lock of a task a runner holds: cancelling it there');
     this.opts.send(lease.peer, 'task:cancel', lease.task);
+    this.rearm(lease);
   }
 
   /** Gives every held job back and stops fetching. */
   async close(): Promise<void> {
+    for (const d of this.deferred.values()) clearTimeout(d.timer);
+    this.deferred.clear();
     const all = [...this.leases.values()].filter((l) => this.end(l));
     await Promise.all(all.map((l) => this.giveBack(l.job, l.token, 'the bridge is closing')));
     await Promise.all([...this.fetchers.values()].map((f) => f.close()));

@@ -30,7 +30,12 @@ export function registerStart(program: Command, env: Env): void {
   program
     .command('master')
     .summary('run only the master')
-    .description('Run the master (gate worker and reconciler for dependencies) until SIGINT/SIGTERM.')
+    .description(
+      'Run the master until SIGINT/SIGTERM. One HTTP port (TASKMASTER_PORT, default 3232) serves the ' +
+        'Socket.IO protocol of the 2015/2016 taskmaster for feeders and remote runners (socket.io-client ' +
+        '1.x to 4.x) and the JSON API (/api/...). The master also runs the gate worker and reconciler for ' +
+        'dependencies and the archiver; `taskmaster workers` runs the tasks.',
+    )
     .action(() => serve(env, 'startMaster'));
   program
     .command('workers')
