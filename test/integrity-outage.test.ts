@@ -5,9 +5,11 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config/config.ts';
-import { createRedis } from '../src/queue/connection.ts';
+import { abandonRedis, createRedis } from '../src/queue/connection.ts';
+import { OutageLog } from '../src/queue/outage-log.ts';
 import { TaskClient } from '../src/tasks/task-client.ts';
 import { FIXTURE_TASKS, waitFor } from './support/harness.ts';
 import { TestRedisServer } from './support/redis-server.ts';
@@ -234,5 +236,48 @@ describe('an outage in the log', () => {
 
     s.child.kill('SIGTERM');
     expect(await exitWithin(s, 60_000)).toBe(0);
+  });
+});
+
+describe('abandonRedis', () => {
+  it('fails at once the commands waiting on a connection and its duplicates between reconnect attempts', async () => {
+    // ioredis 5 leaves a connection that is disconnected between two attempts 'reconnecting',
+    // with its queued commands pending for good: what made a stop wait forever.
+    const redis = await ownRedis();
+    const connection = createRedis(redis.url, { name: 'abandon' });
+    const duplicate = connection.duplicate();
+    cleanups.push(() => connection.disconnect());
+    await Promise.all([connection.ping(), duplicate.ping()]);
+    await redis.stop();
+    await waitFor(() => connection.status === 'reconnecting' && duplicate.status === 'reconnecting', 'both to be reconnecting');
+    const pending = [connection.get('k'), duplicate.get('k')].map((p) => p.then(() => 'answered', (e: Error) => e.message));
+
+    abandonRedis(connection);
+    expect(await Promise.all(pending)).toEqual([expect.stringMatching(/Connection is closed/), expect.stringMatching(/Connection is closed/)]);
+    expect([connection.status, duplicate.status]).toEqual(['end', 'end']);
+    // A duplicate made afterwards (BullMQ makes some while closing) does not wait either.
+    const late = connection.duplicate();
+    expect(await late.get('k').then(() => 'answered', (e: Error) => e.message)).toMatch(/Connection is closed/);
+  });
+});
+
+describe('OutageLog', () => {
+  it('tells an outage once per process: when it starts, while it lasts, and when every failed connection is back', () => {
+    const lines: { level: number; msg: string }[] = [];
+    const log = pino({ level: 'info', base: null, timestamp: false }, { write: (l: string) => void lines.push(JSON.parse(l)) });
+    const outages = new OutageLog().logTo(log);
+    const a = {};
+    const b = {};
+    const refused = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:1'), { code: 'ECONNREFUSED' });
+    let told = 0;
+    outages.whenUnreachable(() => told++);
+    for (let i = 0; i < 50; i++) outages.failed(i % 2 ? a : b, refused);
+    expect(lines).toMatchObject([{ level: 40, msg: UNREACHABLE, component: 'redis', code: 'ECONNREFUSED' }]);
+    expect([outages.unreachable, told]).toEqual([true, 1]);
+    outages.ready(a);
+    expect(outages.unreachable).toBe(true);
+    outages.ready(b);
+    expect(lines).toMatchObject([{ level: 40, msg: UNREACHABLE }, { level: 30, msg: BACK }]);
+    expect(outages.unreachable).toBe(false);
   });
 });
