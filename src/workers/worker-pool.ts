@@ -258,7 +258,6 @@ export class WorkerPool {
   /** A cancel reaches the process running the task, which aborts it; if it does not stop, kill. */
   private listenForCancels(): void {
     const sub = (this.subscriber = this.opts.connection.duplicate());
-    sub.on('error', () => {});
     void sub.subscribe(this.cancellations.channel).catch(() => undefined);
     sub.on('message', (_c, id: string) => void this.cancelled(id).catch((err) => this.log.warn({ err, jobId: id }, 'could not look for a cancelled run')));
   }
