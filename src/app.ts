@@ -6,7 +6,7 @@ import { processOutageLog } from './queue/outage-log.ts';
 import { ensureLocalRedis, type LocalRedisOptions } from './queue/local-redis.ts';
 import { Gates } from './tasks/gates.ts';
 import { TaskClient } from './tasks/task-client.ts';
-import { FailureWatcher } from './tasks/failure-watcher.ts';
+import { OutcomeWatcher } from './tasks/outcome-watcher.ts';
 import { Outcomes } from './tasks/outcomes.ts';
 import { IdentityRetention } from './tasks/identity-retention.ts';
 import { WorkerPool } from './workers/worker-pool.ts';
@@ -98,9 +98,10 @@ export interface Master extends Running {
 
 /**
  * The master: the gate worker and the reconciler that let dependents move on, the watcher that
- * records failures BullMQ decides on its own, the archiver (MongoDB when `config.mongoUrl` is
- * set; otherwise it only keeps Redis trimmed), and one HTTP server on `config.port` hosting the
- * Socket.IO bridge for feeders and remote runners and the history API.
+ * records outcomes no Taskmaster code recorded (plain BullMQ workers, BullMQ's own failures), the
+ * archiver (MongoDB when `config.mongoUrl` is set; otherwise it only keeps Redis trimmed), and one
+ * HTTP server on `config.port` hosting the Socket.IO bridge for feeders and remote runners and the
+ * history API.
  */
 export async function startMaster(config: Config, rootLog: Logger): Promise<Master> {
   const log = rootLog.child({ component: 'master' });
@@ -117,8 +118,10 @@ export async function startMaster(config: Config, rootLog: Logger): Promise<Mast
     gates.start(connection);
     releasers.add(() => gates.close());
     const outcomes = new Outcomes(client.store, gates);
-    const watcher = new FailureWatcher({ queue: config.queue, prefix: config.prefix, connection, client, outcomes, log });
+    const watcher = new OutcomeWatcher({ queue: config.queue, prefix: config.prefix, connection, client, outcomes, log });
     releasers.add(() => watcher.close());
+    // What finished while no master watched is read before the archiver may remove it.
+    await watcher.caughtUp;
 
     const archiver = new Archiver({ connection, prefix: config.prefix, queues: [client.queue()], store, keep: config.keep, batch: config.archiveBatch, log: rootLog }).start();
     releasers.add(() => archiver.close());

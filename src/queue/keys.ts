@@ -20,6 +20,8 @@ export interface Keys {
   openingChannel: string;
   /** set of gate job ids waiting on one dependencyKey. */
   waiters(dependencyKey: string): string;
+  /** string: id of the last event of a queue's BullMQ event stream whose outcome the master handled. */
+  eventsSeen(queue: string): string;
   /** BullMQ job hash key of a job. */
   job(queue: string, jobId: string): string;
 }
@@ -36,6 +38,7 @@ export function keysFor(prefix: string): Keys {
     opening: `${prefix}:tm:opening`,
     openingChannel: `${prefix}:tm:opening:announce`,
     waiters: (dk) => `${prefix}:tm:waiters:${dk}`,
+    eventsSeen: (queue) => `${prefix}:tm:events-seen:${queue}`,
     job: (queue, id) => `${prefix}:${queue}:${id}`,
   };
 }
