@@ -46,7 +46,7 @@ class ManualWorker extends Worker {
  * Takes jobs from one queue on behalf of remote runners, with BullMQ's manual job processing:
  * a Worker without a processor, `getNextJob(token)` per idle runner slot.
  *
- * Slots (one per `task:request`) wait in arrival order. While slots wait and the queue has
+ * Runners' free slots (see RunnerLeases) wait in arrival order. While slots wait and the queue has
  * jobs, up to `parallel` non-blocking fetches run at once (each is one atomic moveToActive, so
  * priority order holds across them); once the queue is drained, one blocking fetch waits on
  * BullMQ's marker (BZPOPMIN) and wakes as soon as a job is added, promoted or unblocked. Nothing
@@ -96,7 +96,7 @@ export class QueueFetcher {
     this.renewTimer.unref();
   }
 
-  /** A runner's `task:request`: one more idle slot. */
+  /** One more free slot of a runner waits for a job. */
   enqueue(peer: Peer): void {
     if (this.completing.has(peer)) {
       this.parked.set(peer, (this.parked.get(peer) ?? 0) + 1);
