@@ -6,11 +6,13 @@ import type { TaskDocument } from '../src/archive/document.ts';
 import { ArchiveStore } from '../src/archive/store.ts';
 import { FinishedJobs } from '../src/archive/finished-jobs.ts';
 import { FinishedJobRemover } from '../src/archive/remove-finished.ts';
+import { MAX_DEPTH } from '../src/archive/storable.ts';
 import { GATE_QUEUE } from '../src/queue/keys.ts';
 import { dependencyKey } from '../src/tasks/identity.ts';
 import type { TaskClient } from '../src/tasks/task-client.ts';
 import { useHarness, waitFor, type Harness } from './support/harness.ts';
 import { testMongo } from './support/mongo.ts';
+import { MongoTestServer, type MongoVersion } from './support/mongo-test-server.ts';
 
 type Mongo = Awaited<ReturnType<typeof testMongo>>;
 
@@ -110,4 +112,121 @@ describe('trimming finished jobs (#17 defect 2)', () => {
     expect(await remover.remove(t!.id, set, `${h.prefix}:tm:archived:${c.queue().name}:completed`)).toBe(false);
     expect(['waiting', 'prioritized']).toContain(await c.queue().getJobState(t!.id));
   });
+});
+
+describe('documents MongoDB cannot store as they are (#17 defect 8)', () => {
+  const h = useHarness({ TASKMASTER_ATTEMPTS: '1' });
+  let mongo: Mongo | undefined;
+  let db: Connection | undefined;
+  afterEach(async () => {
+    await db?.close();
+    await mongo?.close();
+    db = mongo = undefined;
+  });
+
+  async function open(version?: MongoVersion): Promise<{ store: ArchiveStore; docs: () => ReturnType<Connection['collection']> }> {
+    if (version) {
+      const server = await MongoTestServer.start({ version });
+      const url = server.url('tm_test_odd');
+      mongo = { url, server, close: () => server.close() };
+    } else mongo = await testMongo();
+    db = await mongoose.createConnection(mongo.url, { serverSelectionTimeoutMS: 5000 }).asPromise();
+    const store = new ArchiveStore(mongo.url, h.log);
+    h.defer(() => store.close());
+    const conn = db;
+    return { store, docs: () => conn.collection('tasks') };
+  }
+
+  const DOLLARS = { $foo: 1, 'a.b': { $gt: 2 }, list: [{ $in: [1] }] };
+
+  it('a 17 MB result, one nested too deep and one with $-prefixed and dotted keys among normal ones: all archived, the odd ones as documented', async () => {
+    const { store, docs } = await open();
+    const c = h.client();
+    h.worker({ concurrency: 4 });
+    const normal = Array.from({ length: 5 }, (_, n) => ({ module: 'record', params: [{ n }] }));
+    const added = await c.add([
+      ...normal,
+      { module: 'odd-result', params: [{ big: 17_000_000 }] },
+      { module: 'odd-result', params: [{ deep: 200 }] },
+      { module: 'odd-result', params: [{ shape: DOLLARS }] },
+    ]);
+    const ids = added.map((a) => a.id);
+    const [big, deep, dollars] = ids.slice(5);
+    await waitFor(async () => (await c.queue().getCompletedCount()) === 8, 'the eight tasks to complete', 60_000);
+    const a = archiver(h, store);
+
+    await waitFor(async () => (await docs().countDocuments({})) === 8, 'eight documents', 60_000);
+    const byId = new Map((await docs().find({}).toArray()).map((d) => [d.jobId as string, d]));
+    for (const [n, id] of ids.slice(0, 5).entries()) {
+      expect(byId.get(id!)).toMatchObject({ status: 'completed', result: { params: { n } } });
+      expect(byId.get(id!)!.reduced).toBeUndefined();
+    }
+    // Over 16 MiB: the result gives way, the rest of the document stays.
+    expect(byId.get(big!)).toMatchObject({
+      status: 'completed',
+      module: 'odd-result',
+      params: [{ big: 17_000_000 }],
+      result: { truncated: true, bytes: expect.any(Number), reason: expect.stringMatching(/over MongoDB's limit of 16 MiB/) },
+      reduced: { fields: ['result'], reason: expect.stringMatching(/16 MiB/) },
+    });
+    expect(byId.get(big!)!.result.bytes).toBeGreaterThan(17_000_000);
+    expect(byId.get(deep!)).toMatchObject({
+      result: { truncated: true, reason: `nested deeper than the ${MAX_DEPTH} levels MongoDB stores` },
+      reduced: { fields: ['result'] },
+    });
+    // MongoDB 5.0+ stores $-prefixed and dotted names below the top level: kept as returned.
+    expect(byId.get(dollars!)).toMatchObject({ status: 'completed', params: [{ shape: DOLLARS }], result: DOLLARS });
+    expect(byId.get(dollars!)!.reduced).toBeUndefined();
+
+    await waitFor(async () => (await c.queue().getCompletedCount()) === 0, 'Redis trimmed', 30_000);
+    expect(await a.lag()).toEqual({ enabled: true, pending: 0 });
+  }, 120_000);
+
+  it('MongoDB before 5.0 refuses $-prefixed names in an update: that document is archived with its task data reduced', async () => {
+    const { store, docs } = await open('4.4');
+    const c = h.client();
+    h.worker({ concurrency: 4 });
+    const [ok, odd] = await c.add([
+      { module: 'record', params: [{ n: 'plain' }] },
+      { module: 'odd-result', params: [{ shape: DOLLARS }] },
+    ]);
+    archiver(h, store);
+    await waitFor(async () => (await docs().countDocuments({})) === 2, 'two documents', 60_000);
+    expect(await docs().findOne({ jobId: ok!.id })).toMatchObject({ status: 'completed', result: { params: { n: 'plain' } } });
+    const reason = expect.stringMatching(/^MongoDB refused the document: The dollar \(\$\) prefixed field '\$foo' in '.*\$foo' is not valid for storage\. \(code 52\)$/);
+    const reduced = await docs().findOne({ jobId: odd!.id });
+    expect(reduced).toMatchObject({
+      status: 'completed',
+      module: 'odd-result',
+      dependencyKey: dependencyKey('odd-result', [{ shape: DOLLARS }]),
+      params: { truncated: true, bytes: JSON.stringify([{ shape: DOLLARS }]).length, reason },
+      result: { truncated: true, bytes: JSON.stringify(DOLLARS).length, reason },
+      dependencies: { truncated: true, bytes: 2, reason },
+      reduced: { reason, fields: ['result', 'params', 'dependencies'] },
+    });
+  }, 120_000);
+
+  it('a document refused even reduced is set aside in Redis and reported, and archiving goes on', async () => {
+    const { store, docs } = await open();
+    // A unique index someone added: the second task of a module can never be stored.
+    await docs().createIndex({ module: 1 }, { unique: true });
+    const c = h.client();
+    h.worker({ concurrency: 4 });
+    const [first, second] = await c.add([
+      { module: 'record', params: [{ n: 1 }] },
+      { module: 'record', params: [{ n: 2 }] },
+    ]);
+    await waitFor(async () => (await c.queue().getCompletedCount()) === 2, 'both to complete');
+    const a = archiver(h, store);
+    await waitFor(async () => (await a.lag()).setAside === 1, 'one set aside', 60_000);
+    const stored = (await docs().find({}).toArray()).map((d) => d.jobId);
+    expect(stored).toHaveLength(1);
+    const aside = [first!.id, second!.id].find((id) => !stored.includes(id))!;
+    // Later ones are archived; the one set aside stays in Redis, untrimmed, and is not retried.
+    const [later] = await c.add({ module: 'modern', params: [{ value: 'later' }] });
+    await waitFor(async () => (await docs().countDocuments({ jobId: later!.id })) === 1, 'a later task archived', 60_000);
+    await waitFor(async () => (await c.queue().getCompletedCount()) === 1, 'Redis trimmed but for the one set aside', 30_000);
+    expect(await c.queue().getJobState(aside)).toBe('completed');
+    expect(await a.lag()).toMatchObject({ enabled: true, pending: 0, setAside: 1 });
+  }, 120_000);
 });

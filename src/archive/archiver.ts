@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import { cancelledSnapshotsKey } from '../tasks/cancellations.ts';
 import { documentFromJob, jobFromSnapshot, type CancelledSnapshot, type FinishedJob, type TaskDocument } from './document.ts';
 import { FinishedJobs, type PendingJob } from './finished-jobs.ts';
+import { fitForStorage, reduceRefused } from './storable.ts';
 import type { ArchiveStore } from './store.ts';
 
 export interface ArchiverOptions {
@@ -32,6 +33,11 @@ export interface ArchiveLag {
   pending: number;
   /** Age of the oldest of them, ms. */
   oldestAgeMs?: number;
+  /**
+   * Finished jobs (and cancelled tasks) whose document MongoDB refused even reduced: kept in
+   * Redis, not archived; the master's log says why. Absent when none.
+   */
+  setAside?: number;
   lastError?: string;
 }
 
@@ -57,6 +63,10 @@ return 0
  * the mark, two masters) never duplicates. One master at a time archives (a lock in Redis that
  * another master takes over when its holder dies); while MongoDB is away it retries with
  * back-off and Redis keeps everything.
+ *
+ * A document MongoDB cannot store as it is (too large, too deep, refused) is stored reduced
+ * (see storable.ts); one refused even reduced is set aside in Redis and reported in the lag.
+ * Either way the rest of its batch is archived, and no round picks the same document again.
  *
  * Without a store it only keeps Redis trimmed: the most recent `keep` finished jobs stay.
  */
@@ -143,17 +153,38 @@ export class Archiver {
   private async archive(set: FinishedJobs, pending: PendingJob[], store: ArchiveStore): Promise<void> {
     const jobs = await Promise.all(pending.map((p) => Job.fromId(set.queue, p.id)));
     const docs: TaskDocument[] = [];
-    const archived: PendingJob[] = [];
+    const written: PendingJob[] = [];
     pending.forEach((p, i) => {
       const job = jobs[i];
       // Gone meanwhile (removed by someone): nothing left to archive.
       if (!job || job.finishedOn !== p.finishedOn) return;
       docs.push(documentFromJob(job as FinishedJob, p.state));
-      archived.push(p);
+      written.push(p);
     });
-    await store.upsert(docs);
-    await set.markArchived(archived);
-    this.log.debug({ queue: set.queue.name, archived: archived.length }, 'archived');
+    const refused = await this.write(store, docs);
+    await set.markArchived(written.filter((_, i) => !refused.has(i)));
+    await set.setAside(written.filter((_, i) => refused.has(i)));
+    this.log.debug({ queue: set.queue.name, archived: written.length - refused.size, setAside: refused.size }, 'archived');
+  }
+
+  /**
+   * Writes documents, each reduced as far as MongoDB needs: first what is known not to fit
+   * (size, depth), then, for a document MongoDB refuses, its task data. Returns the indexes of
+   * those it refused even then, for the caller to set aside.
+   */
+  private async write(store: ArchiveStore, docs: TaskDocument[]): Promise<Set<number>> {
+    const fitted = docs.map(fitForStorage);
+    for (const d of fitted) if (d.reduced) this.log.warn({ id: d._id, reduced: d.reduced }, 'document archived reduced');
+    const refused = await store.write(fitted);
+    if (!refused.length) return new Set();
+    for (const r of refused) this.log.warn({ id: fitted[r.index]!._id, reason: r.reason }, 'MongoDB refused a document; archiving it reduced');
+    const again = await store.write(refused.map((r) => reduceRefused(fitted[r.index]!, r.reason)));
+    const aside = new Set(again.map((a) => refused[a.index]!.index));
+    for (const a of again) {
+      const id = fitted[refused[a.index]!.index]!._id;
+      this.log.error({ id, reason: a.reason }, 'MongoDB refused a document even reduced; it stays in Redis, set aside, not archived');
+    }
+    return aside;
   }
 
   /**
@@ -169,16 +200,20 @@ export class Archiver {
     const raw = await connection.lrange(this.cancelledKey, 0, batch - 1);
     if (!raw.length) return false;
     const docs: TaskDocument[] = [];
+    const texts: string[] = [];
     for (const text of raw) {
       try {
         docs.push(documentFromJob(jobFromSnapshot(JSON.parse(text) as CancelledSnapshot), 'cancelled'));
+        texts.push(text);
       } catch (err) {
         this.log.error({ err, snapshot: text.slice(0, 200) }, 'unreadable snapshot of a cancelled task; dropped');
       }
     }
-    await store.upsert(docs);
+    const refused = await this.write(store, docs);
     const m = connection.multi();
     for (const text of raw) m.lrem(this.cancelledKey, 1, text);
+    // Set aside: kept beside the list, counted in the lag, not tried again.
+    for (const i of refused) m.rpush(asideKey(this.cancelledKey), texts[i]!);
     await m.exec();
     return raw.length === batch;
   }
@@ -199,16 +234,22 @@ export class Archiver {
   }
 }
 
+/** Where snapshots of cancelled tasks whose document MongoDB refused even reduced are kept. */
+const asideKey = (cancelledKey: string) => `${cancelledKey}:aside`;
+
 /** The lag, read from Redis by whoever asks (the master's API, `taskmaster status`). */
 export async function archiveLag(sets: FinishedJobs[], connection: Redis, cancelledKey: string, enabled: boolean, lastError?: string): Promise<ArchiveLag> {
   if (!enabled) return { enabled, pending: 0 };
   const lags = await Promise.all(sets.map((s) => s.lag()));
   const snapshots = await connection.lrange(cancelledKey, 0, 0);
   const cancelled = await connection.llen(cancelledKey);
+  const cancelledAside = await connection.llen(asideKey(cancelledKey));
   let oldest = Math.min(...lags.map((l) => l.oldestFinishedOn ?? Infinity));
   if (snapshots[0]) oldest = Math.min(oldest, (JSON.parse(snapshots[0]) as CancelledSnapshot).cancelledAt);
   const out: ArchiveLag = { enabled, pending: lags.reduce((n, l) => n + l.count, 0) + cancelled };
   if (Number.isFinite(oldest)) out.oldestAgeMs = Math.max(0, Date.now() - oldest);
+  const setAside = lags.reduce((n, l) => n + l.setAside, 0) + cancelledAside;
+  if (setAside) out.setAside = setAside;
   if (lastError) out.lastError = lastError;
   return out;
 }

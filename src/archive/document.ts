@@ -37,6 +37,11 @@ export interface TaskDocument {
   ranBy?: string;
   /** Ids of the tasks `taskmaster retry` queued from this one. */
   retriedAs?: string[];
+  /**
+   * Set when MongoDB could not store the document as it was: which of params, result, error
+   * and dependencies were replaced by `{truncated: true, bytes, reason}`, and why (see storable.ts).
+   */
+  reduced?: { reason: string; fields: string[] };
   archivedAt: Date;
 }
 

@@ -3,10 +3,12 @@ import type { Redis } from 'ioredis';
 import { FinishedJobRemover } from './remove-finished.ts';
 
 /**
- * Finished jobs of one state not yet archived, oldest first. KEYS[1] BullMQ's set of the state
- * (scored by finish time), KEYS[2] our archived set of that state (id → the finish time it was
- * archived with). ARGV[1] how many to return, ARGV[2] where to start: -1 from the oldest,
- * otherwise that many ranks below the count of archived ones.
+ * Finished jobs of one state not yet archived nor set aside, oldest first. KEYS[1] BullMQ's set
+ * of the state (scored by finish time), KEYS[2] our archived set of that state (id → the
+ * finish time it was archived with), KEYS[3] our set of the jobs of that state set aside
+ * (MongoDB refused their document even reduced; id → finish time). ARGV[1] how many to return,
+ * ARGV[2] where to start: -1 from the oldest, otherwise that many ranks below the count of
+ * archived and set-aside ones.
  * The archiver goes oldest first and removes only the oldest archived jobs, so the archived
  * ones are the bottom of the set and the walk can start near the top of them; a job that
  * arrived with an older finish time (a worker's clock behind) is found by the occasional walk
@@ -19,13 +21,14 @@ local out = {}
 local want = tonumber(ARGV[1])
 local slack = tonumber(ARGV[2])
 local start = 0
-if slack >= 0 then start = math.max(0, redis.call('ZCARD', KEYS[2]) - slack) end
+if slack >= 0 then start = math.max(0, redis.call('ZCARD', KEYS[2]) + redis.call('ZCARD', KEYS[3]) - slack) end
 local found = 0
 while found < want do
   local chunk = redis.call('ZRANGE', KEYS[1], start, start + 499, 'WITHSCORES')
   if #chunk == 0 then break end
   for i = 1, #chunk, 2 do
-    if redis.call('ZSCORE', KEYS[2], chunk[i]) ~= chunk[i + 1] then
+    local id, at = chunk[i], chunk[i + 1]
+    if redis.call('ZSCORE', KEYS[2], id) ~= at and redis.call('ZSCORE', KEYS[3], id) ~= at then
       found = found + 1
       out[#out + 1] = chunk[i]
       out[#out + 1] = chunk[i + 1]
@@ -39,15 +42,18 @@ return out
 
 /**
  * The oldest finished jobs beyond ARGV[1] kept, at most ARGV[2] of them, that may leave Redis:
- * with an archive (ARGV[3] = '1') only archived ones. KEYS as PENDING.
+ * with an archive (ARGV[3] = '1') only archived ones. KEYS as PENDING. Set-aside jobs stay, so
+ * the walk looks that many further, lest they hold the bottom of the set for good.
  */
 const EXCESS = `
 local out = {}
 local excess = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[1])
 if excess <= 0 then return out end
-local chunk = redis.call('ZRANGE', KEYS[1], 0, math.min(excess, tonumber(ARGV[2])) - 1, 'WITHSCORES')
+local most = tonumber(ARGV[2])
+local chunk = redis.call('ZRANGE', KEYS[1], 0, math.min(excess, most + redis.call('ZCARD', KEYS[3])) - 1, 'WITHSCORES')
 for i = 1, #chunk, 2 do
   if ARGV[3] ~= '1' or redis.call('ZSCORE', KEYS[2], chunk[i]) == chunk[i + 1] then out[#out + 1] = chunk[i] end
+  if #out >= most then break end
 end
 return out
 `;
@@ -61,8 +67,8 @@ export interface PendingJob {
 }
 
 type Scripts = Redis & {
-  tmArchivePending(set: string, archived: string, want: number, slack: number): Promise<string[]>;
-  tmArchiveExcess(set: string, archived: string, keep: number, most: number, needArchived: string): Promise<string[]>;
+  tmArchivePending(set: string, archived: string, aside: string, want: number, slack: number): Promise<string[]>;
+  tmArchiveExcess(set: string, archived: string, aside: string, keep: number, most: number, needArchived: string): Promise<string[]>;
 };
 
 /** How far below the top of the archived ones a walk for pending ones starts. */
@@ -72,7 +78,7 @@ const STATES: FinishedState[] = ['completed', 'failed'];
 /** One queue's finished jobs in Redis, as the archive sees them. */
 export class FinishedJobs {
   private readonly redis: Scripts;
-  private readonly keys: Record<FinishedState, { set: string; archived: string }>;
+  private readonly keys: Record<FinishedState, { set: string; archived: string; aside: string }>;
   private readonly remover: FinishedJobRemover;
 
   constructor(
@@ -82,10 +88,14 @@ export class FinishedJobs {
   ) {
     this.redis = redis as Scripts;
     if (!this.redis.tmArchivePending) {
-      redis.defineCommand('tmArchivePending', { numberOfKeys: 2, lua: PENDING });
-      redis.defineCommand('tmArchiveExcess', { numberOfKeys: 2, lua: EXCESS });
+      redis.defineCommand('tmArchivePending', { numberOfKeys: 3, lua: PENDING });
+      redis.defineCommand('tmArchiveExcess', { numberOfKeys: 3, lua: EXCESS });
     }
-    const keys = (state: FinishedState) => ({ set: `${prefix}:${queue.name}:${state}`, archived: `${prefix}:tm:archived:${queue.name}:${state}` });
+    const keys = (state: FinishedState) => ({
+      set: `${prefix}:${queue.name}:${state}`,
+      archived: `${prefix}:tm:archived:${queue.name}:${state}`,
+      aside: `${prefix}:tm:archive-aside:${queue.name}:${state}`,
+    });
     this.keys = { completed: keys('completed'), failed: keys('failed') };
     this.remover = new FinishedJobRemover(redis, queue, prefix);
   }
@@ -94,8 +104,8 @@ export class FinishedJobs {
   async pending(want: number, full = false): Promise<PendingJob[]> {
     const out: PendingJob[] = [];
     for (const state of STATES) {
-      const { set, archived } = this.keys[state];
-      const flat = await this.redis.tmArchivePending(set, archived, want, full ? -1 : SLACK);
+      const { set, archived, aside } = this.keys[state];
+      const flat = await this.redis.tmArchivePending(set, archived, aside, want, full ? -1 : SLACK);
       for (let i = 0; i < flat.length; i += 2) out.push({ id: flat[i]!, state, finishedOn: Number(flat[i + 1]) });
     }
     return out;
@@ -103,10 +113,26 @@ export class FinishedJobs {
 
   /** Marks jobs archived, with the finish time their document holds. */
   async markArchived(jobs: PendingJob[]): Promise<void> {
+    await this.mark(jobs, 'archived');
+  }
+
+  /**
+   * Marks jobs set aside: MongoDB refused their document even reduced. They are not picked
+   * again (until they finish again), stay in Redis (never trimmed) and are counted in the lag.
+   */
+  async setAside(jobs: PendingJob[]): Promise<void> {
+    await this.mark(jobs, 'aside');
+  }
+
+  private async mark(jobs: PendingJob[], as: 'archived' | 'aside'): Promise<void> {
+    if (!jobs.length) return;
     const m = this.redis.multi();
     for (const state of STATES) {
       const of = jobs.filter((j) => j.state === state);
-      if (of.length) m.zadd(this.keys[state].archived, ...of.flatMap((j) => [j.finishedOn, j.id]));
+      if (!of.length) continue;
+      m.zadd(this.keys[state][as], ...of.flatMap((j) => [j.finishedOn, j.id]));
+      // One set aside before, archived now that it finished again: no longer apart.
+      if (as === 'archived') m.zrem(this.keys[state].aside, ...of.map((j) => j.id));
     }
     await m.exec();
   }
@@ -121,8 +147,8 @@ export class FinishedJobs {
   async trim(keep: Record<FinishedState, number>, most: number, needArchived: boolean): Promise<number> {
     let removed = 0;
     for (const state of STATES) {
-      const { set, archived } = this.keys[state];
-      const ids = await this.redis.tmArchiveExcess(set, archived, keep[state], most, needArchived ? '1' : '0');
+      const { set, archived, aside } = this.keys[state];
+      const ids = await this.redis.tmArchiveExcess(set, archived, aside, keep[state], most, needArchived ? '1' : '0');
       if (!ids.length) continue;
       const done = await Promise.all(ids.map((id) => this.remover.remove(id, set, needArchived ? archived : undefined)));
       // A job that stayed (retried meanwhile) is archived again when it finishes again.
@@ -132,21 +158,24 @@ export class FinishedJobs {
     return removed;
   }
 
-  /** Finished jobs waiting to be archived, and the finish time of the oldest of them. */
-  async lag(): Promise<{ count: number; oldestFinishedOn?: number }> {
+  /** Finished jobs waiting to be archived, the finish time of the oldest of them, and those set aside. */
+  async lag(): Promise<{ count: number; oldestFinishedOn?: number; setAside: number }> {
     let count = 0;
+    let setAside = 0;
     let oldest = Infinity;
     for (const state of STATES) {
-      const { set, archived } = this.keys[state];
-      const [total, done, first] = await Promise.all([
+      const { set, archived, aside } = this.keys[state];
+      const [total, done, apart, first] = await Promise.all([
         this.redis.zcard(set),
         this.redis.zcard(archived),
-        this.redis.tmArchivePending(set, archived, 1, SLACK),
+        this.redis.zcard(aside),
+        this.redis.tmArchivePending(set, archived, aside, 1, SLACK),
       ]);
-      // Archived entries are the jobs of the set already archived, so the rest is the lag.
-      count += Math.max(0, total - done);
+      // Archived and set-aside entries are jobs of the set, so the rest is the lag.
+      count += Math.max(0, total - done - apart);
+      setAside += apart;
       if (first.length) oldest = Math.min(oldest, Number(first[1]));
     }
-    return Number.isFinite(oldest) ? { count, oldestFinishedOn: oldest } : { count };
+    return Number.isFinite(oldest) ? { count, oldestFinishedOn: oldest, setAside } : { count, setAside };
   }
 }

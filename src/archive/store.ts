@@ -1,4 +1,4 @@
-import mongoose, { type Connection, type Model } from 'mongoose';
+import mongoose, { type Connection, type Model, type mongo } from 'mongoose';
 import type { Logger } from 'pino';
 import type { ArchivedStatus, TaskDocument } from './document.ts';
 
@@ -35,6 +35,7 @@ const schema = new mongoose.Schema<TaskDocument>(
     duration: Number,
     ranBy: String,
     retriedAs: [String],
+    reduced: mongoose.Schema.Types.Mixed,
     archivedAt: Date,
   },
   // Documents are written whole by the archiver: no version key, no casting surprises on read.
@@ -46,6 +47,47 @@ schema.index({ queue: 1, module: 1, finished: -1 });
 schema.index({ queue: 1, status: 1, finished: -1 });
 schema.index({ jobId: 1 });
 schema.index({ dependencyKey: 1, status: 1 });
+
+/** A document MongoDB (or its driver) refused: its place in the batch written, and why. */
+export interface Refusal {
+  index: number;
+  reason: string;
+}
+
+const { MongoBulkWriteError, MongoInvalidArgumentError, MongoServerError, BSON } = mongoose.mongo;
+
+/**
+ * Codes of a whole write refused for something one of its documents holds: too large
+ * (BSONObjectTooLarge, and the update and upsert forms), too deep (Overflow), or bytes the
+ * server cannot read (InvalidBSON). Written one by one, the culprit is found.
+ */
+const DOCUMENT_CODES = new Set([10334, 17419, 17420, 15, 22]);
+/**
+ * Codes of a write error that says nothing of its document (a primary stepping down, a
+ * shutdown, a conflict, a time limit): the batch is tried again later.
+ */
+const TRANSIENT_CODES = new Set([6, 7, 50, 89, 91, 112, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436]);
+
+/** Why MongoDB refused, as its reply says it, with the code. */
+function describe(err: { errmsg?: string; message?: string; code?: unknown }): string {
+  return `${err.errmsg ?? err.message ?? String(err)}${err.code !== undefined ? ` (code ${String(err.code)})` : ''}`;
+}
+
+/** The documents a bulk write's write errors name; undefined when the error is not about them alone. */
+function refusalsOf(err: unknown): Refusal[] | undefined {
+  if (!(err instanceof MongoBulkWriteError) || err.result?.getWriteConcernError()) return undefined;
+  const errors = [err.writeErrors].flat();
+  if (!errors.length || errors.some((e) => TRANSIENT_CODES.has(e.code))) return undefined;
+  return errors.map((e) => ({ index: e.index, reason: describe(e) }));
+}
+
+/** Whether a write was refused as a whole for what one of its documents holds. */
+function refusesDocuments(err: unknown): boolean {
+  // The driver's own size check ("Document is larger than the maximum size …"), or a value BSON cannot hold.
+  if (err instanceof MongoInvalidArgumentError) return /larger than the maximum size/.test(err.message);
+  if (err instanceof BSON.BSONError) return true;
+  return err instanceof MongoServerError && DOCUMENT_CODES.has(Number(err.code));
+}
 
 /** Fields that are set from the job each time it is archived (retriedAs is kept). */
 function setFields(doc: TaskDocument): Partial<TaskDocument> {
@@ -97,12 +139,39 @@ export class ArchiveStore {
 
   /** Upserts by `_id`: archiving a job again replaces its fields, never adds a document. */
   async upsert(docs: TaskDocument[]): Promise<void> {
-    if (!docs.length) return;
+    const refused = await this.write(docs);
+    if (refused.length) throw new Error(`MongoDB refused ${refused.length} document(s): ${refused[0]!.reason}`);
+  }
+
+  /**
+   * Upserts by `_id`, each document on its own account: the ones MongoDB (or its driver)
+   * refuses are returned, and the others are written. Throws only when the archive cannot be
+   * written as such (MongoDB away, a primary stepping down, ...). The driver's collection is
+   * used directly: mongoose's casting would skip an operation it cannot cast without saying so.
+   */
+  async write(docs: TaskDocument[]): Promise<Refusal[]> {
+    if (!docs.length) return [];
     await this.ready();
-    await this.model.bulkWrite(
-      docs.map((d) => ({ updateOne: { filter: { _id: d._id }, update: { $set: setFields(d) }, upsert: true } })),
-      { ordered: false },
-    );
+    try {
+      const ops: mongo.AnyBulkWriteOperation[] = docs.map((d) => ({
+        updateOne: {
+          filter: { _id: d._id as unknown as mongo.ObjectId },
+          update: { $set: setFields(d), ...(d.reduced ? {} : { $unset: { reduced: '' } }) },
+          upsert: true,
+        },
+      }));
+      await this.model.collection.bulkWrite(ops, { ordered: false });
+      return [];
+    } catch (err) {
+      const refused = refusalsOf(err);
+      if (refused) return refused;
+      if (!refusesDocuments(err)) throw err;
+      if (docs.length === 1) return [{ index: 0, reason: describe(err as Error) }];
+      // Refused as a whole (the driver measures each document first): one by one, to find which.
+      const out: Refusal[] = [];
+      for (const [index, doc] of docs.entries()) for (const r of await this.write([doc])) out.push({ index, reason: r.reason });
+      return out;
+    }
   }
 
   async get(id: string): Promise<TaskDocument | undefined> {

@@ -11,6 +11,14 @@
  * stop()/start() simulate an outage: the listener and every socket go away, the data stays,
  * and the server comes back on the same port.
  *
+ * It refuses what MongoDB 7.0 refuses of a document it is asked to store, with the same codes
+ * and messages: a document over 16 MiB (insert, update and upsert each say it their own way),
+ * nesting deeper than 180 levels, and `$`-prefixed field names at the top level of an update
+ * that changes an existing document (replacement, or an operator's path). Since 5.0, MongoDB
+ * stores `$`-prefixed and dotted names anywhere else (inserts, upserts that insert, below the
+ * top level). `version: '4.4'` gives the older rules instead: an update refuses `$`-prefixed
+ * names at any level, an insert at the top level.
+ *
  * Run alone: node --import tsx test/support/mongo-test-server.ts --port N  (prints "listening N")
  */
 import { createServer, type Server, type Socket } from 'node:net';
@@ -26,6 +34,14 @@ const OP_REPLY = 1;
 const OP_QUERY = 2004;
 const OP_MSG = 2013;
 const MAX_BATCH_BYTES = 8 * 1024 * 1024; // well under maxBsonObjectSize, so a reply always fits
+/** BSONObjMaxUserSize: the largest document the server stores. */
+const MAX_DOCUMENT_BYTES = 16 * 1024 * 1024;
+/** BSONObjMaxInternalSize: the largest document a message may carry (a stored one plus room around it). */
+const MAX_MESSAGE_DOCUMENT_BYTES = MAX_DOCUMENT_BYTES + 16 * 1024;
+/** BSONDepth::getMaxDepthForUserStorage(): a stored document's top-level fields are level 1. */
+const MAX_STORAGE_DEPTH = 180;
+
+export type MongoVersion = '7.0' | '4.4';
 
 /** A command failure (`ok: 0`), turned into a MongoServerError by the driver. */
 class CommandError extends Error {
@@ -68,6 +84,61 @@ function asCommandError(err: unknown): CommandError {
   const message = (err as Error).message;
   return /immutable field/.test(message) ? new CommandError(66, 'ImmutableField', message) : new CommandError(2, 'BadValue', message);
 }
+
+/** A value holding fields of its own in BSON (a subdocument or an array), as opposed to ObjectId, Date, ... */
+const isContainer = (v: unknown): v is Doc => Array.isArray(v) || (!!v && typeof v === 'object' && (v.constructor === Object || !v.constructor));
+
+/** The deepest level of doc's fields (its own are level 1), counting no further than `stop`. */
+function nesting(doc: Doc, level = 0, stop = MAX_STORAGE_DEPTH + 1): number {
+  let deepest = level;
+  for (const v of Object.values(doc)) {
+    deepest = Math.max(deepest, isContainer(v) ? nesting(v, level + 1, stop) : level + 1);
+    if (deepest >= stop) break;
+  }
+  return deepest;
+}
+
+type WriteKind = 'insert' | 'update' | 'upsert';
+
+/** The size and depth limits, refused as the server refuses them for each kind of write. */
+function assertStorable(doc: Doc, kind: WriteKind): void {
+  const bytes = BSON.calculateObjectSize(doc);
+  if (bytes > MAX_DOCUMENT_BYTES) {
+    if (kind === 'insert') throw new CommandError(2, 'BadValue', `object to insert too large. size in bytes: ${bytes}, max size: ${MAX_DOCUMENT_BYTES}`);
+    if (kind === 'update') throw new CommandError(17419, 'Location17419', `Resulting document after update is larger than ${MAX_DOCUMENT_BYTES}`);
+    throw new CommandError(17420, 'Location17420', `Document to upsert is larger than ${MAX_DOCUMENT_BYTES}`);
+  }
+  if (nesting(doc) > MAX_STORAGE_DEPTH) {
+    if (kind === 'insert') throw new CommandError(15, 'Overflow', `cannot insert document because it exceeds ${MAX_STORAGE_DEPTH} levels of nesting`);
+    throw new CommandError(15, 'Overflow', `Document exceeds maximum nesting depth of ${MAX_STORAGE_DEPTH}`);
+  }
+}
+
+/** DBRef fields, which may start with `$` (storage_validation.cpp checks their order; this does not). */
+const DBREF_FIELDS = new Set(['$ref', '$id', '$db']);
+
+/**
+ * The first `$`-prefixed field name of doc (not a DBRef's) with its dotted path: at its top level
+ * only, or at any level (names inside arrays are indexes, but documents in arrays are looked into).
+ */
+function dollarField(doc: Doc, anyLevel: boolean, path = ''): { name: string; path: string } | undefined {
+  for (const [name, v] of Object.entries(doc)) {
+    const at = Array.isArray(doc) ? `${path}.${name}` : path ? `${path}.${name}` : name;
+    if (!Array.isArray(doc) && name.startsWith('$') && !DBREF_FIELDS.has(name)) return { name, path: at };
+    if (anyLevel && isContainer(v)) {
+      const found = dollarField(v, true, at);
+      if (found) return found;
+    }
+  }
+  return undefined;
+}
+
+/** Since 5.0: a `$`-prefixed name where an update that changes a document may not put one. */
+const dollarInUpdate = (f: { name: string; path: string }) =>
+  new CommandError(52, 'DollarPrefixedFieldName', `The dollar ($) prefixed field '${f.name}' in '${f.path}' is not allowed in the context of an update's replacement document. Consider using an aggregation pipeline with $replaceWith.`);
+/** Before 5.0: a `$`-prefixed name anywhere in what an update stores. */
+const dollarNotStorable = (f: { name: string; path: string }) =>
+  new CommandError(52, 'DollarPrefixedFieldName', `The dollar ($) prefixed field '${f.name}' in '${f.path}' is not valid for storage.`);
 
 function duplicateKey(ns: string, index: IndexSpec, doc: Doc): CommandError {
   const keyValue = Object.fromEntries(Object.keys(index.key).map((f) => [f, getPath(doc, f) ?? null]));
@@ -227,10 +298,11 @@ export class MongoTestServer {
   private nextConnectionId = 1;
   private nextRequestId = 1;
 
-  private constructor(public port: number, readonly host: string) {}
+  private constructor(public port: number, readonly host: string, readonly version: MongoVersion) {}
 
-  static async start(opts: { port?: number; host?: string } = {}): Promise<MongoTestServer> {
-    const server = new MongoTestServer(opts.port ?? 0, opts.host ?? '127.0.0.1');
+  /** `version` picks the rules for field names (see the top of this file). @defaultValue '7.0' */
+  static async start(opts: { port?: number; host?: string; version?: MongoVersion } = {}): Promise<MongoTestServer> {
+    const server = new MongoTestServer(opts.port ?? 0, opts.host ?? '127.0.0.1', opts.version ?? '7.0');
     await server.start();
     return server;
   }
@@ -316,20 +388,30 @@ export class MongoTestServer {
     const end = message.length - (flags & 1 ? 4 : 0); // checksumPresent: ignore the CRC
     let cmd: Doc = {};
     const sequences: Doc = {};
+    let tooLarge: number | undefined;
     for (let at = 20; at < end; ) {
       const kind = message[at++];
       const size = message.readInt32LE(at);
-      if (kind === 0) cmd = BSON.deserialize(message.subarray(at, at + size));
-      else {
+      if (kind === 0) {
+        if (size > MAX_MESSAGE_DOCUMENT_BYTES) tooLarge ??= size;
+        cmd = BSON.deserialize(message.subarray(at, at + size));
+      } else {
         // kind 1: a document sequence (insert's documents, update's updates, ...) to merge into the command
         const idEnd = message.indexOf(0, at + 4);
         const docs: Doc[] = [];
-        for (let p = idEnd + 1; p < at + size; p += message.readInt32LE(p)) docs.push(BSON.deserialize(message.subarray(p, p + message.readInt32LE(p))));
+        for (let p = idEnd + 1; p < at + size; p += message.readInt32LE(p)) {
+          const docSize = message.readInt32LE(p);
+          if (docSize > MAX_MESSAGE_DOCUMENT_BYTES) tooLarge ??= docSize;
+          docs.push(BSON.deserialize(message.subarray(p, p + docSize)));
+        }
         sequences[message.toString('utf8', at + 4, idEnd)] = docs;
       }
       at += size;
     }
-    const reply = this.runCommand(cmd.$db ?? 'admin', { ...cmd, ...sequences }, connectionId);
+    // The server refuses the whole message when one of its documents is over the limit.
+    const reply = tooLarge
+      ? { ok: 0, code: 10334, codeName: 'BSONObjectTooLarge', errmsg: `BSONObj size: ${tooLarge} (0x${tooLarge.toString(16).toUpperCase()}) is invalid. Size must be between 0 and ${MAX_MESSAGE_DOCUMENT_BYTES}(16MB)` }
+      : this.runCommand(cmd.$db ?? 'admin', { ...cmd, ...sequences }, connectionId);
     if (flags & 2) return undefined; // moreToCome: an unacknowledged write, no reply wanted
     return this.frame(OP_MSG, requestId, Buffer.alloc(5), reply); // flagBits 0, then one section of kind 0
   }
@@ -388,15 +470,30 @@ export class MongoTestServer {
   /** One update statement (update command or findAndModify); returns what happened. */
   private updateOne(coll: Collection, st: Doc): { matched: number; modified: number; upserted?: Doc; before?: Doc; after?: Doc } {
     const targets = coll.match(st.q, { sort: st.sort, collation: st.collation, limit: st.multi ? 0 : 1 });
+    const legacy = this.version === '4.4';
     if (!targets.length && st.upsert) {
       const doc = applyUpdate(seedFromQuery(st.q ?? {}), st.u, st.q ?? {}, st.arrayFilters, true);
+      // An upsert that inserts is checked as an insert for field names (since 5.0).
+      const dollar = legacy ? dollarField(doc, true) : undefined;
+      if (dollar) throw dollarNotStorable(dollar);
+      assertStorable(doc, 'upsert');
       coll.put(doc);
       return { matched: 0, modified: 0, upserted: doc, after: doc };
+    }
+    if (targets.length && !Array.isArray(st.u)) {
+      // Changing a document: no `$`-prefixed name at its top level, whether replaced or set by path.
+      const top = isOperatorDoc(st.u)
+        ? Object.values(st.u as Doc).flatMap((fields) => Object.keys(fields ?? {}).map((path) => path.split('.')[0]!)).find((f) => f.startsWith('$') && !DBREF_FIELDS.has(f))
+        : dollarField(st.u, false)?.name;
+      if (top) throw (legacy ? dollarNotStorable : dollarInUpdate)({ name: top, path: top });
     }
     let modified = 0;
     let after: Doc | undefined;
     for (const doc of targets) {
       after = applyUpdate(doc, st.u, st.q ?? {}, st.arrayFilters, false);
+      const dollar = legacy ? dollarField(after, true) : undefined;
+      if (dollar) throw dollarNotStorable(dollar);
+      assertStorable(after, 'update');
       if (Buffer.compare(BSON.serialize(after), BSON.serialize(doc)) === 0) continue; // like the server: no-op updates are not modifications
       coll.put(after, doc);
       modified++;
@@ -440,12 +537,12 @@ export class MongoTestServer {
       logicalSessionTimeoutMinutes: 30,
       connectionId,
       minWireVersion: 0,
-      maxWireVersion: 21, // MongoDB 7.0; the driver refuses anything below 9
+      maxWireVersion: this.version === '4.4' ? 9 : 21, // MongoDB 7.0 (or 4.4); the driver refuses anything below 9
       readOnly: false,
     }),
     ismaster: (db, cmd, connectionId) => this.commands.hello(db, cmd, connectionId), // also isMaster (names are tried lower-cased)
     ping: () => ({}),
-    buildinfo: () => ({ version: '7.0.0', versionArray: [7, 0, 0, 0], bits: 64, maxBsonObjectSize: 16 * 1024 * 1024 }),
+    buildinfo: () => ({ version: `${this.version}.0`, versionArray: [...this.version.split('.').map(Number), 0, 0], bits: 64, maxBsonObjectSize: MAX_DOCUMENT_BYTES }),
     endSessions: () => ({}),
     listDatabases: () => ({ databases: [...this.dbs.keys()].map((name) => ({ name, sizeOnDisk: 0, empty: false })), totalSize: 0 }),
     create: (db, cmd) => {
@@ -500,6 +597,9 @@ export class MongoTestServer {
       let n = 0;
       const result = this.writeBatch(cmd, cmd.documents ?? [], (doc) => {
         const { _id, ...rest } = doc;
+        const dollar = this.version === '4.4' ? dollarField(rest, false) : undefined;
+        if (dollar) throw new CommandError(2, 'BadValue', `Document can't have $ prefixed field names: ${dollar.name}`);
+        assertStorable(doc, 'insert');
         coll.put({ _id: _id ?? new ObjectId(), ...rest });
         n++;
       });
