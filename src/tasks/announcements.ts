@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import type { Cancellations } from './cancellations.ts';
+import { CANCEL_SWEEP_MS, type Cancellations } from './cancellations.ts';
 import type { Gates } from './gates.ts';
 
 export interface AnnouncementsOptions {
@@ -38,5 +38,11 @@ export function listenForAnnouncements(o: AnnouncementsOptions): () => void {
       .then((ids) => ids.forEach(o.cancel))
       .catch(() => undefined);
   });
-  return () => sub.disconnect();
+  // Requests whose runs ended without honouring them (finished first, or by a consumer that
+  // does not listen) would stay forever; a failed sweep is retried next time (Redis away).
+  const stopSweeping = o.cancellations.sweepEvery(CANCEL_SWEEP_MS, (err) => o.log.debug({ err }, 'could not sweep cancel requests'));
+  return () => {
+    stopSweeping();
+    sub.disconnect();
+  };
 }

@@ -2,14 +2,16 @@ import { Job } from 'bullmq';
 import { DependencyFailedError } from '../errors.ts';
 import { GATE_QUEUE } from '../queue/keys.ts';
 import { describeDependency } from './gates.ts';
+import { dependencyKey } from './identity.ts';
 import type { TaskClient } from './task-client.ts';
-import { taskFromJob } from './task.ts';
+import { taskFromJob, type DependencyRef } from './task.ts';
 
 /**
  * A dependent job reaches a consumer when all its dependencies settled, or as soon as one
- * failed for good (children are added with `continueParentOnFailure`). Whoever is about to run
- * it — a worker, or the bridge on behalf of a remote runner — calls this first: it throws a
- * DependencyFailedError naming the failed dependency, and the dependent fails for good.
+ * failed for good (children are added with `continueParentOnFailure`) or was cancelled before
+ * it ran (see cancel.lua). Whoever is about to run it — a worker, or the bridge on behalf of a
+ * remote runner — calls this first: it throws a DependencyFailedError naming the failed
+ * dependency, and the dependent fails for good.
  */
 export async function assertDependenciesSucceeded(job: Job, client: TaskClient): Promise<void> {
   const failures = Object.entries(await job.getIgnoredChildrenFailures());
@@ -22,6 +24,17 @@ export async function assertDependenciesSucceeded(job: Job, client: TaskClient):
   // which may be about the child's own dependency, so the child is named in front of it.
   if (childQueue === GATE_QUEUE) throw new DependencyFailedError(reason);
   const child = await Job.fromId(client.queue(childQueue), childId).catch(() => undefined);
-  const name = child ? `${describeDependency(taskFromJob(child))} (job ${childId})` : childKey;
+  const dep = child ? taskFromJob(child) : await gone(job, childId, client);
+  const name = dep ? `${describeDependency(dep)} (job ${childId})` : childKey;
   throw new DependencyFailedError(`dependency ${name} failed for good: ${reason}`);
+}
+
+/**
+ * Which of the dependent's dependencies a child job that is gone stood for (removed by a cancel,
+ * or trimmed after it failed): the one whose identity's record names that job.
+ */
+async function gone(job: Job, childId: string, client: TaskClient): Promise<DependencyRef | undefined> {
+  const deps = taskFromJob(job).dependencies;
+  const outcomes = await client.store.outcomes(deps.map((d) => dependencyKey(d.module, d.params))).catch(() => []);
+  return deps.find((_, i) => outcomes[i]?.jobId === childId);
 }

@@ -5,7 +5,6 @@ import { keysFor, GATE_QUEUE, type Keys } from '../queue/keys.ts';
 import pino from 'pino';
 import { Cancellations, type CancelResult } from './cancellations.ts';
 import { GATE_NAME, GATE_SLEEP_MS, Gates, type GateData } from './gates.ts';
-import { Outcomes } from './outcomes.ts';
 import { dependencyKey, newTaskIds, taskKey } from './identity.ts';
 import { IdentityStore, type IdentityArchive } from './identity-store.ts';
 import { AtomicAdder } from './atomic-add.ts';
@@ -282,14 +281,15 @@ export class TaskClient {
 
   /**
    * Cancels a task wherever it is: a waiting, delayed or blocked one is removed; a running one
-   * is stopped by the worker running it. The request is stored, so a worker that is briefly
-   * disconnected still honours it.
+   * is stopped by the worker running it (the request is stored, so a worker that is briefly
+   * disconnected still honours it); a finished one is left as it is. Which of these applies is
+   * decided in the same step as what is done (see Cancellations).
    */
   async cancel(id: string, queue = this.config.queue): Promise<CancelResult> {
     if (!this.cancellations) {
       const gates = new Gates({ connection: this.connection, prefix: this.config.prefix, store: this.store, log: silentLog });
       this.closers.push(() => gates.close());
-      this.cancellations = new Cancellations(this.connection, this.config.prefix, gates, new Outcomes(this.store, gates));
+      this.cancellations = new Cancellations(this.connection, this.config.prefix, gates);
     }
     return this.cancellations.request(this.queue(queue), id);
   }
