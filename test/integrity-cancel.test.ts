@@ -21,8 +21,10 @@ afterEach(() => Object.values(g.__tmHolds ?? {}).forEach((done) => done()));
 
 const state = (c: TaskClient, id: string) => c.queue().getJobState(id);
 async function failedReason(c: TaskClient, id: string): Promise<string | undefined> {
-  await waitFor(async () => (await state(c, id)) === 'failed', `job ${id} to fail`, 30_000);
-  return (await Job.fromId(c.queue(), id))!.failedReason;
+  await waitFor(async () => ['completed', 'failed'].includes(await state(c, id)), `job ${id} to finish`, 30_000);
+  const job = (await Job.fromId(c.queue(), id))!;
+  expect(await job.getState(), `job ${id} (${job.name}) fails`).toBe('failed');
+  return job.failedReason;
 }
 
 describe('cancel (integrity)', () => {
