@@ -164,7 +164,8 @@ export class Archiver {
     const refused = await this.write(store, docs);
     await set.markArchived(written.filter((_, i) => !refused.has(i)));
     await set.setAside(written.filter((_, i) => refused.has(i)));
-    this.log.debug({ queue: set.queue.name, archived: written.length - refused.size, setAside: refused.size }, 'archived');
+    const counts = { archived: written.length - refused.size, setAside: refused.size };
+    this.log.debug({ queue: set.queue.name, ...counts }, 'archived');
   }
 
   /**
@@ -174,15 +175,20 @@ export class Archiver {
    */
   private async write(store: ArchiveStore, docs: TaskDocument[]): Promise<Set<number>> {
     const fitted = docs.map(fitForStorage);
-    for (const d of fitted) if (d.reduced) this.log.warn({ id: d._id, reduced: d.reduced }, 'document archived reduced');
+    for (const d of fitted) {
+      if (d.reduced) this.log.warn({ id: d._id, reduced: d.reduced }, 'document archived reduced');
+    }
     const refused = await store.write(fitted);
     if (!refused.length) return new Set();
-    for (const r of refused) this.log.warn({ id: fitted[r.index]!._id, reason: r.reason }, 'MongoDB refused a document; archiving it reduced');
+    for (const r of refused) {
+      this.log.warn({ id: fitted[r.index]!._id, reason: r.reason }, 'MongoDB refused a document; archiving it reduced');
+    }
     const again = await store.write(refused.map((r) => reduceRefused(fitted[r.index]!, r.reason)));
     const aside = new Set(again.map((a) => refused[a.index]!.index));
     for (const a of again) {
       const id = fitted[refused[a.index]!.index]!._id;
-      this.log.error({ id, reason: a.reason }, 'MongoDB refused a document even reduced; it stays in Redis, set aside, not archived');
+      const what = 'MongoDB refused a document even reduced; it stays in Redis, set aside, not archived';
+      this.log.error({ id, reason: a.reason }, what);
     }
     return aside;
   }

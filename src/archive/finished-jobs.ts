@@ -68,7 +68,14 @@ export interface PendingJob {
 
 type Scripts = Redis & {
   tmArchivePending(set: string, archived: string, aside: string, want: number, slack: number): Promise<string[]>;
-  tmArchiveExcess(set: string, archived: string, aside: string, keep: number, most: number, needArchived: string): Promise<string[]>;
+  tmArchiveExcess(
+    set: string,
+    archived: string,
+    aside: string,
+    keep: number,
+    most: number,
+    needArchived: string,
+  ): Promise<string[]>;
 };
 
 /** How far below the top of the archived ones a walk for pending ones starts. */
@@ -150,7 +157,8 @@ export class FinishedJobs {
       const { set, archived, aside } = this.keys[state];
       const ids = await this.redis.tmArchiveExcess(set, archived, aside, keep[state], most, needArchived ? '1' : '0');
       if (!ids.length) continue;
-      const done = await Promise.all(ids.map((id) => this.remover.remove(id, set, needArchived ? archived : undefined)));
+      const checkArchived = needArchived ? archived : undefined;
+      const done = await Promise.all(ids.map((id) => this.remover.remove(id, set, checkArchived)));
       // A job that stayed (retried meanwhile) is archived again when it finishes again.
       await this.redis.zrem(archived, ...ids);
       removed += done.filter(Boolean).length;

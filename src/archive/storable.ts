@@ -25,7 +25,8 @@ export interface Truncated {
 const FIELDS = ['result', 'params', 'error', 'dependencies'] as const;
 type Field = (typeof FIELDS)[number];
 
-const bsonSize = (doc: TaskDocument) => mongoose.mongo.BSON.calculateObjectSize(doc as unknown as Record<string, unknown>);
+const bsonSize = (doc: TaskDocument) =>
+  mongoose.mongo.BSON.calculateObjectSize(doc as unknown as Record<string, unknown>);
 const jsonBytes = (v: unknown) => Buffer.byteLength(JSON.stringify(v) ?? '');
 const isContainer = (v: unknown): v is object =>
   Array.isArray(v) || (!!v && typeof v === 'object' && Object.getPrototypeOf(v) === Object.prototype);

@@ -169,7 +169,9 @@ export class ArchiveStore {
       if (docs.length === 1) return [{ index: 0, reason: describe(err as Error) }];
       // Refused as a whole (the driver measures each document first): one by one, to find which.
       const out: Refusal[] = [];
-      for (const [index, doc] of docs.entries()) for (const r of await this.write([doc])) out.push({ index, reason: r.reason });
+      for (const [index, doc] of docs.entries()) {
+        for (const r of await this.write([doc])) out.push({ index, reason: r.reason });
+      }
       return out;
     }
   }

@@ -75,12 +75,16 @@ function table(rows: string[][]): string {
   return rows.map((r) => r.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('  ')).join('\n');
 }
 
+/** Jobs whose document MongoDB refused even reduced (see archive/archiver.ts), when there are any. */
+const setAside = (lag: ArchiveLag) =>
+  lag.setAside ? `; ${lag.setAside} set aside, kept in Redis: MongoDB refused their document (see the master's log)` : '';
+
 export function formatStatus(s: QueueStatus): string {
   const total = Object.values(s.counts).reduce((a, b) => a + b, 0);
   const head = `queue ${s.queue} (prefix ${s.prefix})${s.paused ? ' — paused' : ''}: ${total} job(s) in Redis`;
   const states = table([['state', 'jobs'], ...STATES.map(([st]) => [st, String(s.counts[st])])]);
   const names = Object.keys(s.modules);
-  const lag = s.archive ? `\n\narchive: ${s.archive.pending} finished job(s) waiting to be archived${s.archive.oldestAgeMs !== undefined ? `, oldest finished ${Math.round(s.archive.oldestAgeMs / 1000)} s ago` : ''}` : '';
+  const lag = s.archive ? `\n\narchive: ${s.archive.pending} finished job(s) waiting to be archived${s.archive.oldestAgeMs !== undefined ? `, oldest finished ${Math.round(s.archive.oldestAgeMs / 1000)} s ago` : ''}${setAside(s.archive)}` : '';
   if (!names.length) return `${head}\n\n${states}${lag}`;
   const modules = table([['module', ...STATES.map(([st]) => st)], ...names.map((n) => [n, ...STATES.map(([st]) => String(s.modules[n]![st]))])]);
   return `${head}\n\n${states}\n\n${modules}${lag}`;

@@ -86,7 +86,8 @@ function asCommandError(err: unknown): CommandError {
 }
 
 /** A value holding fields of its own in BSON (a subdocument or an array), as opposed to ObjectId, Date, ... */
-const isContainer = (v: unknown): v is Doc => Array.isArray(v) || (!!v && typeof v === 'object' && (v.constructor === Object || !v.constructor));
+const isContainer = (v: unknown): v is Doc =>
+  Array.isArray(v) || (!!v && typeof v === 'object' && (v.constructor === Object || !v.constructor));
 
 /** The deepest level of doc's fields (its own are level 1), counting no further than `stop`. */
 function nesting(doc: Doc, level = 0, stop = MAX_STORAGE_DEPTH + 1): number {
@@ -103,14 +104,22 @@ type WriteKind = 'insert' | 'update' | 'upsert';
 /** The size and depth limits, refused as the server refuses them for each kind of write. */
 function assertStorable(doc: Doc, kind: WriteKind): void {
   const bytes = BSON.calculateObjectSize(doc);
-  if (bytes > MAX_DOCUMENT_BYTES) {
-    if (kind === 'insert') throw new CommandError(2, 'BadValue', `object to insert too large. size in bytes: ${bytes}, max size: ${MAX_DOCUMENT_BYTES}`);
-    if (kind === 'update') throw new CommandError(17419, 'Location17419', `Resulting document after update is larger than ${MAX_DOCUMENT_BYTES}`);
-    throw new CommandError(17420, 'Location17420', `Document to upsert is larger than ${MAX_DOCUMENT_BYTES}`);
+  const max = MAX_DOCUMENT_BYTES;
+  if (bytes > max) {
+    if (kind === 'insert') {
+      throw new CommandError(2, 'BadValue', `object to insert too large. size in bytes: ${bytes}, max size: ${max}`);
+    }
+    if (kind === 'update') {
+      throw new CommandError(17419, 'Location17419', `Resulting document after update is larger than ${max}`);
+    }
+    throw new CommandError(17420, 'Location17420', `Document to upsert is larger than ${max}`);
   }
   if (nesting(doc) > MAX_STORAGE_DEPTH) {
-    if (kind === 'insert') throw new CommandError(15, 'Overflow', `cannot insert document because it exceeds ${MAX_STORAGE_DEPTH} levels of nesting`);
-    throw new CommandError(15, 'Overflow', `Document exceeds maximum nesting depth of ${MAX_STORAGE_DEPTH}`);
+    const depth = MAX_STORAGE_DEPTH;
+    if (kind === 'insert') {
+      throw new CommandError(15, 'Overflow', `cannot insert document because it exceeds ${depth} levels of nesting`);
+    }
+    throw new CommandError(15, 'Overflow', `Document exceeds maximum nesting depth of ${depth}`);
   }
 }
 
@@ -135,10 +144,19 @@ function dollarField(doc: Doc, anyLevel: boolean, path = ''): { name: string; pa
 
 /** Since 5.0: a `$`-prefixed name where an update that changes a document may not put one. */
 const dollarInUpdate = (f: { name: string; path: string }) =>
-  new CommandError(52, 'DollarPrefixedFieldName', `The dollar ($) prefixed field '${f.name}' in '${f.path}' is not allowed in the context of an update's replacement document. Consider using an aggregation pipeline with $replaceWith.`);
+  new CommandError(
+    52,
+    'DollarPrefixedFieldName',
+    `The dollar ($) prefixed field '${f.name}' in '${f.path}' is not allowed in the context of an update's ` +
+      'replacement document. Consider using an aggregation pipeline with $replaceWith.',
+  );
 /** Before 5.0: a `$`-prefixed name anywhere in what an update stores. */
 const dollarNotStorable = (f: { name: string; path: string }) =>
-  new CommandError(52, 'DollarPrefixedFieldName', `The dollar ($) prefixed field '${f.name}' in '${f.path}' is not valid for storage.`);
+  new CommandError(
+    52,
+    'DollarPrefixedFieldName',
+    `The dollar ($) prefixed field '${f.name}' in '${f.path}' is not valid for storage.`,
+  );
 
 function duplicateKey(ns: string, index: IndexSpec, doc: Doc): CommandError {
   const keyValue = Object.fromEntries(Object.keys(index.key).map((f) => [f, getPath(doc, f) ?? null]));
@@ -410,7 +428,14 @@ export class MongoTestServer {
     }
     // The server refuses the whole message when one of its documents is over the limit.
     const reply = tooLarge
-      ? { ok: 0, code: 10334, codeName: 'BSONObjectTooLarge', errmsg: `BSONObj size: ${tooLarge} (0x${tooLarge.toString(16).toUpperCase()}) is invalid. Size must be between 0 and ${MAX_MESSAGE_DOCUMENT_BYTES}(16MB)` }
+      ? {
+          ok: 0,
+          code: 10334,
+          codeName: 'BSONObjectTooLarge',
+          errmsg:
+            `BSONObj size: ${tooLarge} (0x${tooLarge.toString(16).toUpperCase()}) is invalid. ` +
+            `Size must be between 0 and ${MAX_MESSAGE_DOCUMENT_BYTES}(16MB)`,
+        }
       : this.runCommand(cmd.$db ?? 'admin', { ...cmd, ...sequences }, connectionId);
     if (flags & 2) return undefined; // moreToCome: an unacknowledged write, no reply wanted
     return this.frame(OP_MSG, requestId, Buffer.alloc(5), reply); // flagBits 0, then one section of kind 0
@@ -482,9 +507,10 @@ export class MongoTestServer {
     }
     if (targets.length && !Array.isArray(st.u)) {
       // Changing a document: no `$`-prefixed name at its top level, whether replaced or set by path.
-      const top = isOperatorDoc(st.u)
-        ? Object.values(st.u as Doc).flatMap((fields) => Object.keys(fields ?? {}).map((path) => path.split('.')[0]!)).find((f) => f.startsWith('$') && !DBREF_FIELDS.has(f))
-        : dollarField(st.u, false)?.name;
+      const tops = isOperatorDoc(st.u)
+        ? Object.values(st.u as Doc).flatMap((fields) => Object.keys(fields ?? {}).map((path) => path.split('.')[0]!))
+        : Object.keys(st.u);
+      const top = tops.find((f) => f.startsWith('$') && !DBREF_FIELDS.has(f));
       if (top) throw (legacy ? dollarNotStorable : dollarInUpdate)({ name: top, path: top });
     }
     let modified = 0;
@@ -542,7 +568,12 @@ export class MongoTestServer {
     }),
     ismaster: (db, cmd, connectionId) => this.commands.hello(db, cmd, connectionId), // also isMaster (names are tried lower-cased)
     ping: () => ({}),
-    buildinfo: () => ({ version: `${this.version}.0`, versionArray: [...this.version.split('.').map(Number), 0, 0], bits: 64, maxBsonObjectSize: MAX_DOCUMENT_BYTES }),
+    buildinfo: () => ({
+      version: `${this.version}.0`,
+      versionArray: [...this.version.split('.').map(Number), 0, 0],
+      bits: 64,
+      maxBsonObjectSize: MAX_DOCUMENT_BYTES,
+    }),
     endSessions: () => ({}),
     listDatabases: () => ({ databases: [...this.dbs.keys()].map((name) => ({ name, sizeOnDisk: 0, empty: false })), totalSize: 0 }),
     create: (db, cmd) => {
