@@ -1,5 +1,6 @@
 import { Job, Worker } from 'bullmq';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { cancelScript } from '../src/tasks/cancel-script.ts';
 import type { CancelResult } from '../src/tasks/cancellations.ts';
 import { dependencyKey } from '../src/tasks/identity.ts';
 import type { TaskClient } from '../src/tasks/task-client.ts';
@@ -27,10 +28,19 @@ async function failedReason(c: TaskClient, id: string): Promise<string | undefin
   return job.failedReason;
 }
 
+describe('cancel script', () => {
+  it("is built from BullMQ's own job removal and parent release (their shape is checked)", () => {
+    const lua = cancelScript();
+    expect(lua).toContain('local function bullmqRemoveJob(KEYS, ARGV)');
+    expect(lua).toContain('moveParentOn = moveParentToWaitIfNeeded');
+    expect(lua).toContain('local function settleOne(');
+  });
+});
+
 describe('cancel (integrity)', () => {
   const h = useHarness({ TASKMASTER_ATTEMPTS: '1' });
 
-  it('never deletes a task that completed while it was being cancelled: it answers finished and keeps the result', async () => {
+  it('never deletes a task that completed while being cancelled: it answers finished, its result kept', async () => {
     const c = h.client();
     h.worker({ concurrency: 8 });
     const n = 200;
@@ -49,11 +59,9 @@ describe('cancel (integrity)', () => {
       );
     }
     // Every task settles: finished, or gone because the cancel removed it.
-    await waitFor(
-      async () => (await Promise.all(pairs.map((p) => state(c, p.id)))).every((s) => ['completed', 'failed', 'unknown'].includes(s)),
-      'every task to settle',
-      60_000,
-    );
+    const over = (s: string) => ['completed', 'failed', 'unknown'].includes(s);
+    const allOver = async () => (await Promise.all(pairs.map((p) => state(c, p.id)))).every(over);
+    await waitFor(allOver, 'every task to settle', 60_000);
     const violations: string[] = [];
     for (const p of pairs) {
       const job = await Job.fromId(c.queue(), p.id);
@@ -64,7 +72,9 @@ describe('cancel (integrity)', () => {
         // Removed before it ran: gone, never started, its identity failed as cancelled.
         if (job) violations.push(said);
         if (ran('start', p.name)) violations.push(`${said}, yet it ran`);
-        if (outcome?.state !== 'failed' || outcome.reason !== 'cancelled') violations.push(`${said}, identity ${outcome?.state}`);
+        if (outcome?.state !== 'failed' || outcome.reason !== 'cancelled') {
+          violations.push(`${said}, identity ${outcome?.state}`);
+        }
       } else if (st === 'completed') {
         // Finished (or ran to its end while the cancel was on its way): the result is kept.
         if (!job?.returnvalue) violations.push(`${said} without its result`);
@@ -94,7 +104,7 @@ describe('cancel (integrity)', () => {
     expect(outcome?.state).toBe('completed');
   });
 
-  it('a cancelled dependency fails its dependents however they are linked, naming it, and none of them runs', async () => {
+  it('a cancelled dependency fails its dependents however they are linked, naming it; none runs', async () => {
     const c = h.client();
     const X = step('X');
     // D has X as a direct flow child (same batch), and W (never added) through a gate: D must
@@ -103,7 +113,8 @@ describe('cancel (integrity)', () => {
     const [e] = await c.add({ ...step('E'), dependencies: [X] });
     expect(await c.cancel(x!.id)).toMatchObject({ id: x!.id, state: 'removed', was: 'prioritized' });
     h.worker({ concurrency: 4 });
-    const names = new RegExp(`^dependency step\\(\\[\\{"name":"X"\\}\\]\\) \\(job ${x!.id}\\) failed for good: cancelled$`);
+    const dep = 'dependency step\\(\\[\\{"name":"X"\\}\\]\\)';
+    const names = new RegExp(`^${dep} \\(job ${x!.id}\\) failed for good: cancelled$`);
     expect(await failedReason(c, d!.id)).toMatch(names);
     expect(await failedReason(c, e!.id)).toMatch(names);
     expect(ran('start', 'D')).toBe(false);
@@ -117,7 +128,8 @@ describe('cancel (integrity)', () => {
     const [d, x] = await c.add([{ ...step('D1'), dependencies: [X] }, X]);
     expect(await c.cancel(x!.id)).toMatchObject({ state: 'removed' });
     h.worker();
-    expect(await failedReason(c, d!.id)).toMatch(/^dependency step\(\[\{"name":"X1"\}\]\) \(job t\w+\) failed for good: cancelled$/);
+    const names = /^dependency step\(\[\{"name":"X1"\}\]\) \(job t\w+\) failed for good: cancelled$/;
+    expect(await failedReason(c, d!.id)).toMatch(names);
     expect(ran('start', 'D1')).toBe(false);
   });
 
@@ -136,7 +148,8 @@ describe('cancel (integrity)', () => {
     await job.moveToCompleted({ kept: true }, token, false);
     // A consumer that does listen, started afterwards, finds nothing to honour and the request goes.
     h.worker();
-    await waitFor(async () => (await h.redis.hexists(`${h.prefix}:tm:cancel`, x!.id)) === 0, 'the stale cancel request to go', 30_000);
+    const gone = async () => (await h.redis.hexists(`${h.prefix}:tm:cancel`, x!.id)) === 0;
+    await waitFor(gone, 'the stale cancel request to go', 30_000);
     expect((await Job.fromId(c.queue(), x!.id))?.returnvalue).toEqual({ kept: true });
   });
 });

@@ -40,7 +40,9 @@ export function listenForAnnouncements(o: AnnouncementsOptions): () => void {
   });
   // Requests whose runs ended without honouring them (finished first, or by a consumer that
   // does not listen) would stay forever; a failed sweep is retried next time (Redis away).
-  const stopSweeping = o.cancellations.sweepEvery(CANCEL_SWEEP_MS, (err) => o.log.debug({ err }, 'could not sweep cancel requests'));
+  const stopSweeping = o.cancellations.sweepEvery(CANCEL_SWEEP_MS, (err) =>
+    o.log.debug({ err }, 'could not sweep cancel requests'),
+  );
   return () => {
     stopSweeping();
     sub.disconnect();

@@ -1,5 +1,7 @@
 import { readFileSync } from 'node:fs';
-import { releaseParentIfNoPendingDependencies } from 'bullmq/dist/esm/scripts/releaseParentIfNoPendingDependencies-2.js';
+import {
+  releaseParentIfNoPendingDependencies,
+} from 'bullmq/dist/esm/scripts/releaseParentIfNoPendingDependencies-2.js';
 import { removeJob } from 'bullmq/dist/esm/scripts/removeJob-2.js';
 import { version } from 'bullmq/dist/esm/version.js';
 import { TaskmasterError } from '../errors.ts';
@@ -14,7 +16,13 @@ const CANCEL_LUA = readFileSync(new URL('./cancel.lua', import.meta.url), 'utf8'
 const SWEEP_LUA = readFileSync(new URL('./sweep-cancels.lua', import.meta.url), 'utf8');
 
 /** The header lines of BullMQ's removeJob that say what its KEYS and ARGV are. */
-const REMOVE_JOB_HEADER = ['local jobId = ARGV[1]', 'local shouldRemoveChildren = ARGV[2]', 'local prefix = ARGV[3]', 'local jobKey = KEYS[1]', 'local repeatKey = KEYS[2]'];
+const REMOVE_JOB_HEADER = [
+  'local jobId = ARGV[1]',
+  'local shouldRemoveChildren = ARGV[2]',
+  'local prefix = ARGV[3]',
+  'local jobKey = KEYS[1]',
+  'local repeatKey = KEYS[2]',
+];
 const MOVE_PARENT = 'local function moveParentToWaitIfNeeded(parentQueueKey, parentKey, parentId, timestamp)';
 
 function shapeError(what: string): BullmqShapeError {
@@ -31,13 +39,16 @@ function parentMover(): string {
   const from = content.indexOf('\n-- Includes');
   const to = content.lastIndexOf('\nmoveParentToWaitIfNoPendingDependencies(');
   const functions = from >= 0 && to > from ? content.slice(from, to) : '';
-  if (!functions.includes(MOVE_PARENT) || /\b(KEYS|ARGV)\b/.test(functions)) throw shapeError('releaseParentIfNoPendingDependencies');
+  if (!functions.includes(MOVE_PARENT) || /\b(KEYS|ARGV)\b/.test(functions)) {
+    throw shapeError('releaseParentIfNoPendingDependencies');
+  }
   return `local moveParentOn\ndo\n${functions}\nmoveParentOn = moveParentToWaitIfNeeded\nend`;
 }
 
 /** BullMQ's removeJob script as the local function `bullmqRemoveJob(KEYS, ARGV)`. */
 function jobRemover(): string {
-  if (removeJob.keys !== 2 || REMOVE_JOB_HEADER.some((line) => !removeJob.content.includes(`\n${line}\n`))) throw shapeError('removeJob');
+  const header = REMOVE_JOB_HEADER.every((line) => removeJob.content.includes(`\n${line}\n`));
+  if (removeJob.keys !== 2 || !header) throw shapeError('removeJob');
   return `local function bullmqRemoveJob(KEYS, ARGV)\n${removeJob.content}\nend`;
 }
 
