@@ -5,6 +5,7 @@ import { Archiver } from '../src/archive/archiver.ts';
 import type { TaskDocument } from '../src/archive/document.ts';
 import { ArchiveStore } from '../src/archive/store.ts';
 import { FinishedJobs } from '../src/archive/finished-jobs.ts';
+import { History } from '../src/archive/history.ts';
 import { FinishedJobRemover } from '../src/archive/remove-finished.ts';
 import { MAX_DEPTH } from '../src/archive/storable.ts';
 import { formatStatus, queueStatus } from '../src/cli/status.ts';
@@ -220,6 +221,10 @@ describe('documents MongoDB cannot store as they are (#17 defect 8)', () => {
       dependencies: { truncated: true, bytes: 2, reason },
       reduced: { reason, fields: ['result', 'params', 'dependencies'] },
     });
+    // Once only the archive has it, it cannot be retried: its params are not kept.
+    await waitFor(async () => !(await c.queue().getJob(odd!.id)), 'the odd one trimmed from Redis', 30_000);
+    const retry = new History(c, store).retry(odd!.id, c.queue().name);
+    await expect(retry).rejects.toThrow(new RegExp(`^task ${odd!.id} was archived without its params and dependencies`));
   }, 120_000);
 
   it('a document refused even reduced is set aside in Redis and reported, and archiving goes on', async () => {

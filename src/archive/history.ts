@@ -109,6 +109,11 @@ export class History {
     if (!(FINISHED_STATUSES as readonly string[]).includes(from.status)) {
       throw new NotRetriableError(`task ${id} is ${from.status}, not finished: only completed, failed or cancelled tasks can be retried`);
     }
+    const lost = from.reduced?.fields.filter((f) => f === 'params' || f === 'dependencies') ?? [];
+    if (lost.length) {
+      const without = `${lost.join(' and ')} (${from.reduced!.reason})`;
+      throw new NotRetriableError(`task ${id} was archived without its ${without}: it cannot be retried`);
+    }
     // The priority is the job's own, as the legacy scale shows it (tasks/priority.ts): kept as
     // it was, also where a BullMQ-native producer chose one a legacy producer cannot ask for.
     if (!isJobPriority(from.priority)) {
