@@ -69,8 +69,9 @@ const REFUSED = 'TM_ADD_REFUSED';
 
 /**
  * Claims the identities of a batch, registers its gates and writes its jobs, in one script:
- * atomic, one round trip. Everything that could refuse is checked before the first write (Redis
- * does not undo a script's writes when it stops with an error): if an identity is held by a live
+ * atomic, one round trip. Everything that could refuse is checked before anything is written but
+ * the claims of identities without an entry (made by the check itself, and taken back), as Redis
+ * does not undo a script's writes when it stops with an error: if an identity is held by a live
  * task, nothing is written and the holders are returned; if a job of the batch exists already or
  * a parent it names is neither stored nor written earlier in the batch (what BullMQ's add scripts
  * refuse, -5 and -7, or, for an existing job without a parent, keep as it is), the script stops
@@ -111,16 +112,35 @@ local claims = dks + w + 1
 local gates = claims + 3 * n
 local first = gates + 3 * m
 
--- Checks: nothing is written before the last of them.
-local out, cur = {}, {}
+-- Checks. An identity without an entry is claimed by the check itself (HSETNX); those claims
+-- are taken back if the batch is not written, and nothing else is written before the last check.
+local out, fresh, stale = {}, {}, {}
 local held = false
 for c = 1, n do
-  cur[c] = redis.call('HGET', live, ARGV[claims + 3 * (c - 1)])
-  local holder = holderOf(cur[c])
-  out[c] = holder or ''
-  if holder then held = true end
+  local a = claims + 3 * (c - 1)
+  out[c] = ''
+  if redis.call('HSETNX', live, ARGV[a], now .. '|' .. ARGV[a + 1]) == 1 then
+    fresh[c] = true
+  else
+    local cur = redis.call('HGET', live, ARGV[a])
+    local holder = holderOf(cur)
+    if holder then
+      out[c] = holder
+      held = true
+    else
+      stale[c] = cur
+    end
+  end
 end
-if held then return { out, {} } end
+local function unclaim()
+  for c = 1, n do
+    if fresh[c] then redis.call('HDEL', live, ARGV[claims + 3 * (c - 1)]) end
+  end
+end
+if held then
+  unclaim()
+  return { out, {} }
+end
 local writes = {}
 local i = first
 while i <= #ARGV do
@@ -128,10 +148,12 @@ while i <= #ARGV do
     local args = cmsgpack.unpack(ARGV[i + 3])
     local jobKey = args[1] .. args[2]
     if args[2] == '' or writes[jobKey] or redis.call('EXISTS', jobKey) == 1 then
+      unclaim()
       return redis.error_reply('${REFUSED} job ' .. jobKey .. ' exists already; nothing of the batch was written')
     end
     local parentKey = args[5]
     if parentKey and not writes[parentKey] and redis.call('EXISTS', parentKey) == 0 then
+      unclaim()
       return redis.error_reply('${REFUSED} parent ' .. parentKey .. ' of job ' .. jobKey .. ' does not exist; nothing of the batch was written')
     end
     writes[jobKey] = true
@@ -144,9 +166,11 @@ local anyFailed = redis.call('HLEN', failedKey) > 0
 local anyHidden = anyFailed and redis.call('HLEN', readding) > 0
 for c = 1, n do
   local a = claims + 3 * (c - 1)
-  -- The completion kept in place of a finished run's claim is moved to done before it goes.
-  if cur[c] and string.byte(cur[c], 1) == 123 then redis.call('HSETNX', doneKey, ARGV[a + 2], cur[c]) end
-  redis.call('HSET', live, ARGV[a], now .. '|' .. ARGV[a + 1])
+  if stale[c] then
+    -- The completion kept in place of a finished run's claim is moved to done before it goes.
+    if string.byte(stale[c], 1) == 123 then redis.call('HSETNX', doneKey, ARGV[a + 2], stale[c]) end
+    redis.call('HSET', live, ARGV[a], now .. '|' .. ARGV[a + 1])
+  end
   -- A new run of an identity whose last run failed for good: dependents wait for it.
   if anyFailed then redis.call('HDEL', failedKey, ARGV[a + 2]) end
   if anyHidden then redis.call('HDEL', readding, ARGV[a + 2]) end
