@@ -175,7 +175,8 @@ export class OutcomeWatcher {
         return void this.log.warn({ err, jobId: it.jobId }, 'finished job data is not JSON: outcome not recorded');
       }
       const job = { id: it.jobId, name, data: parsed, timestamp: Number(timestamp), queueName: this.opts.queue };
-      found.push({ it, job, task: taskFromJob(job), reason: it.reason ?? failedReason ?? undefined });
+      const reason = it.outcome === 'failed' ? (it.reason ?? failedReason ?? undefined) : undefined;
+      found.push({ it, job, task: taskFromJob(job), reason });
     });
     // What the identity records say (see identity-store.ts): the outcome's own record, and the
     // live entry (a claim `<at>|<job key>`, or a completion kept in its place, JSON).
