@@ -60,7 +60,9 @@ function clientWith(h: Harness, archive: IdentityArchive, opts: { archiveLookupL
 /** Makes every write of `c`'s batches fail, as a lost connection would. */
 function failWrites(c: TaskClient): void {
   const adder = (c as unknown as { adder: AtomicAdder }).adder;
-  adder.add = adder.write = () => Promise.reject(new Error('simulated: connection lost during add'));
+  const lost = () => Promise.reject(new Error('simulated: connection lost during add'));
+  adder.add = lost;
+  adder.write = lost;
 }
 
 /** Jobs of the main queue holding the task `t`, in any state. */
@@ -139,6 +141,24 @@ describe('a batch that waits on dependencies outside it', () => {
     await expect(failing).rejects.toThrow(/simulated/);
     expect(await c.queue().getJob(answered!.id)).toBeDefined();
     expect(await jobsOf(c, X)).toEqual([answered!.id]);
+  });
+
+  it('a dependency that completes while its dependent is on its way opens the gate the add writes', async () => {
+    const c = h.client();
+    h.worker({ concurrency: 4 });
+    const Y = step('y7');
+    const slow = heldArchive();
+    const p1 = clientWith(h, slow.archive);
+    // Y is unknown when the batch looks, and completed when it is written.
+    const adding = p1.add({ ...step('e7'), dependencies: [Y] });
+    await slow.asked;
+    const [y] = await c.add(Y);
+    expect(await finished(c, y!.id)).toBe('completed');
+    slow.answer();
+    const [e] = await adding;
+    expect(await finished(c, e!.id)).toBe('completed');
+    expect(at('start', 'e7')).toBeGreaterThan(at('end', 'y7'));
+    expect(await h.redis.scard(c.keys.opening)).toBe(0);
   });
 
   it('bounds the archive lookup: one that does not answer in time fails the add, and nothing is written', async () => {

@@ -148,7 +148,8 @@ export class TaskClient {
         const registrations = gates.map((g) => ({ dependencyKey: g.dependencyKey, gateId: g.gateId, open: !g.node.opts!.delay }));
         const { held, toOpen } = await this.adder.write(flows, toAdd, registrations);
         if (!held) {
-          await this.openGates(toOpen);
+          // The batch is written: should opening fail, the reconciler opens them (see ADD).
+          await this.openGates(toOpen).catch(() => undefined);
           return;
         }
         this.takeHolders(toAdd, held);
@@ -156,8 +157,9 @@ export class TaskClient {
       }
     } finally {
       // Entries the write dropped are gone already; those left (a batch not written, or an
-      // identity found held) are given back, opening the gates of dependents that waited.
-      if (hidden.length) await this.openGates(await this.store.giveBackFailures(hidden));
+      // identity found held) are given back, opening the gates of dependents that waited. This
+      // must not replace the add's own answer: an entry left expires after READD_HIDES_MS.
+      if (hidden.length) await this.giveBack(hidden).catch(() => undefined);
     }
   }
 
@@ -265,6 +267,10 @@ export class TaskClient {
   private isAncestor(a: Planned, b: Planned, childOf: Map<Planned, Planned>): boolean {
     for (let cur: Planned | undefined = b; cur; cur = childOf.get(cur)) if (cur === a) return true;
     return false;
+  }
+
+  private async giveBack(hidden: Planned[]): Promise<void> {
+    await this.openGates(await this.store.giveBackFailures(hidden));
   }
 
   /** Opens the gates waiting on dependencies that settled (an add script put them in `opening`). */
