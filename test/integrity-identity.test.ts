@@ -8,6 +8,9 @@ import { Outcomes } from '../src/tasks/outcomes.ts';
 import { toBullPriority } from '../src/tasks/priority.ts';
 import type { TaskClient } from '../src/tasks/task-client.ts';
 import { useHarness, waitFor, type Harness } from './support/harness.ts';
+import { bridge, connect } from './fixtures/bridge-clients.ts';
+
+type Answer = { ok: boolean; tasks: { _id: string; duplicate: boolean }[] };
 
 const state = (c: TaskClient, id: string) => c.queue().getJobState(id);
 const reached = (c: TaskClient, id: string, want: string, timeoutMs = 30_000) =>
@@ -84,6 +87,27 @@ describe('identity is the stored JSON', () => {
     h.worker();
     await reached(c, x!.id, 'completed');
     await reached(c, d!.id, 'completed');
+  });
+});
+
+describe('identity of params that arrive over Socket.IO', () => {
+  const h = useHarness();
+
+  it('a Buffer sent as a binary attachment is the task its stored JSON names', async () => {
+    const b = await bridge(h);
+    const f = await connect(h, '4.8.1', b.url);
+    const c = h.client();
+    const x = (await f.ask('task:add', { module: 'record', params: [{ file: Buffer.from('abc') }] })) as Answer;
+    expect(x.ok).toBe(true);
+    // A feeder that knows the task only as JSON depends on it (a gate: another batch) ...
+    const stored = { module: 'record', params: [{ file: { type: 'Buffer', data: [97, 98, 99] } }] };
+    const d = (await f.ask('task:add', JSON.stringify({ module: 'record', params: ['after'], dependencies: [stored] }))) as Answer;
+    // ... and adding it as JSON is a duplicate of the Buffer one.
+    const again = (await f.ask('task:add', JSON.stringify(stored))) as Answer;
+    expect(again.tasks[0]).toMatchObject({ _id: x.tasks[0]!._id, duplicate: true });
+    h.worker();
+    await reached(c, x.tasks[0]!._id, 'completed');
+    await reached(c, d.tasks[0]!._id, 'completed');
   });
 });
 

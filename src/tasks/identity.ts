@@ -41,8 +41,9 @@ function jsonValue(value: unknown, key: string | number): unknown {
     const v = jsonValue((value as Record<string, unknown>)[k], k);
     if (v === undefined) continue;
     // An own `__proto__` key stays a key (plain assignment would set the prototype).
-    if (k === '__proto__') Object.defineProperty(out, k, { value: v, enumerable: true, writable: true, configurable: true });
-    else out[k] = v;
+    if (k === '__proto__') {
+      Object.defineProperty(out, k, { value: v, enumerable: true, writable: true, configurable: true });
+    } else out[k] = v;
   }
   return out;
 }
