@@ -35,6 +35,8 @@ const STARTUP_REDIS_TIMEOUT_MS = 5000;
 class Releasers {
   private readonly fns: (() => unknown)[] = [];
   private redis?: Redis;
+  /** Once started, a stop says that it gives up on Redis (a failed start says only why it failed). */
+  private started = false;
   constructor(private readonly log: Logger) {}
 
   add(fn: () => unknown): void {
@@ -50,6 +52,7 @@ class Releasers {
     const redis = this.redis;
     const stopWatching = redis
       ? processOutageLog().whenUnreachable(() => {
+          if (!this.started) return abandonRedis(redis);
           this.log.warn(
             { downForMs: processOutageLog().downForMs },
             'Redis is unreachable: stopping without waiting for it; what could not be handed back is logged, and ' +
@@ -74,7 +77,9 @@ class Releasers {
   /** Runs `build`; on failure releases everything added so far and rethrows. */
   async guard<T>(build: () => Promise<T>): Promise<T> {
     try {
-      return await build();
+      const built = await build();
+      this.started = true;
+      return built;
     } catch (err) {
       await this.release();
       throw err;
@@ -105,10 +110,10 @@ export interface Master extends Running {
  */
 export async function startMaster(config: Config, rootLog: Logger): Promise<Master> {
   const log = rootLog.child({ component: 'master' });
-  processOutageLog().logTo(rootLog);
   const releasers = new Releasers(log);
   const port = await releasers.guard(async () => {
     const connection = await connect(config, 'master', releasers);
+    processOutageLog().logTo(rootLog);
     // Without MongoDB at start the master still starts: the archiver retries until it answers.
     const store = config.mongoUrl ? new ArchiveStore(config.mongoUrl, log) : undefined;
     if (store) releasers.add(() => store.close());
@@ -160,10 +165,10 @@ export async function startMaster(config: Config, rootLog: Logger): Promise<Mast
  */
 export async function startWorkers(config: Config, rootLog: Logger): Promise<Running> {
   const log = rootLog.child({ component: 'workers' });
-  processOutageLog().logTo(rootLog);
   const releasers = new Releasers(log);
   await releasers.guard(async () => {
     const connection = await connect(config, 'workers', releasers);
+    processOutageLog().logTo(rootLog);
     const client = new TaskClient(config, connection);
     releasers.add(() => client.close());
     const pool = new WorkerPool({ config, connection, client, log: rootLog });
