@@ -1,9 +1,11 @@
 import { readFileSync } from 'node:fs';
 import { DelayedError, Job, Queue, UnrecoverableError, Worker } from 'bullmq';
 import { promote } from 'bullmq/dist/esm/scripts/promote-9.js';
+import { version } from 'bullmq/dist/esm/version.js';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { GATE_QUEUE } from '../queue/keys.ts';
+import { BullmqShapeError } from './cancel-script.ts';
 import type { IdentityStore } from './identity-store.ts';
 import type { DependencyRef } from './task.ts';
 import { OutageLog } from '../queue/outage-log.ts';
@@ -25,7 +27,7 @@ const OPEN_GATES_LUA = readFileSync(new URL('./open-gates.lua', import.meta.url)
 function openGatesScript(): string {
   // The script passes promote's KEYS and ARGV as BullMQ's Job.promote does.
   if (promote.keys !== 9 || !promote.content.includes('\nlocal jobId = ARGV[2]\n')) {
-    throw new Error("cannot build the gate opening script: BullMQ's promote script has changed shape");
+    throw new BullmqShapeError(`cannot build the gate opening script: BullMQ ${version}'s promote has changed shape`);
   }
   return `local function bullmqPromote(KEYS, ARGV)\n${promote.content}\nend\n${OPEN_GATES_LUA}`;
 }
@@ -42,11 +44,6 @@ export interface GateData {
 export function describeDependency(dep: DependencyRef): string {
   const params = JSON.stringify(dep.params);
   return `${dep.module}(${params.length > 200 ? params.slice(0, 197) + '...' : params})`;
-}
-
-/** Promotes gates by id; a gate that is gone or already promoted is left as it is. */
-export async function promoteGates(queue: Queue, gateIds: string[]): Promise<void> {
-  await Promise.all(gateIds.map((id) => new Job(queue, GATE_NAME, {}, {}, id).promote().catch(() => undefined)));
 }
 
 /**
