@@ -101,7 +101,8 @@ describe('identity of params that arrive over Socket.IO', () => {
     expect(x.ok).toBe(true);
     // A feeder that knows the task only as JSON depends on it (a gate: another batch) ...
     const stored = { module: 'record', params: [{ file: { type: 'Buffer', data: [97, 98, 99] } }] };
-    const d = (await f.ask('task:add', JSON.stringify({ module: 'record', params: ['after'], dependencies: [stored] }))) as Answer;
+    const dependent = { module: 'record', params: ['after'], dependencies: [stored] };
+    const d = (await f.ask('task:add', JSON.stringify(dependent))) as Answer;
     // ... and adding it as JSON is a duplicate of the Buffer one.
     const again = (await f.ask('task:add', JSON.stringify(stored))) as Answer;
     expect(again.tasks[0]).toMatchObject({ _id: x.tasks[0]!._id, duplicate: true });
