@@ -6,7 +6,7 @@ import type { TaskDocument } from '../src/archive/document.ts';
 import { ArchiveStore } from '../src/archive/store.ts';
 import { FinishedJobs } from '../src/archive/finished-jobs.ts';
 import { History } from '../src/archive/history.ts';
-import { FinishedJobRemover } from '../src/archive/remove-finished.ts';
+import { FinishedJobRemover, removeFinishedScript } from '../src/archive/remove-finished.ts';
 import { MAX_DEPTH } from '../src/archive/storable.ts';
 import { formatStatus, queueStatus } from '../src/cli/status.ts';
 import { GATE_QUEUE } from '../src/queue/keys.ts';
@@ -105,6 +105,13 @@ describe('trimming finished jobs (#17 defect 2)', () => {
     const key = dependencyKey(X2.module, X2.params);
     await waitFor(async () => (await c.store.outcomes([key]))[0]?.state === 'completed', 'X2 to run', 30_000);
   }, 90_000);
+
+  it("builds its removal on the installed BullMQ's removeJob script", () => {
+    // Without the anchor it falls back to BullMQ's public removal, which lacks the check below.
+    const lua = removeFinishedScript()!;
+    expect(lua).toContain('local finishedAt = rcall("ZSCORE", KEYS[3], jobId)');
+    expect(lua.indexOf('local finishedAt')).toBeLessThan(lua.indexOf('removeJobWithChildren(prefix, jobId, nil, options)'));
+  });
 
   it('a job retried after it was picked for trimming stays', async () => {
     const c = h.client();
