@@ -88,7 +88,8 @@ class Started {
 
   /** A client of this instance's queue, closed by `close`. */
   client(): { client: TaskClient; close: () => Promise<void> } {
-    const config = loadConfig({ REDIS_URL: this.redisUrl, TASKMASTER_PREFIX: this.prefix, TASKMASTER_TASKS_DIR: FIXTURE_TASKS });
+    const env = { REDIS_URL: this.redisUrl, TASKMASTER_PREFIX: this.prefix, TASKMASTER_TASKS_DIR: FIXTURE_TASKS };
+    const config = loadConfig(env);
     const connection = createRedis(this.redisUrl, { name: `${this.prefix}:test` });
     const client = new TaskClient(config, connection);
     return { client, close: async () => (await client.close(), await connection.quit(), undefined) };
@@ -99,7 +100,8 @@ class Started {
     const { client, close } = this.client();
     try {
       const [added] = await client.add({ module: 'step', params: [{ name: randomBytes(3).toString('hex') }] });
-      await waitFor(async () => (await client.queue().getJobState(added!.id)) === 'completed', 'a task to complete', 60_000);
+      const done = async () => (await client.queue().getJobState(added!.id)) === 'completed';
+      await waitFor(done, 'a task to complete', 60_000);
     } finally {
       await close();
     }
@@ -116,7 +118,8 @@ function exitWithin(s: Started, ms: number): Promise<number | null> {
   return Promise.race([
     s.exited.finally(() => clearTimeout(timer)),
     new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`taskmaster did not exit within ${ms} ms of SIGTERM:\n${s.stderr.slice(-3000)}`)), ms);
+      const what = `taskmaster did not exit within ${ms} ms of SIGTERM:\n${s.stderr.slice(-3000)}`;
+      timer = setTimeout(() => reject(new Error(what)), ms);
     }),
   ]);
 }
@@ -249,22 +252,26 @@ describe('abandonRedis', () => {
     cleanups.push(() => connection.disconnect());
     await Promise.all([connection.ping(), duplicate.ping()]);
     await redis.stop();
-    await waitFor(() => connection.status === 'reconnecting' && duplicate.status === 'reconnecting', 'both to be reconnecting');
-    const pending = [connection.get('k'), duplicate.get('k')].map((p) => p.then(() => 'answered', (e: Error) => e.message));
+    const reconnecting = () => connection.status === 'reconnecting' && duplicate.status === 'reconnecting';
+    await waitFor(reconnecting, 'both to be reconnecting');
+    const answer = (p: Promise<unknown>) => p.then(() => 'answered', (e: Error) => e.message);
+    const pending = [answer(connection.get('k')), answer(duplicate.get('k'))];
 
     abandonRedis(connection);
-    expect(await Promise.all(pending)).toEqual([expect.stringMatching(/Connection is closed/), expect.stringMatching(/Connection is closed/)]);
+    const closed = expect.stringMatching(/Connection is closed/);
+    expect(await Promise.all(pending)).toEqual([closed, closed]);
     expect([connection.status, duplicate.status]).toEqual(['end', 'end']);
     // A duplicate made afterwards (BullMQ makes some while closing) does not wait either.
     const late = connection.duplicate();
-    expect(await late.get('k').then(() => 'answered', (e: Error) => e.message)).toMatch(/Connection is closed/);
+    expect(await answer(late.get('k'))).toMatch(/Connection is closed/);
   });
 });
 
 describe('OutageLog', () => {
-  it('tells an outage once per process: when it starts, while it lasts, and when every failed connection is back', () => {
+  it('tells an outage once: when it starts, and when every connection that failed is back', () => {
     const lines: { level: number; msg: string }[] = [];
-    const log = pino({ level: 'info', base: null, timestamp: false }, { write: (l: string) => void lines.push(JSON.parse(l)) });
+    const sink = { write: (l: string) => void lines.push(JSON.parse(l)) };
+    const log = pino({ level: 'info', base: null, timestamp: false }, sink);
     const outages = new OutageLog().logTo(log);
     const a = {};
     const b = {};

@@ -90,7 +90,8 @@ export class OutageLog {
     this.reason = { message: err.message, code: (err as NodeJS.ErrnoException).code };
     if (this.since !== undefined) return;
     this.since = Date.now();
-    this.log?.warn({ reason: this.reason.message, code: this.reason.code }, 'Redis is unreachable; retrying until it is back');
+    const { message, code } = this.reason;
+    this.log?.warn({ reason: message, code }, 'Redis is unreachable; retrying until it is back');
     this.timer = setInterval(() => {
       this.log?.warn(
         { reason: this.reason?.message, code: this.reason?.code, downForMs: this.downForMs },

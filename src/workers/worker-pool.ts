@@ -9,6 +9,7 @@ import { Cancellations, CANCELLED_REASON } from '../tasks/cancellations.ts';
 import { Gates } from '../tasks/gates.ts';
 import { Outcomes } from '../tasks/outcomes.ts';
 import type { TaskClient } from '../tasks/task-client.ts';
+import { isConnectionError } from '../queue/outage-log.ts';
 import { HeldRuns, type HeldRun } from './held-runs.ts';
 import type { RunInfo } from './task-worker.ts';
 import { BEAT_MS, RESOLVED_CONFIG_ENV, type ToPrimary, type ToWorker } from './worker-process.ts';
@@ -170,7 +171,9 @@ export class WorkerPool {
         ? (all ??= this.held.byWorker(this.slots.flatMap((s) => (s.proc && s.workerId ? [s.workerId] : [])))).then((m) => m.get(workerId) ?? [])
         : undefined;
       slot.checking = this.check(slot, slot.proc, workerId, silent, runs)
-        .catch((err) => this.log.warn({ err }, 'could not look at the runs of a worker process'))
+        .catch((err) => {
+          if (!this.unreachable(err)) this.log.warn({ err }, 'could not look at the runs of a worker process');
+        })
         .finally(() => (slot.checking = undefined));
     }
   }
@@ -251,8 +254,16 @@ export class WorkerPool {
       await Promise.all(runs.filter((r) => !this.failing.has(r.jobId)).map((r) => this.failRun(r, new Error(why))));
     } catch (err) {
       // Redis is away: BullMQ's stalled-job check gives the jobs back once their locks expire.
-      this.log.warn({ err }, 'could not fail the runs of a worker process that exited');
+      const why = isConnectionError(err) ? { reason: (err as Error).message } : { err };
+      this.log.warn({ ...why, workerId }, 'could not fail the runs of a worker process that exited');
     }
+  }
+
+  /** True (after a debug line) for an error that only says Redis is away: the outage log tells that. */
+  private unreachable(err: unknown): boolean {
+    if (!isConnectionError(err)) return false;
+    this.log.debug({ reason: (err as Error).message }, 'Redis unreachable');
+    return true;
   }
 
   /** A cancel reaches the process running the task, which aborts it; if it does not stop, kill. */
