@@ -287,4 +287,20 @@ describe('OutageLog', () => {
     expect(lines).toMatchObject([{ level: 40, msg: UNREACHABLE }, { level: 30, msg: BACK }]);
     expect(outages.unreachable).toBe(false);
   });
+
+  it('repeats the warning at its interval while no connection is back, and stops when one is', async () => {
+    const lines: { msg: string; downForMs?: number }[] = [];
+    const sink = { write: (l: string) => void lines.push(JSON.parse(l)) };
+    const outages = new OutageLog({ repeatMs: 50 }).logTo(pino({ level: 'info' }, sink));
+    const a = {};
+    outages.failed(a, Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' }));
+    await waitFor(() => lines.filter((l) => l.msg === STILL).length >= 2, 'two reminders');
+    outages.ready(a);
+    const seen = lines.length;
+    expect(lines[seen - 1]!.msg).toBe(BACK);
+    // A failure after the recovery is a new outage, told anew.
+    outages.failed(a, Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' }));
+    expect(lines.slice(seen).map((l) => l.msg)).toEqual([UNREACHABLE]);
+    outages.ready(a);
+  });
 });
