@@ -115,7 +115,8 @@ describe('a batch that waits on dependencies outside it', () => {
     // As if the lookup had taken longer than a claim without its job is honoured (30 s).
     for (const [field, value] of Object.entries(await h.redis.hgetall(c.keys.live))) {
       const sep = value.indexOf('|');
-      if (value[0] !== '{' && sep > 0) await h.redis.hset(c.keys.live, field, `${Number(value.slice(0, sep)) - 31_000}${value.slice(sep)}`);
+      if (value[0] === '{' || sep < 0) continue;
+      await h.redis.hset(c.keys.live, field, `${Number(value.slice(0, sep)) - 31_000}${value.slice(sep)}`);
     }
     const [second] = await h.client().add(X);
     slow.answer();
@@ -128,7 +129,7 @@ describe('a batch that waits on dependencies outside it', () => {
     expect(starts('x6')).toBe(1);
   });
 
-  it('a producer answered "duplicate" of a batch in progress holds a job that exists, though that batch fails', async () => {
+  it('a producer answered "duplicate" of a batch in progress holds a job that exists, though it fails', async () => {
     const c = h.client();
     const X = step('x2');
     const slow = heldArchive();
@@ -200,18 +201,19 @@ describe('a batch that waits on dependencies outside it', () => {
 describe('the add script', () => {
   const h = useHarness();
 
-  it('writes nothing of a batch BullMQ refuses part of: jobs, claims and failure records stay as they were', async () => {
+  it('writes nothing of a batch BullMQ refuses part of: jobs, claims, failure records stay as they were', async () => {
     const c = h.client();
     const q = h.config.queue;
     // A job that already belongs to a live parent: BullMQ refuses to give it a second one (-7).
     const flows = new FlowProducer({ connection: h.connection('native'), prefix: h.prefix });
     h.defer(() => flows.close());
-    await flows.add({ name: 'record', queueName: q, data: {}, opts: { jobId: 'tparent1' }, children: [{ name: 'record', queueName: q, data: {}, opts: { jobId: 'tchild' } }] });
+    const child = () => ({ name: 'record', queueName: q, data: {}, opts: { jobId: 'tchild' } });
+    await flows.add({ name: 'record', queueName: q, data: {}, opts: { jobId: 'tparent1' }, children: [child()] });
     await h.redis.hset(c.keys.failed, 'free-dk', JSON.stringify({ jobId: 'told', at: 1, reason: 'old' }));
     const adder = (c as unknown as { adder: AtomicAdder }).adder;
     const batch = [
       { name: 'record', queueName: q, data: {}, opts: { jobId: 'tfree', priority: 1 } },
-      { name: 'record', queueName: q, data: {}, opts: { jobId: 'tparent2' }, children: [{ name: 'record', queueName: q, data: {}, opts: { jobId: 'tchild' } }] },
+      { name: 'record', queueName: q, data: {}, opts: { jobId: 'tparent2' }, children: [child()] },
     ];
     const claims = [
       { taskKey: 'free-dk', jobKey: c.keys.job(q, 'tfree'), dependencyKey: 'free-dk' },
@@ -222,6 +224,7 @@ describe('the add script', () => {
     expect(await h.redis.hlen(c.keys.live)).toBe(0);
     expect(await h.redis.hget(c.keys.failed, 'free-dk')).toMatch(/old/);
     expect((await c.queue().getJob('tchild'))!.parentKey).toBe(c.keys.job(q, 'tparent1'));
-    expect(await c.queue().getJobCounts('wait', 'prioritized', 'waiting-children')).toEqual({ wait: 1, prioritized: 0, 'waiting-children': 1 });
+    const counts = await c.queue().getJobCounts('wait', 'prioritized', 'waiting-children');
+    expect(counts).toEqual({ wait: 1, prioritized: 0, 'waiting-children': 1 });
   });
 });

@@ -154,7 +154,8 @@ while i <= #ARGV do
     local parentKey = args[5]
     if parentKey and not writes[parentKey] and redis.call('EXISTS', parentKey) == 0 then
       unclaim()
-      return redis.error_reply('${REFUSED} parent ' .. parentKey .. ' of job ' .. jobKey .. ' does not exist; nothing of the batch was written')
+      return redis.error_reply('${REFUSED} parent ' .. parentKey .. ' of job ' .. jobKey
+        .. ' does not exist; nothing of the batch was written')
     end
     writes[jobKey] = true
   end
@@ -205,7 +206,8 @@ while i <= #ARGV do
   local result = scripts[script](set, argv)
   -- The checks above leave BullMQ nothing to refuse; should it refuse anyway, say so.
   if type(result) == 'number' and result < 0 then
-    return redis.error_reply('${REFUSED} BullMQ refused a write of this batch after part of it was written (code ' .. result .. ')')
+    return redis.error_reply('${REFUSED} BullMQ refused a write of this batch after part of it was written (code '
+      .. result .. ')')
   end
   i = i + 3 + argc
 end
@@ -307,7 +309,12 @@ export class AtomicAdder {
    * to the dependency keys whose gates are to be opened (see ADD). Rejects with
    * TaskAddRefusedError, nothing written, when Redis cannot write the batch as it is.
    */
-  async write(flows: FlowJob[], claims: ClaimItem[], gates: GateRegistration[], now = Date.now()): Promise<{ held?: string[]; toOpen: string[] }> {
+  async write(
+    flows: FlowJob[],
+    claims: ClaimItem[],
+    gates: GateRegistration[],
+    now = Date.now(),
+  ): Promise<{ held?: string[]; toOpen: string[] }> {
     const commands = await this.flows.commands(flows, this.queue);
     const waiters = new Map<string, number>();
     for (const g of gates) if (!waiters.has(g.dependencyKey)) waiters.set(g.dependencyKey, waiters.size + 1);
@@ -330,7 +337,8 @@ export class AtomicAdder {
       for (let j = count; j < all.length; j++) args.push(all[j]!);
     }
     keyArgs[0] = keyArgs.length - 1;
-    keyArgs.push(now, READD_HIDES_MS, claims.length, lengths.length, waiters.size, gates.length, ...lengths, ...waiters.keys());
+    keyArgs.push(now, READD_HIDES_MS, claims.length, lengths.length, waiters.size, gates.length);
+    keyArgs.push(...lengths, ...waiters.keys());
     for (const c of claims) keyArgs.push(c.taskKey, c.jobKey, c.dependencyKey);
     for (const g of gates) keyArgs.push(waiters.get(g.dependencyKey)!, g.gateId, g.open ? '1' : '0');
     for (const a of args) keyArgs.push(a);
@@ -340,7 +348,8 @@ export class AtomicAdder {
     } catch (err) {
       const message = err instanceof Error ? err.message : '';
       if (!message.startsWith(REFUSED)) throw err;
-      throw new TaskAddRefusedError(`Redis refused to write the batch: ${message.slice(REFUSED.length + 1)}`, { cause: err });
+      const why = message.slice(REFUSED.length + 1);
+      throw new TaskAddRefusedError(`Redis refused to write the batch: ${why}`, { cause: err });
     }
     const [holders, toOpen] = out;
     return holders.some((h) => h) ? { held: holders, toOpen: [] } : { toOpen };

@@ -174,7 +174,15 @@ type Scripted = Redis & {
   tmHide(failed: string, readding: string, now: number, ...pairs: string[]): Promise<number[]>;
   /** numberOfKeys first: 3 + one waiters key per pair. */
   tmGiveBack(numberOfKeys: number, ...keysAndArgs: string[]): Promise<string[]>;
-  tmOutcomes(live: string, done: string, failed: string, readding: string, now: number, hides: number, ...dependencyKeys: string[]): Promise<string[]>;
+  tmOutcomes(
+    live: string,
+    done: string,
+    failed: string,
+    readding: string,
+    now: number,
+    hides: number,
+    ...dependencyKeys: string[]
+  ): Promise<string[]>;
   /** numberOfKeys first: 4 + one waiters key per item. */
   tmSettle(numberOfKeys: number, ...keysAndArgs: string[]): Promise<string[][]>;
 };
@@ -233,7 +241,8 @@ async function withinLimit<T>(lookup: Promise<T>, ms: number, count: number): Pr
   const limit = new Promise<never>((_, reject) => {
     timer = setTimeout(() => {
       const what = `${count} dependenc${count === 1 ? 'y' : 'ies'}`;
-      reject(new ArchiveLookupTimeoutError(`archive lookup of ${what} (completions no longer in Redis) did not answer within ${ms} ms`));
+      const message = `archive lookup of ${what} (completions no longer in Redis) did not answer within ${ms} ms`;
+      reject(new ArchiveLookupTimeoutError(message));
     }, ms);
   });
   try {
@@ -265,7 +274,10 @@ export class IdentityStore {
    * adding them again is on its way (see HIDE); returns those items, to give back if the batch
    * is not written.
    */
-  async hideFailures<T extends Pick<ClaimItem, 'dependencyKey' | 'jobKey'>>(items: T[], now = Date.now()): Promise<T[]> {
+  async hideFailures<T extends Pick<ClaimItem, 'dependencyKey' | 'jobKey'>>(
+    items: T[],
+    now = Date.now(),
+  ): Promise<T[]> {
     const hidden: T[] = [];
     for (let i = 0; i < items.length; i += CHUNK) {
       const part = items.slice(i, i + CHUNK);
@@ -285,8 +297,10 @@ export class IdentityStore {
     const toOpen: string[] = [];
     for (let i = 0; i < items.length; i += CHUNK) {
       const part = items.slice(i, i + CHUNK);
-      const keys = [this.keys.readding, this.keys.failed, this.keys.opening, ...part.map((it) => this.keys.waiters(it.dependencyKey))];
-      toOpen.push(...(await this.redis.tmGiveBack(keys.length, ...keys, ...part.flatMap((it) => [it.dependencyKey, it.jobKey]))));
+      const { readding, failed, opening } = this.keys;
+      const keys = [readding, failed, opening, ...part.map((it) => this.keys.waiters(it.dependencyKey))];
+      const pairs = part.flatMap((it) => [it.dependencyKey, it.jobKey]);
+      toOpen.push(...(await this.redis.tmGiveBack(keys.length, ...keys, ...pairs)));
     }
     return toOpen;
   }
@@ -341,7 +355,8 @@ export class IdentityStore {
     const { live, done, failed, readding } = this.keys;
     const now = Date.now();
     for (let i = 0; i < dependencyKeys.length; i += CHUNK) {
-      read.push(...(await this.redis.tmOutcomes(live, done, failed, readding, now, READD_HIDES_MS, ...dependencyKeys.slice(i, i + CHUNK))));
+      const part = dependencyKeys.slice(i, i + CHUNK);
+      read.push(...(await this.redis.tmOutcomes(live, done, failed, readding, now, READD_HIDES_MS, ...part)));
     }
     const out = read.map((f) => {
       if (!f) return undefined;
@@ -354,7 +369,8 @@ export class IdentityStore {
       const lookup = Promise.resolve()
         .then(() => archive.completed(unknown))
         .catch(() => new Map<string, Outcome>());
-      const found = opts.archiveLimitMs === undefined ? await lookup : await withinLimit(lookup, opts.archiveLimitMs, unknown.length);
+      const limit = opts.archiveLimitMs;
+      const found = limit === undefined ? await lookup : await withinLimit(lookup, limit, unknown.length);
       if (found.size) {
         const m = this.redis.multi();
         for (const [dk, o] of found) m.hsetnx(this.keys.done, dk, JSON.stringify(o));

@@ -145,7 +145,11 @@ export class TaskClient {
         const read = await this.store.outcomes(dks, { archiveLimitMs: this.archiveLookupLimitMs });
         const settled = new Set(dks.filter((_, i) => read[i]));
         for (const g of gates) if (settled.has(g.dependencyKey)) g.node.opts!.delay = 0;
-        const registrations = gates.map((g) => ({ dependencyKey: g.dependencyKey, gateId: g.gateId, open: !g.node.opts!.delay }));
+        const registrations = gates.map((g) => ({
+          dependencyKey: g.dependencyKey,
+          gateId: g.gateId,
+          open: !g.node.opts!.delay,
+        }));
         const { held, toOpen } = await this.adder.write(flows, toAdd, registrations);
         if (!held) {
           // The batch is written: should opening fail, the reconciler opens them (see ADD).
@@ -277,7 +281,8 @@ export class TaskClient {
   private async openGates(dependencyKeys: string[]): Promise<void> {
     if (!dependencyKeys.length) return;
     if (!this.gateOpener) {
-      const gates = new Gates({ connection: this.connection, prefix: this.config.prefix, store: this.store, log: silentLog });
+      const { connection, store } = this;
+      const gates = new Gates({ connection, prefix: this.config.prefix, store, log: silentLog });
       this.closers.push(() => gates.close());
       this.gateOpener = gates;
     }
