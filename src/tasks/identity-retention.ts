@@ -51,8 +51,9 @@ export class IdentityRetention {
     const oldest = await this.opts.oldestUnarchived?.();
     if (oldest !== undefined) cutoff = Math.min(cutoff, oldest);
     let removed = 0;
-    const { live, done, failed } = this.opts.keys;
-    for (const hash of [done, failed, live]) {
+    const { live, done, failed, readding } = this.opts.keys;
+    // `readding` entries outlive their add only when its producer died half-way.
+    for (const hash of [done, failed, live, readding]) {
       let cursor = '0';
       do {
         const [next, n] = await this.redis.tmSweepIdentities(hash, cursor, cutoff, SLICE);

@@ -2,7 +2,8 @@
   Removes identity records older than a cutoff from one hash, a slice at a time (HSCAN), so a
   sweep of millions of records never blocks Redis for long.
   KEYS[1] a hash of identity records: `done` or `failed` (dependencyKey -> {"jobId","at",...}),
-          or `live` (taskKey -> a claim "<at>|<job key>", or a completion record kept in its place)
+          or `live` (taskKey -> a claim "<at>|<job key>", or a completion record kept in its place),
+          or `readding` (dependencyKey -> "<at>|<job key>" of a re-add in progress)
   ARGV[1] HSCAN cursor, ARGV[2] cutoff (ms): records with `at` before it go, ARGV[3] COUNT hint
   Returns { next cursor, records removed }.
   A claim is removed only when its job no longer exists or has finished (a crashed producer's
