@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -245,7 +245,10 @@ describe('an outage in the log', () => {
 describe('abandonRedis', () => {
   it('fails at once the commands waiting on a connection and its duplicates between reconnect attempts', async () => {
     // ioredis 5 leaves a connection that is disconnected between two attempts 'reconnecting',
-    // with its queued commands pending for good: what made a stop wait forever.
+    // with its queued commands pending for good: what made a stop wait forever. closeNow in
+    // connection.ts works around it; another major version is to be looked at again.
+    const ioredis = JSON.parse(readFileSync(new URL('../node_modules/ioredis/package.json', import.meta.url), 'utf8'));
+    expect(ioredis.version).toMatch(/^5\./);
     const redis = await ownRedis();
     const connection = createRedis(redis.url, { name: 'abandon' });
     const duplicate = connection.duplicate();
