@@ -40,6 +40,7 @@ describe('loadConfig: defaults', () => {
       retry: { attempts: 3, backoffMs: 1000 },
       limits: { maxBatch: 10_000, maxPayloadBytes: 16 * 1024 * 1024 },
       keep: { completed: 10_000, failed: 50_000 },
+      identityRetentionMs: 7 * 86_400_000,
       archiveBatch: 500,
       dataDir: resolve('/srv/app', '.taskmaster'),
       schedules: [],
