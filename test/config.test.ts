@@ -41,6 +41,8 @@ describe('loadConfig: defaults', () => {
       limits: { maxBatch: 10_000, maxPayloadBytes: 16 * 1024 * 1024 },
       keep: { completed: 10_000, failed: 50_000 },
       identityRetentionMs: 7 * 86_400_000,
+      dedupWindowMs: 15 * 60_000,
+      alerts: { failureRate: 0.25, failureWindowMs: 15 * 60_000, waitingAgeMs: 10 * 60_000 },
       archiveBatch: 500,
       dataDir: resolve('/srv/app', '.taskmaster'),
       schedules: [],
@@ -131,6 +133,12 @@ const BAD_ENV: [string, string, RegExp][] = [
   ['TASKMASTER_KEEP_FAILED', 'lots', /an integer from 0 to 10000000/],
   ['TASKMASTER_ARCHIVE_BATCH', '0', /an integer from 1 to 10000/],
   ['TASKMASTER_ARCHIVE_BATCH', 'all', /an integer from 1 to 10000/],
+  ['TASKMASTER_DEDUP_WINDOW', '15', /a duration: a whole number with a unit/],
+  ['TASKMASTER_DEDUP_WINDOW', 'always', /or "forever"/],
+  ['TASKMASTER_ALERT_FAILURE_RATE', '1.5', /a number from 0 to 1/],
+  ['TASKMASTER_ALERT_FAILURE_RATE', '-0.1', /a number from 0 to 1/],
+  ['TASKMASTER_ALERT_FAILURE_RATE', '25%', /a number from 0 to 1/],
+  ['TASKMASTER_ALERT_WAITING_AGE', '10 minutes', /a duration/],
 ];
 
 describe('loadConfig: bad environment values', () => {

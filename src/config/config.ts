@@ -21,6 +21,16 @@ export interface Limits {
   maxPayloadBytes: number;
 }
 
+/** Thresholds of the status page's alerts. */
+export interface AlertThresholds {
+  /** Share of finished runs that failed over `failureWindowMs`, from 0 to 1. @defaultValue 0.25 */
+  failureRate: number;
+  /** @defaultValue 15 minutes */
+  failureWindowMs: number;
+  /** Age of the oldest waiting task. @defaultValue 10 minutes */
+  waitingAgeMs: number;
+}
+
 /** The resolved configuration: built once at start, frozen, passed to every component. */
 export interface Config {
   /** @defaultValue redis://127.0.0.1:6379 */
@@ -61,6 +71,14 @@ export interface Config {
    * finished; undefined keeps records forever. @defaultValue 7 days
    */
   identityRetentionMs?: number;
+  /**
+   * How long after a task completed an identical task is still answered as a duplicate of it
+   * (so re-sending a batch after a reconnect runs nothing twice); undefined: for as long as the
+   * identity's record is kept. @defaultValue 15 minutes
+   */
+  dedupWindowMs?: number;
+  /** When the status page raises an alert. */
+  alerts: AlertThresholds;
   /** Folder for a private redis-server's data. @defaultValue ./.taskmaster/redis */
   dataDir: string;
   schedules: readonly ScheduleConfig[];
@@ -86,6 +104,14 @@ function int(env: Env, name: string, fallback: number, min: number, max: number)
   if (!/^-?\d+$/.test(raw.trim()) || !Number.isSafeInteger(n) || n < min || n > max) {
     bad(name, `an integer from ${min} to ${max}`, raw);
   }
+  return n;
+}
+
+function fraction(env: Env, name: string, fallback: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const n = Number(raw);
+  if (!/^\d*\.?\d+$/.test(raw.trim()) || n > 1) bad(name, 'a number from 0 to 1 (e.g. 0.25)', raw);
   return n;
 }
 
@@ -199,6 +225,12 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
     },
     archiveBatch: int(env, 'TASKMASTER_ARCHIVE_BATCH', 500, 1, 10_000),
     identityRetentionMs: duration(env, 'TASKMASTER_IDENTITY_RETENTION', 7 * 86_400_000),
+    dedupWindowMs: duration(env, 'TASKMASTER_DEDUP_WINDOW', 15 * 60_000),
+    alerts: {
+      failureRate: fraction(env, 'TASKMASTER_ALERT_FAILURE_RATE', 0.25),
+      failureWindowMs: duration(env, 'TASKMASTER_ALERT_FAILURE_WINDOW', 15 * 60_000) ?? Number.MAX_SAFE_INTEGER,
+      waitingAgeMs: duration(env, 'TASKMASTER_ALERT_WAITING_AGE', 10 * 60_000) ?? Number.MAX_SAFE_INTEGER,
+    },
     dataDir: resolve(cwd, str(env, 'TASKMASTER_DATA_DIR') ?? './.taskmaster'),
     schedules: Object.freeze(file.schedules ?? []),
     configFile: configPath,
