@@ -191,6 +191,7 @@ export class WorkerPool {
     if (!silent || !runs.length || now - slot.renewedAt < this.lockMs / 2) return;
     slot.renewedAt = now;
     this.log.warn({ pid: proc.process.pid, jobs: runs.map((r) => r.jobId) }, 'worker process is not answering; keeping the locks of its runs');
+    // A lock that cannot be extended is lost already (or Redis is away): the job stalls and is retried.
     await Promise.all(runs.map((r) => this.job(r).extendLock(r.token, this.lockMs).catch(() => undefined)));
   }
 
@@ -269,7 +270,9 @@ export class WorkerPool {
   /** A cancel reaches the process running the task, which aborts it; if it does not stop, kill. */
   private listenForCancels(): void {
     const sub = (this.subscriber = this.opts.connection.duplicate());
-    void sub.subscribe(this.cancellations.channel).catch(() => undefined);
+    void sub
+      .subscribe(this.cancellations.channel)
+      .catch((err) => this.log.warn({ err }, 'could not subscribe to cancel requests'));
     sub.on('message', (_c, id: string) => void this.cancelled(id).catch((err) => this.log.warn({ err, jobId: id }, 'could not look for a cancelled run')));
   }
 
