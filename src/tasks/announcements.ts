@@ -24,6 +24,7 @@ export interface AnnouncementsOptions {
  */
 export function listenForAnnouncements(o: AnnouncementsOptions): () => void {
   const sub = o.connection.duplicate();
+  // Errors of a duplicate are logged already, by the process's outage log (createRedis watches every duplicate).
   sub.on('error', () => {});
   sub.on('message', (channel: string, message: string) => {
     if (channel === o.openingChannel) void o.gates.open(message).catch((err) => o.log.warn({ err }, 'opening gates failed; the reconciler will'));
@@ -36,7 +37,7 @@ export function listenForAnnouncements(o: AnnouncementsOptions): () => void {
     void o.cancellations
       .pending(o.held())
       .then((ids) => ids.forEach(o.cancel))
-      .catch(() => undefined);
+      .catch((err) => o.log.debug({ err }, 'could not read stored cancel requests; the next (re)subscription does'));
   });
   // Requests whose runs ended without honouring them (finished first, or by a consumer that
   // does not listen) would stay forever; a failed sweep is retried next time (Redis away).

@@ -154,7 +154,7 @@ export class Cancellations {
     return this.redis.tmSweepCancels(this.hashKey, this.prefix);
   }
 
-  /** Sweeps now and every `everyMs`; returns the stopper. */
+  /** Sweeps now and every `everyMs`; returns the stopper. A failed sweep is retried at the next tick. */
   sweepEvery(everyMs = CANCEL_SWEEP_MS, onError: (err: unknown) => void = () => {}): () => void {
     const tick = () => void this.sweep().catch(onError);
     tick();

@@ -2,7 +2,7 @@ import { Job } from 'bullmq';
 import { DependencyFailedError } from '../errors.ts';
 import { GATE_QUEUE } from '../queue/keys.ts';
 import { describeDependency } from './gates.ts';
-import { dependencyKey } from './identity.ts';
+import { dependencyRefKey } from './identity.ts';
 import type { TaskClient } from './task-client.ts';
 import { taskFromJob, type DependencyRef } from './task.ts';
 
@@ -23,6 +23,7 @@ export async function assertDependenciesSucceeded(job: Job, client: TaskClient):
   // A gate's reason already names its dependency; a direct child's is the child's own error,
   // which may be about the child's own dependency, so the child is named in front of it.
   if (childQueue === GATE_QUEUE) throw new DependencyFailedError(reason);
+  // A child that cannot be read is looked for as gone: the dependent fails either way, only less precisely named.
   const child = await Job.fromId(client.queue(childQueue), childId).catch(() => undefined);
   const dep = child ? taskFromJob(child) : await gone(job, childId, client);
   const name = dep ? `${describeDependency(dep)} (job ${childId})` : childKey;
@@ -35,6 +36,6 @@ export async function assertDependenciesSucceeded(job: Job, client: TaskClient):
  */
 async function gone(job: Job, childId: string, client: TaskClient): Promise<DependencyRef | undefined> {
   const deps = taskFromJob(job).dependencies;
-  const outcomes = await client.store.outcomes(deps.map((d) => dependencyKey(d.module, d.params))).catch(() => []);
+  const outcomes = await client.store.outcomes(deps.map(dependencyRefKey)).catch(() => []);
   return deps.find((_, i) => outcomes[i]?.jobId === childId);
 }

@@ -197,6 +197,7 @@ export class OutcomeWatcher {
 
   async close(): Promise<void> {
     this.closing = true;
+    // start() logs its own failures and retries; closing only waits for it to stop.
     await this.caughtUp.catch(() => undefined);
     await this.draining;
     await this.events?.close();
