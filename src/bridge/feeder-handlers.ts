@@ -64,6 +64,7 @@ export class FeederHandlers {
     const next = previous.then(() => this.addNow(peer, payload));
     this.chains.set(
       peer,
+      // The caller gets `next` and its failure; the chain only orders the peer's adds.
       next.catch(() => undefined),
     );
     return next;

@@ -87,6 +87,7 @@ export class Watchers {
     if (!r) {
       // QueueEvents blocks on XREAD, so it needs a connection of its own.
       const connection = this.opts.connection.duplicate();
+      // Errors of a duplicate are logged already, by the process's outage log (see createRedis).
       connection.on('error', () => {});
       const events = new QueueEvents(queue, { connection, prefix: this.opts.config.prefix, lastEventId: `${Date.now() - 2000}-0` });
       events.on('error', OutageLog.listener(this.log.child({ queue }), 'queue events error'));
@@ -119,6 +120,7 @@ export class Watchers {
     r.idle = setTimeout(() => {
       if (this.watchedIn.has(queue) || this.readers.get(queue) !== r) return;
       this.readers.delete(queue);
+      // A reader that fails to close is disconnected all the same.
       void r.events.close().catch(() => undefined).finally(() => r.connection.disconnect());
     }, this.opts.readerIdleMs ?? READER_IDLE_MS);
     r.idle.unref();
@@ -138,7 +140,10 @@ export class Watchers {
         const key = this.key(queue, id);
         const q = this.opts.client.queue(queue);
         const job = await Job.fromId(q, id);
-        const gone = job ? undefined : await this.opts.archived?.(id, queue).catch(() => undefined);
+        const gone = job ? undefined : await this.opts.archived?.(id, queue).catch((err) => {
+          this.log.warn({ err, jobId: id }, 'could not look a watched task up in the archive; answering it unknown');
+          return undefined;
+        });
         if (gone) {
           // Finished and archived since: answered from the archive.
           answer.finished.push(id);
@@ -223,6 +228,7 @@ export class Watchers {
     await Promise.all(
       [...this.readers.values()].map(async ({ events, connection, idle }) => {
         clearTimeout(idle);
+        // A reader that fails to close is disconnected all the same.
         await events.close().catch(() => undefined);
         connection.disconnect();
       }),
