@@ -207,6 +207,7 @@ export class RunnerLeases {
     this.leases.set(job.id!, lease);
     // Who ran it, where BullMQ keeps a worker's name (the archive records it).
     const jobKey = this.opts.client.keys.job(job.queueName, job.id!);
+    // Only the archive's note of who ran it: a failed write loses nothing else.
     void this.opts.connection.hset(jobKey, 'pb', `runner:${runnerLabel(peer)}`).catch(() => undefined);
     peer.held.add(job.id!);
     this.opts.presence.touch(peer);
