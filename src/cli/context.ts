@@ -40,6 +40,7 @@ export async function withClient<T>(env: Env, fn: (ctx: OneShot) => Promise<T>):
     client = new TaskClient(config, redis);
     return await fn({ config, redis, client });
   } finally {
+    // The command's answer (or its error) stands; the connection is closed just below either way.
     await client?.close().catch(() => undefined);
     if (redis.status === 'ready') await redis.quit().catch(() => redis.disconnect());
     else redis.disconnect();

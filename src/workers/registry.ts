@@ -56,12 +56,14 @@ export class ConsumerRegistry {
           last = info.id;
           return this.announce(info, everyMs * 3);
         })
+        // A missed beat is made up by the next; three missed ones let the entry expire, as they should.
         .catch(() => undefined);
     void beat();
     const timer = setInterval(beat, everyMs);
     timer.unref();
     return async () => {
       clearInterval(timer);
+      // An entry that cannot be removed expires after three beats.
       if (last) await this.remove(last).catch(() => undefined);
     };
   }

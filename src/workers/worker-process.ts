@@ -117,6 +117,7 @@ export async function runWorkerProcess(): Promise<void> {
       abandonRedis(connection);
       await Promise.race([closing, new Promise((r) => setTimeout(r, ABANDONED_CLOSE_MS).unref())]);
     }
+    // Stopping: the connection is dropped just below whether or not the client closed cleanly.
     await client.close().catch(() => undefined);
     connection.disconnect();
     process.exit(0);
