@@ -100,7 +100,7 @@ export class Archiver {
     this.running = false;
     this.wake?.();
     await this.loop;
-    // Hand the role over at once rather than after the lock expires.
+    // Hand the role over at once rather than after the lock expires (which it does if this fails).
     await this.opts.connection.eval(`if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`, 1, this.lockKey, this.owner).catch(() => undefined);
   }
 

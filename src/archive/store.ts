@@ -209,6 +209,7 @@ export class ArchiveStore {
   }
 
   async close(): Promise<void> {
+    // Stopping: nothing is left to write, and a connection that fails to close is gone anyway.
     await this.conn.close().catch(() => undefined);
   }
 }
