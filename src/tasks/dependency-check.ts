@@ -36,6 +36,7 @@ export async function assertDependenciesSucceeded(job: Job, client: TaskClient):
  */
 async function gone(job: Job, childId: string, client: TaskClient): Promise<DependencyRef | undefined> {
   const deps = taskFromJob(job).dependencies;
+  // Unread records leave the child unnamed: the dependent fails all the same, with the child's key.
   const outcomes = await client.store.outcomes(deps.map(dependencyRefKey)).catch(() => []);
   return deps.find((_, i) => outcomes[i]?.jobId === childId);
 }

@@ -187,6 +187,7 @@ export class ModuleLoader {
 
   /** Module names available in the tasks folder (sub-folders as "a/b"). */
   async list(): Promise<string[]> {
+    // A tasks folder that cannot be read offers no modules; running one names the folder in its error.
     const entries = await readdir(this.dir, { recursive: true, withFileTypes: true }).catch(() => []);
     const names = new Set<string>();
     for (const e of entries) {
