@@ -24,10 +24,20 @@ export interface Keys {
   eventsSeen(queue: string): string;
   /** BullMQ job hash key of a job. */
   job(queue: string, jobId: string): string;
+  /**
+   * hash of one schedule: `last` (JSON: its last firing) and `keys` (JSON array: the dependency
+   * keys of that firing's tasks, read to count how many are done).
+   */
+  schedule(name: string): string;
+  /** sorted set of a schedule's firing ids already added, scored by when each fired (the most recent kept). */
+  scheduleFired(name: string): string;
 }
 
 /** Internal queue holding one "gate" job per dependency edge that is not a direct flow child. */
 export const GATE_QUEUE = '_gates';
+
+/** Internal queue holding the BullMQ job schedulers of schedules and the firing jobs they produce. */
+export const SCHEDULE_QUEUE = '_schedules';
 
 export function keysFor(prefix: string): Keys {
   return {
@@ -40,5 +50,7 @@ export function keysFor(prefix: string): Keys {
     waiters: (dk) => `${prefix}:tm:waiters:${dk}`,
     eventsSeen: (queue) => `${prefix}:tm:events-seen:${queue}`,
     job: (queue, id) => `${prefix}:${queue}:${id}`,
+    schedule: (name) => `${prefix}:tm:schedule:${name}`,
+    scheduleFired: (name) => `${prefix}:tm:schedule-fired:${name}`,
   };
 }
