@@ -1,0 +1,163 @@
+// The live part of the page: what the server sends on `overview` (and GET /api/overview).
+import { ago, badge, byId, duration, h, table } from './dom.js';
+
+/** BullMQ's states in the order a task goes through them, with the page's names for them. */
+export const STATES = [
+  ['waiting', 'waiting'],
+  ['prioritized', 'prioritized'],
+  ['delayed', 'delayed'],
+  ['waiting-children', 'blocked on dependencies'],
+  ['active', 'active'],
+  ['completed', 'completed'],
+  ['failed', 'failed'],
+];
+
+const taskLink = (queue, id) => h('a', { href: `#task/${encodeURIComponent(queue)}/${encodeURIComponent(id)}` }, id);
+
+function queuesTable(queues, actions) {
+  const rows = queues.map((q) => ({
+    attrs: { 'data-queue': q.name },
+    cells: [
+      h('strong', {}, q.name),
+      q.paused
+        ? h('span', { class: 'badge status-paused', 'data-paused': 'true' }, 'paused')
+        : h('span', { class: 'badge status-running', 'data-paused': 'false' }, 'running'),
+      ...STATES.map(([state]) => h('span', { 'data-count': state }, String(q.counts?.[state] ?? 0))),
+      q.oldestWaitingAgeMs === undefined || q.oldestWaitingAgeMs === null ? '–' : duration(q.oldestWaitingAgeMs),
+      h(
+        'button',
+        {
+          type: 'button',
+          class: 'small',
+          onclick: () => actions.setPaused(q.name, !q.paused),
+          'aria-label': `${q.paused ? 'Resume' : 'Pause'} queue ${q.name}`,
+        },
+        q.paused ? 'Resume' : 'Pause',
+      ),
+    ],
+  }));
+  const headers = ['queue', 'state', ...STATES.map(([, label]) => label), 'oldest waiting', 'action'];
+  return table('Tasks per queue, by state', headers, rows, 'No queues yet.');
+}
+
+function alertsList(alerts) {
+  if (!alerts.length) return h('p', { class: 'empty' }, 'No alerts.');
+  return h(
+    'ul',
+    { class: 'alerts' },
+    alerts.map((a) =>
+      h(
+        'li',
+        { class: `alert alert-${a.kind}`, 'data-alert': a.kind },
+        h('strong', {}, `${a.kind.replace(/-/g, ' ')}: `),
+        a.message,
+      ),
+    ),
+  );
+}
+
+function archiveText(archive) {
+  if (!archive?.enabled)
+    return h('p', {}, 'No archive: finished tasks stay in Redis only (set MONGO_URL to keep their history).');
+  const parts = [
+    h(
+      'p',
+      { 'data-archive-pending': String(archive.pending ?? 0) },
+      `${archive.pending ?? 0} finished tasks waiting to be archived`,
+      archive.oldestAgeMs === undefined ? '.' : `; the oldest finished ${duration(archive.oldestAgeMs)} ago.`,
+    ),
+  ];
+  if (archive.setAside)
+    parts.push(
+      h('p', { class: 'warn' }, `${archive.setAside} set aside: MongoDB refused them (see the master's log).`),
+    );
+  if (archive.lastError) parts.push(h('p', { class: 'warn' }, `Last error: ${archive.lastError}`));
+  return parts;
+}
+
+const count = (v) => (Array.isArray(v) ? v.length : (v ?? 0));
+const list = (v) => (Array.isArray(v) && v.length ? v.join(', ') : '–');
+
+function heldCell(runner) {
+  const held = runner.held;
+  if (!Array.isArray(held)) return String(held ?? 0);
+  const links = held.slice(0, 5).map((id) => [taskLink(runner.queue ?? runner.queues?.[0] ?? 'tasks', id), ' ']);
+  return h('span', {}, `${held.length} `, links);
+}
+
+function runnersTable(runners) {
+  const rows = runners.map((r) => ({
+    attrs: { 'data-runner': r.name ?? r.address },
+    cells: [
+      r.name ?? '(unnamed)',
+      r.address ?? '–',
+      r.version ?? '–',
+      String(r.slots ?? 1),
+      heldCell(r),
+      ago(r.since),
+      ago(r.lastSeen),
+    ],
+  }));
+  return table(
+    'Connected remote runners',
+    ['name', 'address', 'client', 'slots', 'tasks held', 'connected', 'last seen'],
+    rows,
+    'No remote runner is connected.',
+  );
+}
+
+function feedersTable(feeders) {
+  const rows = feeders.map((f) => ({
+    attrs: { 'data-feeder': f.name ?? f.address },
+    cells: [
+      f.name ?? '(unnamed)',
+      f.address ?? '–',
+      f.version ?? '–',
+      String(f.added ?? 0),
+      ago(f.since),
+      ago(f.lastSeen),
+    ],
+  }));
+  return table(
+    'Connected feeders',
+    ['name', 'address', 'client', 'tasks added', 'connected', 'last seen'],
+    rows,
+    'No feeder is connected.',
+  );
+}
+
+function workersTable(workers) {
+  const rows = workers.map((w) => ({
+    attrs: { 'data-worker': w.id },
+    cells: [
+      w.host ?? '–',
+      String(w.pid ?? '–'),
+      list(w.queues),
+      list(w.modules),
+      `${count(w.running)} / ${w.concurrency ?? 1}`,
+      ago(w.since),
+      ago(w.lastSeen),
+    ],
+  }));
+  return table(
+    'Worker processes',
+    ['host', 'pid', 'queues', 'modules', 'running', 'started', 'last seen'],
+    rows,
+    'No worker process is running.',
+  );
+}
+
+/** Draws everything the overview holds; `actions` are the page's handlers for its buttons. */
+export function renderOverview(data, actions) {
+  byId('auth-banner').hidden = Boolean(data.auth?.required);
+  byId('alert-list').replaceChildren(alertsList(data.alerts ?? []));
+  byId('alerts').classList.toggle('has-alerts', Boolean(data.alerts?.length));
+  byId('queue-table').replaceChildren(queuesTable(data.queues ?? [], actions));
+  byId('archive-lag').replaceChildren(...[archiveText(data.archive)].flat());
+  byId('runner-table').replaceChildren(runnersTable(data.runners ?? []));
+  byId('feeder-table').replaceChildren(feedersTable(data.feeders ?? []));
+  byId('worker-table').replaceChildren(workersTable(data.workerProcesses ?? []));
+  byId('runner-count').textContent = String((data.runners ?? []).length);
+  byId('feeder-count').textContent = String((data.feeders ?? []).length);
+  byId('worker-count').textContent = String((data.workerProcesses ?? []).length);
+}
