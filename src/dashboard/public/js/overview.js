@@ -1,16 +1,25 @@
 // The live part of the page: what the server sends on `overview` (and GET /api/overview).
 import { ago, badge, byId, duration, h, table } from './dom.js';
 
-/** BullMQ's states in the order a task goes through them, with the page's names for them. */
+/**
+ * The columns of the queue table, in the order a task goes through them. Waiting counts BullMQ's
+ * `waiting` and `prioritized` together (every legacy task has a priority, so it is `prioritized`
+ * in BullMQ's terms); its tooltip tells them apart.
+ */
 export const STATES = [
-  ['waiting', 'waiting'],
-  ['prioritized', 'prioritized'],
+  ['waiting', 'waiting', (c) => (c.waiting ?? 0) + (c.prioritized ?? 0)],
   ['delayed', 'delayed'],
   ['waiting-children', 'blocked on dependencies'],
   ['active', 'active'],
   ['completed', 'completed'],
   ['failed', 'failed'],
 ];
+
+function countCell(counts, [state, , of]) {
+  const n = of ? of(counts) : (counts[state] ?? 0);
+  const title = of ? `${counts.waiting ?? 0} without priority, ${counts.prioritized ?? 0} with one` : undefined;
+  return h('span', { 'data-count': state, title }, String(n));
+}
 
 const taskLink = (queue, id) => h('a', { href: `#task/${encodeURIComponent(queue)}/${encodeURIComponent(id)}` }, id);
 
@@ -22,7 +31,7 @@ function queuesTable(queues, actions) {
       q.paused
         ? h('span', { class: 'badge status-paused', 'data-paused': 'true' }, 'paused')
         : h('span', { class: 'badge status-running', 'data-paused': 'false' }, 'running'),
-      ...STATES.map(([state]) => h('span', { 'data-count': state }, String(q.counts?.[state] ?? 0))),
+      ...STATES.map((s) => countCell(q.counts ?? {}, s)),
       q.oldestWaitingAgeMs === undefined || q.oldestWaitingAgeMs === null ? '–' : duration(q.oldestWaitingAgeMs),
       h(
         'button',
