@@ -18,6 +18,8 @@ export interface TaskDocument {
   priority: number;
   timeout?: number;
   dependencies: DependencyRef[];
+  /** The task's scope, part of its identity, when it has one. */
+  scope?: string;
   /** Identity keys (see tasks/identity.ts): `dependencyKey` answers late dependencies. */
   taskKey: string;
   dependencyKey: string;
@@ -79,6 +81,7 @@ export function documentFromJob(job: FinishedJob, status: 'completed' | 'failed'
     archivedAt: new Date(),
   };
   if (task.timeout !== undefined) doc.timeout = task.timeout;
+  if (task.scope !== undefined) doc.scope = task.scope;
   if (job.processedOn) {
     doc.started = new Date(job.processedOn);
     doc.duration = Math.max(0, finished.getTime() - job.processedOn);

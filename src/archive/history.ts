@@ -4,7 +4,7 @@ import { TaskmasterError } from '../errors.ts';
 import { isJobPriority } from '../tasks/priority.ts';
 import { validateTasks } from '../tasks/validate.ts';
 import { documentFromJob, documentId, type FinishedJob, type TaskDocument } from './document.ts';
-import { FINISHED_STATUSES, type HistoryQuery, type TaskStatus } from './query.ts';
+import { FINISHED_STATUSES, type HistoryQuery, type TaskSearch, type TaskStatus } from './query.ts';
 import type { ArchiveStore } from './store.ts';
 
 /** A task as history shows it: the archive document's fields, wherever the task is now. */
@@ -54,7 +54,8 @@ export class History {
     return !!this.store;
   }
 
-  async search(q: HistoryQuery): Promise<TaskView[]> {
+  async search(q: HistoryQuery & SearchFilters): Promise<TaskView[]> {
+    if (q.id) return this.byId(q.id, q);
     const wanted = new Set<TaskStatus>(q.statuses ?? (Object.values(REDIS_STATES) as TaskStatus[]).concat('cancelled'));
     const finished = FINISHED_STATUSES.filter((s) => wanted.has(s));
     const [live, archived] = await Promise.all([
@@ -68,8 +69,10 @@ export class History {
     return [...byId.values()].sort((a, b) => when(b) - when(a) || (a._id < b._id ? 1 : -1)).slice(0, q.limit);
   }
 
-  private async fromRedis(queue: Queue, q: HistoryQuery, wanted: Set<TaskStatus>): Promise<TaskView[]> {
-    const states = Object.keys(REDIS_STATES).filter((s) => s !== 'wait' && (wanted.has(REDIS_STATES[s]!) || (s === 'failed' && wanted.has('cancelled'))));
+  private async fromRedis(queue: Queue, q: HistoryQuery & SearchFilters, wanted: Set<TaskStatus>): Promise<TaskView[]> {
+    const states = Object.keys(REDIS_STATES).filter(
+      (s) => s !== 'wait' && (wanted.has(REDIS_STATES[s]!) || (s === 'failed' && wanted.has('cancelled'))),
+    );
     const out: TaskView[] = [];
     for (const state of states) {
       const jobs = await queue.getJobs([state as 'completed'], 0, REDIS_SCAN - 1, false);
@@ -79,10 +82,32 @@ export class History {
         if (!wanted.has(v.status)) continue;
         const t = (v.finished ?? v.started ?? v.created).getTime();
         if ((q.since && t < q.since.getTime()) || (q.until && t > q.until.getTime())) continue;
+        if (!matchesText(v, q)) continue;
         out.push(v);
       }
     }
     return out;
+  }
+
+  /** One page of a search, newest first; `hasMore` when a next page has tasks. */
+  async searchPage(s: TaskSearch): Promise<{ page: number; pageSize: number; hasMore: boolean; tasks: TaskView[] }> {
+    const end = s.page * s.pageSize;
+    const found = await this.search({ ...s, limit: end + 1 });
+    return {
+      page: s.page,
+      pageSize: s.pageSize,
+      hasMore: found.length > end,
+      tasks: found.slice(end - s.pageSize, end),
+    };
+  }
+
+  /** The search of one id: the task, if it has the other properties asked for. */
+  private async byId(id: string, q: HistoryQuery & SearchFilters): Promise<TaskView[]> {
+    const v = await this.get(id, q.queue);
+    if (!v || (q.module && v.module !== q.module) || (q.statuses && !q.statuses.includes(v.status))) return [];
+    const t = (v.finished ?? v.started ?? v.created).getTime();
+    if ((q.since && t < q.since.getTime()) || (q.until && t > q.until.getTime())) return [];
+    return matchesText(v, q) ? [v] : [];
   }
 
   /** A task by id, whether still in Redis or only in the archive. */
@@ -104,10 +129,15 @@ export class History {
   async retry(id: string, queueName: string): Promise<{ from: TaskView; added: AddedTask }> {
     const from = await this.get(id, queueName);
     if (!from) {
-      throw new TaskNotFoundError(`no task with id ${id} in queue ${queueName}${this.store ? ', in Redis or in the archive' : ' (no archive configured: MONGO_URL is not set)'}`);
+      throw new TaskNotFoundError(
+        `no task with id ${id} in queue ${queueName}` +
+          (this.store ? ', in Redis or in the archive' : ' (no archive configured: MONGO_URL is not set)'),
+      );
     }
     if (!(FINISHED_STATUSES as readonly string[]).includes(from.status)) {
-      throw new NotRetriableError(`task ${id} is ${from.status}, not finished: only completed, failed or cancelled tasks can be retried`);
+      throw new NotRetriableError(
+        `task ${id} is ${from.status}, not finished: only completed, failed or cancelled tasks can be retried`,
+      );
     }
     const lost = from.reduced?.fields.filter((f) => f === 'params' || f === 'dependencies') ?? [];
     if (lost.length) {
@@ -125,6 +155,7 @@ export class History {
         params: from.params,
         ...(from.timeout !== undefined ? { timeout: from.timeout } : {}),
         dependencies: from.dependencies,
+        ...(from.scope !== undefined ? { scope: from.scope } : {}),
         queue: queueName,
       },
       this.client.config,
@@ -133,6 +164,32 @@ export class History {
     if (this.store) await this.store.addRetry(from._id, added!.id).catch(() => undefined);
     return { from, added: added! };
   }
+}
+
+/** What a search may ask besides a history query. */
+export interface SearchFilters {
+  id?: string;
+  /** Case-insensitive text in the params (as JSON). */
+  text?: string;
+  /** Case-insensitive text in the failure reason or its stack. */
+  error?: string;
+}
+
+/** Whether a task has the params text and error text a search asks for. */
+export function matchesText(v: Pick<TaskDocument, 'params' | 'error'>, f: SearchFilters): boolean {
+  if (
+    f.text &&
+    !JSON.stringify(v.params ?? [])
+      .toLowerCase()
+      .includes(f.text.toLowerCase())
+  )
+    return false;
+  if (f.error) {
+    const e = v.error;
+    const text = e ? `${e.message ?? ''}\n${e.stack ?? ''}` : '';
+    if (!text.toLowerCase().includes(f.error.toLowerCase())) return false;
+  }
+  return true;
 }
 
 function viewOf(job: Job, status: TaskStatus): TaskView {

@@ -31,6 +31,7 @@ export function legacyFromAdded(added: AddedTask): LegacyTask {
     created: t.created,
     queue: added.queue,
     duplicate: added.duplicate,
+    ...(t.scope !== undefined ? { scope: t.scope } : {}),
   };
 }
 
@@ -52,6 +53,7 @@ export function legacyFromJob(
   };
   if (assigned) out.assigned = assigned;
   out.queue = job.queueName;
+  if (t.scope !== undefined) out.scope = t.scope;
   if (job.attemptsMade !== undefined) out.attempt = job.attemptsMade + 1;
   return out;
 }

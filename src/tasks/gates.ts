@@ -43,7 +43,8 @@ export interface GateData {
 
 export function describeDependency(dep: DependencyRef): string {
   const params = JSON.stringify(dep.params);
-  return `${dep.module}(${params.length > 200 ? params.slice(0, 197) + '...' : params})`;
+  const scope = dep.scope === undefined ? '' : ` in scope ${JSON.stringify(dep.scope)}`;
+  return `${dep.module}(${params.length > 200 ? params.slice(0, 197) + '...' : params})${scope}`;
 }
 
 /**

@@ -73,22 +73,38 @@ function hash(text: string): string {
   return createHash('sha256').update(text).digest('base64url');
 }
 
-/** What dependents wait for: a module with its parameters, whatever that task itself waits on. */
-export function dependencyKey(module: string, params: readonly unknown[]): string {
-  // The canonical JSON of [module, params].
-  return hash(`[${JSON.stringify(module)},${paramsJson(params)}]`);
+/**
+ * What dependents wait for: a module with its parameters (and its scope, when it has one),
+ * whatever that task itself waits on. A task without a scope keeps the key it always had.
+ */
+export function dependencyKey(module: string, params: readonly unknown[], scope?: string): string {
+  // The canonical JSON of [module, params] or [module, params, scope].
+  const tail = scope === undefined ? '' : `,${JSON.stringify(scope)}`;
+  return hash(`[${JSON.stringify(module)},${paramsJson(params)}${tail}]`);
+}
+
+/** The key a dependency names (see dependencyKey). */
+export function dependencyRefKey(dep: { module: string; params: readonly unknown[]; scope?: string }): string {
+  return dependencyKey(dep.module, dep.params, dep.scope);
 }
 
 /**
- * What deduplicates: module, parameters and the set of dependencies (their order does not
- * matter). A task without dependencies is identified by its dependency key (`ownKey`, when
+ * What deduplicates: module, parameters, scope and the set of dependencies (their order does
+ * not matter). A task without dependencies is identified by its dependency key (`ownKey`, when
  * already computed, saves hashing again); the two never collide, as they hash differently
- * shaped JSON.
+ * shaped JSON (a scope is a string where dependency keys are an array).
  */
-export function taskKey(module: string, params: readonly unknown[], dependencyKeys: readonly string[], ownKey?: string): string {
-  if (!dependencyKeys.length) return ownKey ?? dependencyKey(module, params);
-  // The canonical JSON of [module, params, dependency keys sorted].
-  return hash(`[${JSON.stringify(module)},${paramsJson(params)},${JSON.stringify([...dependencyKeys].sort())}]`);
+export function taskKey(
+  module: string,
+  params: readonly unknown[],
+  dependencyKeys: readonly string[],
+  scope?: string,
+  ownKey?: string,
+): string {
+  if (!dependencyKeys.length) return ownKey ?? dependencyKey(module, params, scope);
+  // The canonical JSON of [module, params, dependency keys sorted] (and the scope after them).
+  const tail = scope === undefined ? '' : `,${JSON.stringify(scope)}`;
+  return hash(`[${JSON.stringify(module)},${paramsJson(params)},${JSON.stringify([...dependencyKeys].sort())}${tail}]`);
 }
 
 const ALPHABET = '0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ';

@@ -5,7 +5,7 @@ import { keysFor, GATE_QUEUE, type Keys } from '../queue/keys.ts';
 import pino from 'pino';
 import { Cancellations, type CancelResult } from './cancellations.ts';
 import { GATE_NAME, GATE_SLEEP_MS, Gates, type GateData } from './gates.ts';
-import { dependencyKey, newTaskIds, taskKey } from './identity.ts';
+import { dependencyKey, dependencyRefKey, newTaskIds, taskKey } from './identity.ts';
 import { IdentityStore, type IdentityArchive } from './identity-store.ts';
 import { AtomicAdder } from './atomic-add.ts';
 import { toBullPriority } from './priority.ts';
@@ -197,9 +197,9 @@ export class TaskClient {
     const ids = newTaskIds(tasks.length);
     return tasks.map((task, i) => {
       const queue = task.queue ?? this.config.queue;
-      const depKeys = task.dependencies.map((d) => dependencyKey(d.module, d.params));
-      const ownKey = dependencyKey(task.module, task.params);
-      const tk = taskKey(task.module, task.params, depKeys, ownKey);
+      const depKeys = task.dependencies.map(dependencyRefKey);
+      const ownKey = dependencyKey(task.module, task.params, task.scope);
+      const tk = taskKey(task.module, task.params, depKeys, task.scope, ownKey);
       const id = ids[i]!;
       const p: Planned = {
         task,

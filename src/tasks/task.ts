@@ -1,10 +1,11 @@
-import { dependencyKey, taskKey } from './identity.ts';
+import { dependencyKey, dependencyRefKey, taskKey } from './identity.ts';
 import { fromBullPriority } from './priority.ts';
 
-/** A dependency names a task by module and parameters (as in 2015). */
+/** A dependency names a task by module and parameters (as in 2015), and its scope when it has one. */
 export interface DependencyRef {
   module: string;
   params: unknown[];
+  scope?: string;
 }
 
 /** A validated task, ready to be added. */
@@ -20,6 +21,11 @@ export interface Task {
   created: number;
   /** Queue to add to; the configured queue when absent. */
   queue?: string;
+  /**
+   * Part of the task's identity when present: tasks alike in all else but their scope are
+   * distinct (a schedule's firings each use their own, so they never dedupe against each other).
+   */
+  scope?: string;
 }
 
 /**
@@ -36,6 +42,7 @@ export interface Envelope {
   timeout?: number;
   dependencies?: DependencyRef[];
   created?: number;
+  scope?: string;
   /** Identity keys, computed once when added (see identity.ts); recomputed when absent. */
   keys?: { task: string; dependency: string };
 }
@@ -45,6 +52,7 @@ export type JobData = { [ENVELOPE_KEY]: Envelope } | unknown;
 export function toJobData(task: Task, keys?: Envelope['keys']): JobData {
   const envelope: Envelope = { v: 1, params: task.params, timeout: task.timeout, created: task.created, keys };
   if (task.dependencies.length) envelope.dependencies = task.dependencies;
+  if (task.scope !== undefined) envelope.scope = task.scope;
   return { [ENVELOPE_KEY]: envelope };
 }
 
@@ -92,6 +100,7 @@ export interface JobTask {
   timeout?: number;
   dependencies: DependencyRef[];
   created: number;
+  scope?: string;
   dependencyKey: string;
   taskKey: string;
   /**
@@ -106,23 +115,20 @@ export function taskFromJob(job: JobLike): JobTask {
   const env = envelopeOf(job.data);
   const params = env ? env.params : job.data === undefined || job.data === null ? [] : [job.data];
   const dependencies = env?.dependencies ?? [];
+  const scope = typeof env?.scope === 'string' ? env.scope : undefined;
   const keys = env?.keys;
-  return {
+  const task: JobTask = {
     module: job.name,
     params,
     priority: fromBullPriority(job.opts?.priority),
     timeout: env?.timeout,
     dependencies,
     created: env?.created ?? Math.floor((job.timestamp ?? Date.now()) / 1000),
-    dependencyKey: keys?.dependency ?? dependencyKey(job.name, params),
+    dependencyKey: keys?.dependency ?? dependencyKey(job.name, params, scope),
     taskKey:
-      keys?.task ??
-      taskKey(
-        job.name,
-        params,
-        dependencies.map((d) => dependencyKey(d.module, d.params)),
-        keys?.dependency,
-      ),
+      keys?.task ?? taskKey(job.name, params, dependencies.map(dependencyRefKey), scope, keys?.dependency),
     keysStored: whole(keys) !== undefined,
   };
+  if (scope !== undefined) task.scope = scope;
+  return task;
 }

@@ -1,6 +1,6 @@
 import { resolve, sep } from 'node:path';
 import { InvalidTaskError, type TaskProblem } from '../errors.ts';
-import { dependencyKey } from './identity.ts';
+import { dependencyKey, dependencyRefKey } from './identity.ts';
 import { PRIORITY_MAX, PRIORITY_MIN } from './priority.ts';
 import type { DependencyRef, Task } from './task.ts';
 
@@ -18,7 +18,11 @@ const MODULE_SEGMENT = /^[A-Za-z0-9_-][A-Za-z0-9_.-]*$/;
 export const MODULE_RULE =
   'letters, digits, "-", "_", "." and "/" between folder names (no "..", no leading "/" or ".", at most 200 characters)';
 
-const KNOWN_FIELDS = new Set(['module', 'params', 'priority', 'timeout', 'dependencies', 'queue', 'created']);
+const KNOWN_FIELDS = new Set(['module', 'params', 'priority', 'timeout', 'dependencies', 'queue', 'created', 'scope']);
+const DEPENDENCY_FIELDS = new Set(['module', 'params', 'scope']);
+/** A scope: 1-200 characters, none of them control or other non-printing characters. */
+const SCOPE = /^\P{C}{1,200}$/u;
+const SCOPE_RULE = 'a string of 1 to 200 printable characters (no control characters)';
 /** Fields a 2016 feeder may echo back from a stored task; accepted and ignored. */
 const IGNORED_LEGACY_FIELDS = new Set(['_id', 'assigned', '__v', 'id']);
 /** Keys that could reach Object.prototype when an object is merged or assigned. */
@@ -205,6 +209,8 @@ function validateOne(raw: unknown, index: number, opts: ValidateOptions, now: nu
     fail('queue', `must be a queue name of letters, digits, "_", "." or "-" (1-64 characters), got ${typeName(t.queue)}`);
   }
 
+  if (t.scope !== undefined && !isScope(t.scope)) fail('scope', `must be ${SCOPE_RULE}, got ${typeName(t.scope)}`);
+
   const dependencies: DependencyRef[] = [];
   if (t.dependencies !== undefined && t.dependencies !== null) {
     if (!Array.isArray(t.dependencies)) {
@@ -218,12 +224,18 @@ function validateOne(raw: unknown, index: number, opts: ValidateOptions, now: nu
           return fail(field, `must be an object {"module", "params"}, got ${typeName(d)}`);
         }
         const dep = d as Record<string, unknown>;
-        const extra = Object.keys(dep).filter((k) => k !== 'module' && k !== 'params' && !IGNORED_LEGACY_FIELDS.has(k));
+        const extra = Object.keys(dep).filter((k) => !DEPENDENCY_FIELDS.has(k) && !IGNORED_LEGACY_FIELDS.has(k));
         if (extra[0] === 'task') return fail(`${field}.task`, taskFieldHint(dep));
-        if (extra.length) return fail(`${field}.${extra[0]}`, 'unknown field; allowed: module, params');
+        const allowed = [...DEPENDENCY_FIELDS].join(', ');
+        if (extra.length) return fail(`${field}.${extra[0]}`, `unknown field; allowed: ${allowed}`);
         const p = moduleNameProblem(dep.module, opts.tasksDir);
         if (p) return fail(`${field}.module`, p);
-        dependencies.push({ module: dep.module as string, params: normaliseParams(dep.params) });
+        if (dep.scope !== undefined && !isScope(dep.scope)) {
+          return fail(`${field}.scope`, `must be ${SCOPE_RULE}, got ${typeName(dep.scope)}`);
+        }
+        const ref: DependencyRef = { module: dep.module as string, params: normaliseParams(dep.params) };
+        if (dep.scope !== undefined) ref.scope = dep.scope as string;
+        dependencies.push(ref);
       });
     }
   }
@@ -231,9 +243,10 @@ function validateOne(raw: unknown, index: number, opts: ValidateOptions, now: nu
   const params = normaliseParams(t.params);
   const task: Task = { module: t.module as string, params, priority, timeout, dependencies, created };
   if (t.queue !== undefined) task.queue = t.queue as string;
-  const own = dependencies.length ? dependencyKey(task.module, params) : undefined;
-  if (own && dependencies.some((d) => d.module === task.module && dependencyKey(d.module, d.params) === own)) {
-    return fail('dependencies', 'a task cannot depend on itself (same module and params)');
+  if (t.scope !== undefined) task.scope = t.scope as string;
+  const own = dependencies.length ? dependencyKey(task.module, params, task.scope) : undefined;
+  if (own && dependencies.some((d) => d.module === task.module && dependencyRefKey(d) === own)) {
+    return fail('dependencies', 'a task cannot depend on itself (same module, params and scope)');
   }
   return task;
 }
@@ -244,12 +257,12 @@ function findCycles(tasks: Task[]): TaskProblem[] {
   // on it is an edge to every copy, since TaskClient may make any of them the flow child.
   const byKey = new Map<string, number[]>();
   tasks.forEach((t, i) => {
-    const k = dependencyKey(t.module, t.params);
+    const k = dependencyKey(t.module, t.params, t.scope);
     const same = byKey.get(k);
     if (same) same.push(i);
     else byKey.set(k, [i]);
   });
-  const edges = tasks.map((t) => t.dependencies.flatMap((d) => byKey.get(dependencyKey(d.module, d.params)) ?? []));
+  const edges = tasks.map((t) => t.dependencies.flatMap((d) => byKey.get(dependencyRefKey(d)) ?? []));
   const state = new Uint8Array(tasks.length); // 0 new, 1 on stack, 2 done
   for (let start = 0; start < tasks.length; start++) {
     if (state[start]) continue;
@@ -275,4 +288,8 @@ function findCycles(tasks: Task[]): TaskProblem[] {
     }
   }
   return [];
+}
+
+function isScope(value: unknown): value is string {
+  return typeof value === 'string' && SCOPE.test(value);
 }
