@@ -9,7 +9,6 @@ import type { Config } from '../config/config.ts';
 import { listenForAnnouncements } from '../tasks/announcements.ts';
 import { Cancellations } from '../tasks/cancellations.ts';
 import { Gates } from '../tasks/gates.ts';
-import { installFinishScript } from '../workers/finish-script.ts';
 import { Outcomes } from '../tasks/outcomes.ts';
 import type { TaskClient } from '../tasks/task-client.ts';
 import { ConsumerRegistry } from '../workers/registry.ts';
@@ -18,7 +17,9 @@ import { FeederHandlers } from './feeder-handlers.ts';
 import { Presence, type Peer } from './presence.ts';
 import { connectionHandler, refuser } from './peer-events.ts';
 import { RunnerHandlers } from './runner-handlers.ts';
+import { RunnerFinishing } from './runner-finishing.ts';
 import { RunnerLeases } from './runner-leases.ts';
+import { RunnerSlots } from './runner-slots.ts';
 import { Watchers, type ArchivedTask } from './watchers.ts';
 
 export interface BridgeOptions {
@@ -95,7 +96,9 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
     releasers.push(() => gates.close());
     const outcomes = new Outcomes(client.store, gates);
     const cancellations = new Cancellations(connection, config.prefix, gates, outcomes);
-    const presence = new Presence(new ConsumerRegistry(connection, config.prefix), id, log, opts.presenceEveryMs);
+    const slots = new RunnerSlots();
+    const registry = new ConsumerRegistry(connection, config.prefix);
+    const presence = new Presence(registry, id, slots, log, opts.presenceEveryMs);
     presence.start();
     releasers.push(() => presence.close());
 
@@ -104,15 +107,12 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
     };
     const watchers = new Watchers({ config, connection, client, log, send: (peer, e) => emit(peer, e.event, e.payload), archived: opts.archived, readerIdleMs: opts.watchReaderIdleMs });
     releasers.push(() => watchers.close());
-    // Runner completions are recorded by the script that finishes their jobs, as workers' are.
-    const recordsInScript = installFinishScript(connection);
-    if (!recordsInScript) log.warn("BullMQ's finishing script has changed shape; runner outcomes are recorded by a command of their own");
     const leases = new RunnerLeases({
       config,
       connection,
-      recordsInScript,
       client,
-      outcomes,
+      slots,
+      finishing: new RunnerFinishing(connection, outcomes, log),
       cancellations,
       presence,
       log,
@@ -169,6 +169,7 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
         peers,
         presence,
         leases,
+        slots,
         watchers,
         feeders: new FeederHandlers({ client, presence, log, emit }),
         runners: new RunnerHandlers({ leases, log, defaultQueue: config.queue }),

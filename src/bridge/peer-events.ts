@@ -7,6 +7,7 @@ import { escapeNonAscii } from './legacy-shape.ts';
 import type { Peer, Presence } from './presence.ts';
 import type { RunnerAnswer, RunnerHandlers } from './runner-handlers.ts';
 import type { RunnerLeases } from './runner-leases.ts';
+import type { RunnerSlots } from './runner-slots.ts';
 import type { Watchers } from './watchers.ts';
 
 type Ack = (answer: unknown) => void;
@@ -69,6 +70,7 @@ export interface ConnectionDeps {
   peers: Set<Peer>;
   presence: Presence;
   leases: RunnerLeases;
+  slots: RunnerSlots;
   watchers: Watchers;
   feeders: FeederHandlers;
   runners: RunnerHandlers;
@@ -94,8 +96,6 @@ export function connectionHandler(d: ConnectionDeps) {
       connected: true,
       queues: new Set(),
       modules: [],
-      held: new Set(),
-      idle: 0,
       added: 0,
     };
     d.peers.add(peer);
@@ -174,7 +174,7 @@ export function connectionHandler(d: ConnectionDeps) {
     socket.on('disconnect', (reason) => {
       peer.connected = false;
       d.peers.delete(peer);
-      log.info({ reason, role: peer.role, name: peer.name, held: peer.held.size }, 'client disconnected');
+      log.info({ reason, role: peer.role, name: peer.name, held: d.slots.held(peer).size }, 'client disconnected');
       d.watchers.forget(peer);
       d.track(
         d.leases

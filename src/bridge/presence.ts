@@ -2,6 +2,7 @@ import type { Socket } from 'socket.io';
 import type { Logger } from 'pino';
 import type { ConsumerInfo, ConsumerRegistry } from '../workers/registry.ts';
 import type { Grant, Role } from './auth.ts';
+import type { RunnerSlots } from './runner-slots.ts';
 
 /** One connected Socket.IO client, as the bridge tracks it. */
 export interface Peer {
@@ -21,12 +22,6 @@ export interface Peer {
   readonly queues: Set<string>;
   /** Modules this runner says it has (optional in `task:request`). */
   modules: string[];
-  /** Job ids this runner holds now. */
-  readonly held: Set<string>;
-  /** Tasks this runner runs at once, as it declared in `task:request`; undeclared (every 2016 runner): 1. */
-  slots?: number;
-  /** Slots waiting for a task or being handed one. */
-  idle: number;
   /** Tasks this feeder added (new ones, not duplicates). */
   added: number;
 }
@@ -61,6 +56,8 @@ export class Presence {
   constructor(
     private readonly registry: ConsumerRegistry,
     private readonly bridgeId: string,
+    /** What runners hold and how many slots they have, as published. */
+    private readonly slots: RunnerSlots,
     private readonly log: Logger,
     /** @defaultValue 5000 */
     private readonly everyMs = 5000,
@@ -100,14 +97,14 @@ export class Presence {
       pid: 0,
       queues: [...peer.queues],
       modules: peer.modules,
-      concurrency: peer.role === 'runner' ? (peer.slots ?? 1) : 0,
+      concurrency: peer.role === 'runner' ? this.slots.capacity(peer) : 0,
       startedAt: peer.connectedAt,
-      running: [...peer.held],
+      running: [...this.slots.held(peer)],
       name: peer.name,
       bridge: this.bridgeId,
       address: peer.address,
       protocol: peer.protocol,
-      idle: peer.idle,
+      idle: this.slots.idle(peer),
       added: peer.added,
     };
   }

@@ -2,34 +2,29 @@ import { randomBytes } from 'node:crypto';
 import { Worker, type Job, type JobJson } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import type { Peer } from './presence.ts';
 import { OutageLog } from '../queue/outage-log.ts';
+import type { Peer } from './presence.ts';
+import type { OutcomeKeys, RunnerFinishing } from './runner-finishing.ts';
+import type { RunnerSlots } from './runner-slots.ts';
 
-/** What became of a job offered to a runner. */
-export type HandOutcome =
-  /** The runner holds it now. */
-  | 'leased'
-  /** The job ended before it reached the runner (cancelled, or a dependency failed); the slot is still free. */
-  | 'job-finished'
-  /** The runner went away; the job is still held under the token, for the next slot. */
-  | 'peer-gone';
+/** A fetched job, held under `token`, for the waiting slot of `peer` it was taken for. */
+export interface Offer {
+  peer: Peer;
+  job: Job;
+  token: string;
+}
 
 export interface QueueFetcherOptions {
   queue: string;
   prefix: string;
   connection: Redis;
   log: Logger;
-  /** Offers a fetched job to a runner. */
-  hand(peer: Peer, job: Job, token: string): Promise<HandOutcome>;
-  /** Gives a fetched job back to the queue (no attempt spent). */
-  giveBack(job: Job, token: string, why: string): Promise<void>;
-  /** The jobs of this queue runners hold now, whose locks are renewed every `lockDurationMs / 2`. */
-  held(): { jobId: string; token: string }[];
-  /** A held job whose lock could not be renewed (it had expired). */
-  lost(jobId: string): void;
+  /** Whose waiting slots jobs are fetched for. */
+  slots: RunnerSlots;
+  finishing: RunnerFinishing;
   lockDurationMs: number;
   stalledIntervalMs: number;
-  /** Fetches without blocking run this many at once while runners wait and jobs are there. */
+  /** Fetches without blocking run this many at once while slots wait and jobs are there. */
   parallel: number;
 }
 
@@ -43,26 +38,26 @@ class ManualWorker extends Worker {
 }
 
 /**
- * Takes jobs from one queue on behalf of remote runners, with BullMQ's manual job processing:
- * a Worker without a processor, `getNextJob(token)` per idle runner slot.
+ * Takes jobs from one queue for the runner slots waiting on it (RunnerSlots), with BullMQ's
+ * manual job processing: a Worker without a processor, `getNextJob(token)` per waiting slot.
+ * Each fetched job comes out of `next()` with the slot it was taken for, for the caller to hand
+ * out; nothing is fetched while no slot waits, so a job is never taken for a runner that does
+ * not exist.
  *
- * Runners' free slots (see RunnerLeases) wait in arrival order. While slots wait and the queue has
- * jobs, up to `parallel` non-blocking fetches run at once (each is one atomic moveToActive, so
- * priority order holds across them); once the queue is drained, one blocking fetch waits on
- * BullMQ's marker (BZPOPMIN) and wakes as soon as a job is added, promoted or unblocked. Nothing
- * is fetched while no slot waits, so a job is never taken for a runner that does not exist.
+ * While slots wait and the queue has jobs, up to `parallel` non-blocking fetches run at once
+ * (each is one atomic moveToActive, so priority order holds across them); once the queue is
+ * drained, one blocking fetch waits on BullMQ's marker (BZPOPMIN) and wakes as soon as a job is
+ * added, promoted or unblocked.
  *
- * A runner answers `task:done` and asks again at once (`task:request`). While its completion is
- * in flight, that request is parked, and the completion fetches the next job for it in the same
- * call (`moveToCompleted` with fetchNext, as BullMQ's own workers do): one script, not two.
+ * A runner answers `task:done` and asks again at once (`task:request`). While its completion
+ * is in flight, that request is parked, and the completion fetches the next job for it in the
+ * same call (`moveToCompleted` with fetchNext, as BullMQ's own workers do): one script, not two.
  */
 export class QueueFetcher {
-  readonly worker: ManualWorker;
-  private slots: Peer[] = [];
-  /** Requests parked while their runner's completion is in flight, by runner. */
-  private readonly parked = new Map<Peer, number>();
-  /** Completions in flight, by runner. */
-  private readonly completing = new Map<Peer, number>();
+  private readonly worker: ManualWorker;
+  /** Offers not taken by `next()` yet, and the caller waiting in `next()` if any. */
+  private readonly offers: Offer[] = [];
+  private taker?: (offer: Offer | undefined) => void;
   private fetching = 0;
   private blocking = false;
   private drained = false;
@@ -71,7 +66,6 @@ export class QueueFetcher {
   /** Lock tokens: unique per fetch, from one random base and a counter. */
   private readonly tokenBase = randomBytes(8).toString('hex');
   private fetches = 0;
-  private readonly renewTimer: NodeJS.Timeout;
   private readonly log: Logger;
 
   constructor(private readonly opts: QueueFetcherOptions) {
@@ -88,86 +82,108 @@ export class QueueFetcher {
       drainDelay: 1,
       name: `bridge:${opts.queue}`,
     });
+    opts.finishing.prepare(this.worker);
     this.worker.on('error', OutageLog.listener(this.log, 'bridge fetcher error'));
     // Manual processing runs no stalled-job check of its own; without one, the jobs a crashed
     // master held would stay active until some local worker happened to check.
     void this.worker.startStalledCheckTimer().catch((err) => this.log.error({ err }, 'stalled check failed to start'));
-    this.renewTimer = setInterval(() => void this.renewLocks(), opts.lockDurationMs / 2);
-    this.renewTimer.unref();
   }
 
-  /** One more free slot of a runner waits for a job. */
-  enqueue(peer: Peer): void {
-    if (this.completing.has(peer)) {
-      this.parked.set(peer, (this.parked.get(peer) ?? 0) + 1);
-      return;
+  /** The next fetched job with its slot; undefined once the fetcher is closed. */
+  next(): Promise<Offer | undefined> {
+    const offer = this.offers.shift();
+    if (offer || this.closed) return Promise.resolve(offer);
+    return new Promise((resolve) => (this.taker = resolve));
+  }
+
+  private offer(o: Offer): void {
+    const taker = this.taker;
+    this.taker = undefined;
+    if (taker) taker(o);
+    else this.offers.push(o);
+  }
+
+  /** Fetches for the slots that wait on this queue now (after RunnerSlots.wait). */
+  pump(): void {
+    if (this.closed) return;
+    const waiting = this.opts.slots.waiting(this.opts.queue);
+    if (!this.drained) {
+      while (this.fetching < this.opts.parallel && waiting > this.fetching + (this.blocking ? 1 : 0)) {
+        this.track(this.fetch(false));
+      }
+    } else if (!this.blocking && waiting > this.fetching) {
+      this.track(this.fetch(true));
     }
-    this.slots.push(peer);
+  }
+
+  /** An offered slot waits again at the front: the job it was offered ended, or could not be handed. */
+  again(peer: Peer): void {
+    this.opts.slots.again(this.opts.queue, peer, 'front');
     this.pump();
   }
 
-  /** Forgets the waiting slots of a runner that went away; returns how many there were. */
-  drop(peer: Peer): number {
-    const before = this.slots.length;
-    this.slots = this.slots.filter((p) => p !== peer);
-    const parked = this.parked.get(peer) ?? 0;
-    this.parked.delete(peer);
-    return before - this.slots.length + parked;
+  /** A job whose slot went away goes to the next waiting slot, else back to the queue. */
+  async reoffer(job: Job, token: string): Promise<void> {
+    const peer = this.closed ? undefined : this.opts.slots.next(this.opts.queue);
+    if (peer) this.offer({ peer, job, token });
+    else await this.giveBack(job, token, 'no runner is waiting for it any more');
+  }
+
+  /** Gives a held job back to the queue, at the front, without spending an attempt. */
+  async giveBack(job: Job, token: string, why: string): Promise<void> {
+    try {
+      await job.moveToWait(token);
+      this.log.info({ jobId: job.id, module: job.name, why }, 'task given back to the queue');
+    } catch (err) {
+      // The lock is gone (expired, or the job was finished meanwhile): BullMQ's stalled check
+      // or whoever owns it now decides what happens to it.
+      this.log.warn({ err, jobId: job.id, why }, 'could not give a task back; the stalled-job check will');
+    }
+    // A prioritized job given back writes no marker, so a blocking fetch here would not see it.
+    this.kick();
+  }
+
+  /** Something made a job available that no marker announces (a job given back): look now. */
+  private kick(): void {
+    this.drained = false;
+    // A blocking fetch in flight may cover the waiting slots, but it will not wake for this job.
+    const waiting = this.opts.slots.waiting(this.opts.queue);
+    if (!this.closed && waiting > this.fetching && this.fetching < this.opts.parallel) this.track(this.fetch(false));
+    this.pump();
   }
 
   /**
-   * Completes a job a runner held (after `before`, which records its outcome), fetching the
-   * next job in the same call when a request of the same runner is parked.
+   * Completes a job `peer` held, fetching the next job in the same call when a request of the
+   * same runner was parked meanwhile; that job comes out of `next()` for it.
    */
-  async complete(peer: Peer, job: Job, token: string, result: unknown, before: () => Promise<void>): Promise<void> {
-    this.completing.set(peer, (this.completing.get(peer) ?? 0) + 1);
+  async complete(peer: Peer, job: Job, token: string, result: unknown, keys: OutcomeKeys): Promise<void> {
+    const { queue, slots, finishing } = this.opts;
+    slots.completing(queue, peer);
     try {
-      await before();
-      const parked = this.parked.get(peer) ?? 0;
-      if (!parked || this.closed || !peer.connected) {
-        await job.moveToCompleted(result, token, false);
-        return;
-      }
-      if (parked > 1) this.parked.set(peer, parked - 1);
-      else this.parked.delete(peer);
+      await finishing.recordCompletion(job, keys);
+      const fetchNext = !this.closed && peer.connected && slots.unpark(queue, peer);
       let next: Job | undefined;
       try {
-        const raw = await job.moveToCompleted(result, token, true);
-        next = Array.isArray(raw) ? await this.worker.jobFrom(raw, token) : undefined;
+        const raw = await finishing.moveToCompleted(job, token, result, fetchNext);
+        next = fetchNext && Array.isArray(raw) ? await this.worker.jobFrom(raw, token) : undefined;
       } finally {
-        if (!next && peer.connected) this.slots.push(peer);
+        if (fetchNext && !next) slots.again(queue, peer, 'back');
       }
-      if (next) await this.deliver(next, token, peer);
-      else this.drained = true;
+      if (next) this.offer({ peer, job: next, token });
+      else if (fetchNext) this.drained = true;
     } finally {
-      const n = this.completing.get(peer)! - 1;
-      if (n) this.completing.set(peer, n);
-      else {
-        this.completing.delete(peer);
-        if (peer.connected) for (let i = this.parked.get(peer) ?? 0; i > 0; i--) this.slots.push(peer);
-        this.parked.delete(peer);
-      }
+      slots.completed(queue, peer);
       this.pump();
     }
   }
 
-  /** Something made a job available that no marker announces (a job given back): look now. */
-  kick(): void {
-    this.drained = false;
-    // A blocking fetch in flight may cover the waiting slots, but it will not wake for this job.
-    if (this.slots.length > this.fetching && this.fetching < this.opts.parallel) this.track(this.fetch(false));
-    this.pump();
-  }
-
-  private pump(): void {
-    if (this.closed) return;
-    if (!this.drained) {
-      while (this.fetching < this.opts.parallel && this.slots.length > this.fetching + (this.blocking ? 1 : 0)) {
-        this.track(this.fetch(false));
-      }
-    } else if (!this.blocking && this.slots.length > this.fetching) {
-      this.track(this.fetch(true));
-    }
+  /** Extends the locks of held jobs in one call; returns the ids of those it could not (expired). */
+  extendLocks(held: { jobId: string; token: string }[]): Promise<string[]> {
+    return this.worker.extendJobLocks(
+      held.map((l) => l.jobId),
+      held.map((l) => l.token),
+      this.opts.lockDurationMs,
+    );
   }
 
   private track(p: Promise<void>): void {
@@ -195,61 +211,21 @@ export class QueueFetcher {
     }
     if (job) {
       this.drained = false;
-      await this.deliver(job, token).catch((err) => this.log.error({ err, jobId: job.id }, 'could not hand a job to a runner'));
+      await this.reoffer(job, token).catch((err) =>
+        this.log.error({ err, jobId: job.id }, 'could not offer a job to a runner'),
+      );
     } else if (!block) {
       this.drained = true;
     }
     this.pump();
   }
 
-  /** Hands a fetched job to `first` if given, else (or if it went away) to the longest-waiting slot. */
-  private async deliver(job: Job, token: string, first?: Peer): Promise<void> {
-    for (;;) {
-      const peer = first ?? this.slots.shift();
-      first = undefined;
-      if (!peer || this.closed) {
-        await this.opts.giveBack(job, token, 'no runner is waiting for it any more');
-        return;
-      }
-      let outcome: HandOutcome;
-      try {
-        outcome = await this.opts.hand(peer, job, token);
-      } catch (err) {
-        // Redis failed us half-way (the checks before a hand-out): the job goes back whole.
-        if (peer.connected) this.slots.unshift(peer);
-        await this.opts.giveBack(job, token, `could not hand it out: ${(err as Error).message}`);
-        return;
-      }
-      if (outcome === 'leased') return;
-      if (outcome === 'job-finished') {
-        if (peer.connected) this.slots.unshift(peer);
-        return;
-      }
-    }
-  }
-
-  /** Extends the locks of the jobs runners hold, in one call; tells of those it could not. */
-  private async renewLocks(): Promise<void> {
-    const held = this.opts.held();
-    if (!held.length) return;
-    try {
-      const lost = await this.worker.extendJobLocks(
-        held.map((l) => l.jobId),
-        held.map((l) => l.token),
-        this.opts.lockDurationMs,
-      );
-      for (const id of lost) this.opts.lost(id);
-    } catch (err) {
-      this.log.warn({ err }, 'could not renew the locks of tasks runners hold');
-    }
-  }
-
-  /** Stops fetching; a job fetched meanwhile is given back before this resolves. */
+  /** Stops fetching; jobs fetched and not taken are given back before this resolves. */
   async close(): Promise<void> {
     this.closed = true;
-    clearInterval(this.renewTimer);
-    this.slots = [];
-    this.parked.clear();
+    this.taker?.(undefined);
+    this.taker = undefined;
+    await Promise.all(this.offers.splice(0).map((o) => this.giveBack(o.job, o.token, 'the bridge is closing')));
     await this.worker.close(true);
     await Promise.allSettled([...this.inflight]);
   }

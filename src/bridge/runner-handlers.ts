@@ -80,8 +80,7 @@ export class RunnerHandlers {
     if (typeof req === 'string') return { ok: false, message: req };
     if (req.name && req.name !== peer.name) peer.name = req.name;
     if (req.modules) peer.modules = req.modules;
-    if (req.slots) peer.slots = req.slots;
-    this.opts.leases.request(peer, req.queue);
+    this.opts.leases.request(peer, req.queue, req.slots);
     return { ok: true };
   }
 
