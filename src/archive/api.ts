@@ -1,107 +1,74 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Logger } from 'pino';
-import { AuthError, BridgeAuth } from '../bridge/auth.ts';
-import type { Config } from '../config/config.ts';
-import { sendJson, type Route } from '../http/server.ts';
-import type { ArchiveLag } from './archiver.ts';
-import { NotRetriableError, TaskNotFoundError, type History } from './history.ts';
-import { InvalidQueryError, parseHistoryQuery } from './query.ts';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { RouteContext } from '../http/context.ts';
+import { refuseOtherMethods } from '../http/server.ts';
+import { TaskNotFoundError } from './history.ts';
+import { InvalidQueryError, JOB_ID, parseHistoryQuery, parseTaskSearch } from './query.ts';
+import { taskDetail } from '../dashboard/task-detail.ts';
 
-const TASK_PATH = /^\/api\/tasks\/([^/]+)(\/retry)?$/;
-const JOB_ID = /^[^:\s]{1,200}$/;
+type Query = Record<string, string | string[] | undefined>;
+
+/** The query parameters, without the token (checked by auth). */
+export function queryOf(req: FastifyRequest): Query {
+  const { token, ...rest } = (req.query ?? {}) as Query;
+  void token;
+  return rest;
+}
+
+/** A task id from the path, checked. */
+export function taskIdOf(req: FastifyRequest): string {
+  const id = (req.params as { id: string }).id;
+  if (!JOB_ID.test(id)) throw new InvalidQueryError('id', 'must be a job id (1-200 characters, no ":" or spaces)');
+  return id;
+}
+
+/** The `queue` parameter, the only one the routes of one task take. */
+export function queueOnly(req: FastifyRequest, defaultQueue: string): string {
+  const params = queryOf(req);
+  for (const name of Object.keys(params))
+    if (name !== 'queue') throw new InvalidQueryError(name, 'unknown parameter; allowed: queue');
+  return parseHistoryQuery({ queue: params.queue }, defaultQueue).queue;
+}
 
 /**
  * The history API, on the master's HTTP port:
  * - `GET /api/history?module=&status=&since=&until=&limit=&queue=`: tasks, newest first, live
  *   and archived;
- * - `GET /api/tasks/:id[?queue=]`: one task, wherever it is;
- * - `POST /api/tasks/:id/retry[?queue=]`: queue a finished task again;
+ * - `GET /api/tasks?id=&module=&status=&since=&until=&text=&error=&queue=&page=&pageSize=`: the
+ *   same search, paged, with text in params or errors;
+ * - `GET /api/tasks/:id[?queue=]`: one task, wherever it is, with what it waits for and what
+ *   waits for it;
+ * - `POST /api/tasks/:id/retry[?queue=]`: queue a finished task again (also one only archived);
  * - `GET /api/archive`: the archive's lag.
- * With a token configured, a feeder's token is needed (`Authorization: Bearer …` or `?token=`).
  * Bad parameters are answered 400 naming the parameter.
  */
-export function historyRoutes(opts: { config: Config; history: History; lag: () => Promise<ArchiveLag>; log: Logger }): Route {
-  const auth = new BridgeAuth(opts.config);
-  const log = opts.log.child({ component: 'api' });
-  return async (req, res, url) => {
-    if (!url.pathname.startsWith('/api/')) return false;
-    try {
-      const params = Object.fromEntries(url.searchParams);
-      const token = bearer(req) ?? params.token;
-      delete params.token;
-      if (!auth.check(token).roles.has('feeder')) throw new AuthError('this token may not read or add tasks: use the main or the feeder token');
+export async function historyRoutes(app: FastifyInstance, ctx: RouteContext): Promise<void> {
+  const { config, history } = ctx;
+  app.get('/api/history', async (req) => {
+    const query = parseHistoryQuery(queryOf(req), config.queue);
+    const tasks = await history.search(query);
+    return { archive: history.archived, count: tasks.length, tasks };
+  });
+  refuseOtherMethods(app, '/api/history', ['GET']);
 
-      if (url.pathname === '/api/history') {
-        only(req, 'GET');
-        const query = parseHistoryQuery(multi(url), opts.config.queue);
-        const tasks = await opts.history.search(query);
-        return reply(res, 200, { archive: opts.history.archived, count: tasks.length, tasks });
-      }
-      if (url.pathname === '/api/archive') {
-        only(req, 'GET');
-        return reply(res, 200, await opts.lag());
-      }
-      const m = TASK_PATH.exec(url.pathname);
-      if (m) {
-        const id = decodeURIComponent(m[1]!);
-        if (!JOB_ID.test(id)) throw new InvalidQueryError('id', 'must be a job id (1-200 characters, no ":" or spaces)');
-        const { queue } = parseHistoryQuery({ queue: params.queue }, opts.config.queue);
-        for (const name of Object.keys(params)) if (name !== 'queue') throw new InvalidQueryError(name, 'unknown parameter; allowed: queue');
-        if (m[2]) {
-          only(req, 'POST');
-          const { from, added } = await opts.history.retry(id, queue);
-          return reply(res, 201, { retried: from._id, task: added });
-        }
-        only(req, 'GET');
-        const task = await opts.history.get(id, queue);
-        if (!task) throw new TaskNotFoundError(`no task with id ${id} in queue ${queue}`);
-        return reply(res, 200, task);
-      }
-      return reply(res, 404, { error: `no such path: ${url.pathname}`, code: 'NOT_FOUND' });
-    } catch (err) {
-      const status = statusOf(err);
-      if (status === 500) log.error({ err, path: url.pathname }, 'history API failed');
-      const e = err as Error & { code?: string; param?: string };
-      return reply(res, status, { error: e.message, code: e.code, ...(e.param ? { param: e.param } : {}) });
-    }
-  };
-}
+  app.get('/api/tasks', async (req) => history.searchPage(parseTaskSearch(queryOf(req), config.queue)));
+  refuseOtherMethods(app, '/api/tasks', ['GET']);
 
-class MethodError extends Error {
-  readonly code = 'METHOD_NOT_ALLOWED';
-}
+  app.get('/api/archive', async () => ctx.lag());
+  refuseOtherMethods(app, '/api/archive', ['GET']);
 
-function only(req: IncomingMessage, method: string): void {
-  if (req.method !== method && !(method === 'GET' && req.method === 'HEAD')) throw new MethodError(`use ${method} here`);
-}
+  app.get('/api/tasks/:id', async (req) => {
+    const id = taskIdOf(req);
+    const queue = queueOnly(req, config.queue);
+    const task = await taskDetail(ctx, id, queue);
+    if (!task) throw new TaskNotFoundError(`no task with id ${id} in queue ${queue}`);
+    return task;
+  });
+  refuseOtherMethods(app, '/api/tasks/:id', ['GET']);
 
-function statusOf(err: unknown): number {
-  if (err instanceof InvalidQueryError) return 400;
-  if (err instanceof AuthError) return 401;
-  if (err instanceof TaskNotFoundError) return 404;
-  if (err instanceof MethodError) return 405;
-  if (err instanceof NotRetriableError) return 409;
-  if ((err as { code?: string }).code === 'TASK_INVALID') return 400;
-  return (err as { name?: string }).name?.startsWith('Mongo') ? 503 : 500;
-}
-
-function bearer(req: IncomingMessage): string | undefined {
-  const h = req.headers.authorization;
-  return h?.startsWith('Bearer ') ? h.slice(7) : undefined;
-}
-
-/** Query parameters, with `status` allowed more than once. */
-function multi(url: URL): Record<string, string | string[]> {
-  const out: Record<string, string | string[]> = {};
-  for (const key of new Set(url.searchParams.keys())) {
-    if (key === 'token') continue;
-    const all = url.searchParams.getAll(key);
-    out[key] = all.length > 1 ? all : all[0]!;
-  }
-  return out;
-}
-
-function reply(res: ServerResponse, status: number, body: unknown): true {
-  sendJson(res, status, body);
-  return true;
+  app.post('/api/tasks/:id/retry', async (req, reply) => {
+    const id = taskIdOf(req);
+    const { from, added } = await history.retry(id, queueOnly(req, config.queue));
+    return reply.status(201).send({ retried: from._id, task: added });
+  });
+  refuseOtherMethods(app, '/api/tasks/:id/retry', ['POST']);
 }

@@ -10,6 +10,17 @@ export interface ArchiveQuery {
   since?: Date;
   until?: Date;
   limit: number;
+  /** Case-insensitive text in the params (as JSON); matched as the documents are read. */
+  text?: string;
+  /** Case-insensitive text in the error's message or stack. */
+  error?: string;
+}
+
+/** Documents read at most for one search by params text (newest first). */
+export const TEXT_SCAN_MAX = 100_000;
+
+function escapeRegex(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 
 const schema = new mongoose.Schema<TaskDocument>(
@@ -187,8 +198,29 @@ export class ArchiveStore {
     const filter: Record<string, unknown> = { queue: q.queue };
     if (q.module) filter.module = q.module;
     if (q.statuses) filter.status = { $in: q.statuses };
-    if (q.since || q.until) filter.finished = { ...(q.since ? { $gte: q.since } : {}), ...(q.until ? { $lte: q.until } : {}) };
-    return (await this.model.find(filter).sort({ finished: -1, _id: -1 }).limit(q.limit).lean()) as TaskDocument[];
+    if (q.since || q.until)
+      filter.finished = { ...(q.since ? { $gte: q.since } : {}), ...(q.until ? { $lte: q.until } : {}) };
+    if (q.error) {
+      const match = { $regex: escapeRegex(q.error), $options: 'i' };
+      filter.$or = [{ 'error.message': match }, { 'error.stack': match }];
+    }
+    const sorted = this.model.find(filter).sort({ finished: -1, _id: -1 });
+    if (!q.text) return (await sorted.limit(q.limit).lean()) as TaskDocument[];
+    // Params are any JSON, which no MongoDB operator searches as text: the newest documents
+    // are read and matched here, up to TEXT_SCAN_MAX of them.
+    const text = q.text.toLowerCase();
+    const out: TaskDocument[] = [];
+    for await (const doc of sorted.limit(TEXT_SCAN_MAX).lean().cursor({ batchSize: 1000 })) {
+      const d = doc as unknown as TaskDocument;
+      if (
+        JSON.stringify(d.params ?? [])
+          .toLowerCase()
+          .includes(text)
+      )
+        out.push(d);
+      if (out.length >= q.limit) break;
+    }
+    return out;
   }
 
   /** Of these identities, the ones that completed (a completed run of each: its job id and finish time). */
@@ -197,7 +229,10 @@ export class ArchiveStore {
     if (!dependencyKeys.length) return out;
     await this.ready();
     const docs = await this.model
-      .find({ dependencyKey: { $in: dependencyKeys }, status: 'completed' }, { dependencyKey: 1, jobId: 1, finished: 1 })
+      .find(
+        { dependencyKey: { $in: dependencyKeys }, status: 'completed' },
+        { dependencyKey: 1, jobId: 1, finished: 1 },
+      )
       .lean();
     for (const d of docs) out.set(d.dependencyKey, { jobId: d.jobId, at: new Date(d.finished).getTime() });
     return out;
