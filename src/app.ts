@@ -11,12 +11,13 @@ import { Outcomes } from './tasks/outcomes.ts';
 import { IdentityRetention } from './tasks/identity-retention.ts';
 import { WorkerPool } from './workers/worker-pool.ts';
 import { startBridge } from './bridge/bridge.ts';
-import { closeServer, createHttpServer, listen } from './http/server.ts';
+import { closeHttpApp, listen } from './http/server.ts';
+import { buildMasterHttp } from './http/routes.ts';
+import { ConsumerRegistry } from './workers/registry.ts';
 import { ArchiveStore } from './archive/store.ts';
 import { documentId } from './archive/document.ts';
 import { Archiver } from './archive/archiver.ts';
 import { History } from './archive/history.ts';
-import { historyRoutes } from './archive/api.ts';
 
 /** Something running that can be shut down gracefully. */
 export interface Running {
@@ -140,14 +141,18 @@ export async function startMaster(config: Config, rootLog: Logger): Promise<Mast
     }
 
     const history = new History(client, store);
-    const httpServer = createHttpServer([historyRoutes({ config, history, lag: () => archiver.lag(), log: rootLog })]);
+    const registry = new ConsumerRegistry(connection, config.prefix);
+    const queues = async () => [...new Set([config.queue, ...(await registry.live()).flatMap((c) => c.queues)])].sort();
+    const lag = () => archiver.lag();
+    const http = await buildMasterHttp({ config, log: rootLog, connection, client, history, store, lag, registry, queues });
+    const httpServer = http.server;
     httpServer.on('error', (err) => log.error({ err }, 'http server error'));
-    releasers.add(() => closeServer(httpServer));
+    releasers.add(() => closeHttpApp(http));
     // The bridge attaches before the port opens, so no client meets a server without Socket.IO.
     const archived = store ? async (id: string, queue: string) => store.get(documentId(queue, id)) : undefined;
     const bridge = await startBridge({ config, connection, client, log: rootLog, httpServer, archived });
     releasers.add(() => bridge.close());
-    return listen(httpServer, config.port, config.host);
+    return listen(http, config.port, config.host);
   });
   log.info({ queue: config.queue, prefix: config.prefix, port, host: config.host, archive: Boolean(config.mongoUrl) }, 'master started');
   return {
