@@ -15,6 +15,8 @@ export interface ConsumerInfo {
   /** Job ids it is running now. */
   running?: string[];
   name?: string;
+  /** When it last announced itself (ms), set by the registry. */
+  seenAt?: number;
 }
 
 /**
@@ -38,7 +40,7 @@ export class ConsumerRegistry {
   async announce(info: ConsumerInfo, ttlMs: number): Promise<void> {
     await this.redis
       .multi()
-      .set(this.key(info.id), JSON.stringify(info), 'PX', ttlMs)
+      .set(this.key(info.id), JSON.stringify({ ...info, seenAt: Date.now() }), 'PX', ttlMs)
       .zadd(this.index, Date.now() + ttlMs, info.id)
       .exec();
   }
