@@ -228,8 +228,11 @@ interface Command {
  * BullMQ's own code a transaction stand-in that records them instead of sending them.
  */
 class FlowCommands extends FlowProducer {
-  /** `queue` gives the Queue object of a queue name (a flow of one is written through it). */
-  async commands(flows: FlowJob[], queue: (name: string) => Queue): Promise<Command[]> {
+  /**
+   * `queue` gives the Queue object of a queue name (a flow of one is written through it);
+   * `order` the place in the batch of each task's job key.
+   */
+  async commands(flows: FlowJob[], queue: (name: string) => Queue, order: Map<string, number>): Promise<Command[]> {
     const entries: FlowJobEntry[] = [];
     for (const flow of flows) {
       // A flow of one is most of what is added: its entry made directly spares FlowProducer's
@@ -237,6 +240,7 @@ class FlowCommands extends FlowProducer {
       if (flow.children?.length) await this.addNodes(entries, [flow]);
       else entries.push(new Job(queue(flow.queueName), flow.name, flow.data, flow.opts, flow.opts?.jobId).toFlowEntry({}));
     }
+    inBatchOrder(entries, order);
     const commands: Command[] = [];
     const recorder = {
       runCommand(name: string, args: Arg[]) {
@@ -263,6 +267,25 @@ class FlowCommands extends FlowProducer {
     for (const args of parents.values()) this.backend.execCommand(recorder, releaseParentIfNoPendingDependencies.name, [...args, now]);
     return commands;
   }
+}
+
+/**
+ * Puts the entries of a batch in the order their jobs are written so that tasks of equal
+ * priority run in the batch's order: BullMQ numbers jobs as they are written into the waiting
+ * or prioritised set, and a flow writes a dependency after the dependent it is a child of, which
+ * would put it behind the tasks of the batch that come between. Dependents (flow parents) are
+ * written first, as their children name them, into the set of those waiting for children, which
+ * numbers nothing (a parent is numbered when its children complete); then every other job in
+ * the batch's order; gates, in the internal queue, after them.
+ */
+function inBatchOrder(entries: FlowJobEntry[], order: Map<string, number>): void {
+  const place = (e: FlowJobEntry) => {
+    if (e.parentKeyOpts.addToWaitingChildren) return -1;
+    return order.get(`${e.prefix}:${e.queueName}:${e.jobId}`) ?? order.size;
+  };
+  const places = new Map(entries.map((e) => [e, place(e)]));
+  // Array.prototype.sort is stable: parents keep BullMQ's order, each above its children.
+  entries.sort((a, b) => places.get(a)! - places.get(b)!);
 }
 
 /** A gate of a batch, for the add script to register with its dependency. */
@@ -315,7 +338,8 @@ export class AtomicAdder {
     gates: GateRegistration[],
     now = Date.now(),
   ): Promise<{ held?: string[]; toOpen: string[] }> {
-    const commands = await this.flows.commands(flows, this.queue);
+    const order = new Map(claims.map((c, i) => [c.jobKey, i]));
+    const commands = await this.flows.commands(flows, this.queue, order);
     const waiters = new Map<string, number>();
     for (const g of gates) if (!waiters.has(g.dependencyKey)) waiters.set(g.dependencyKey, waiters.size + 1);
     const { live, failed, done, readding, opening } = this.keys;
