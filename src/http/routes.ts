@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { historyRoutes } from '../archive/api.ts';
+import { dashboardRoutes } from '../dashboard/routes.ts';
 import { HttpAuth, authPlugin } from './auth.ts';
 import type { RouteContext } from './context.ts';
 import { createHttpApp } from './server.ts';
@@ -8,7 +9,7 @@ import { createHttpApp } from './server.ts';
 export type RoutePlugin = (app: FastifyInstance, ctx: RouteContext) => Promise<void>;
 
 /** Every route plugin of the master, in one list. */
-export const MASTER_ROUTES: readonly RoutePlugin[] = [historyRoutes];
+export const MASTER_ROUTES: readonly RoutePlugin[] = [historyRoutes, dashboardRoutes];
 
 /**
  * The master's HTTP app: auth (token, login form and cookie) for everything, then each route
