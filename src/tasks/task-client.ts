@@ -9,7 +9,7 @@ import { dependencyKey, dependencyRefKey, newTaskIds, taskKey } from './identity
 import { IdentityStore, type IdentityArchive } from './identity-store.ts';
 import { AtomicAdder } from './atomic-add.ts';
 import { toBullPriority } from './priority.ts';
-import { toJobData, type Task } from './task.ts';
+import { taskFromJob, toJobData, type JobTask, type Task } from './task.ts';
 import { validateTasks } from './validate.ts';
 
 const silentLog = pino({ level: 'silent' });
@@ -185,10 +185,41 @@ export class TaskClient {
     });
   }
 
-  private answer(planned: Planned[]): AddedTask[] {
+  /**
+   * Each task's answer; a duplicate shows the task it duplicates as that was stored (its
+   * `created`, priority and timeout, which the repeat may give otherwise).
+   */
+  private async answer(planned: Planned[]): Promise<AddedTask[]> {
+    const held = planned.filter((p) => p.duplicate);
+    const stored = held.length ? await this.storedTasks(held.map((p) => p.jobKey)) : [];
+    const byKey = new Map(held.map((p, i) => [p.jobKey, stored[i]]));
     return planned.map((p) => {
       const first = p.sameAs === undefined ? p : planned[p.sameAs]!;
-      return { id: first.id, queue: first.queue, duplicate: p.duplicate || p.sameAs !== undefined, task: p.task };
+      const duplicate = p.duplicate || p.sameAs !== undefined;
+      const task = (first.duplicate && byKey.get(first.jobKey)) || first.task;
+      return { id: first.id, queue: first.queue, duplicate, task };
+    });
+  }
+
+  /** The tasks stored in the jobs `jobKeys`, undefined where a job cannot be read (gone since). */
+  private async storedTasks(jobKeys: string[]): Promise<(Task | undefined)[]> {
+    const read = this.connection.pipeline();
+    for (const key of jobKeys) read.hmget(key, 'name', 'data', 'priority', 'timestamp');
+    const out = (await read.exec()) ?? [];
+    return jobKeys.map((key, i) => {
+      const [err, fields] = out[i] ?? [];
+      const [name, data, priority, timestamp] = (fields ?? []) as (string | null)[];
+      if (err || !name || !data) return undefined;
+      try {
+        const job = { name, data: JSON.parse(data), opts: { priority: Number(priority) }, timestamp: Number(timestamp) };
+        const t = taskFromJob(job);
+        const queue = key.slice(this.config.prefix.length + 1, key.lastIndexOf(':'));
+        const task: Task = { ...pick(t), timeout: t.timeout ?? this.config.defaults.timeout, queue };
+        return task;
+      } catch {
+        // Data that is not JSON is no task of ours: the answer shows the task as sent.
+        return undefined;
+      }
     });
   }
 
@@ -323,4 +354,17 @@ export function taskJobOptions(config: Pick<Config, 'retry'>, priority: number):
     attempts: config.retry.attempts,
     backoff: { type: 'exponential', delay: config.retry.backoffMs },
   };
+}
+
+/** A job's task as the client answers it: the task's own fields, without its identity keys. */
+function pick(t: JobTask): Omit<Task, 'timeout'> {
+  const task: Omit<Task, 'timeout'> = {
+    module: t.module,
+    params: t.params,
+    priority: t.priority,
+    dependencies: t.dependencies,
+    created: t.created,
+  };
+  if (t.scope !== undefined) task.scope = t.scope;
+  return task;
 }
