@@ -1,7 +1,8 @@
-import { Redis, type RedisOptions } from 'ioredis';
+import { Cluster, Redis, type ClusterNode, type ClusterOptions, type RedisOptions } from 'ioredis';
 import { redactUrl } from '../config/config.ts';
 import { RedisUnavailableError } from '../errors.ts';
 import { processOutageLog } from './outage-log.ts';
+import { isClusterUrl, parseClusterUrl } from './redis-url.ts';
 
 export interface ConnectionOptions {
   /** Shown in `CLIENT LIST`, so an operator can tell Taskmaster's connections apart. */
@@ -34,6 +35,25 @@ class TaskmasterRedis extends Redis {
   }
 }
 
+/** The same for Redis Cluster: BullMQ duplicates a cluster with (nodes, options), see ioredis. */
+class TaskmasterCluster extends Cluster {
+  constructor(
+    private readonly seeds: ClusterNode[],
+    options: ClusterOptions,
+  ) {
+    super(seeds, options);
+  }
+
+  override duplicate(nodes: ClusterNode[] = [], override: Partial<ClusterOptions> = {}): Cluster {
+    const family = families.get(this as unknown as Redis)!;
+    // watched() closes a late duplicate of an abandoned family at once, which ends a cluster
+    // (failing its commands) only while it has not begun to connect.
+    const options = { ...this.options, ...override, ...(family.abandoned ? { lazyConnect: true } : {}) };
+    const copy = new TaskmasterCluster(nodes.length ? nodes : this.seeds, options);
+    return watched(copy as unknown as Redis, family) as unknown as Cluster;
+  }
+}
+
 function watched(redis: Redis, family: Family): Redis {
   const outages = processOutageLog();
   families.set(redis, family);
@@ -55,16 +75,33 @@ function watched(redis: Redis, family: Family): Redis {
  * reconnect forever (BullMQ requires `maxRetriesPerRequest: null` for its blocking calls);
  * one-shot commands get ones that give up quickly with a clear error. Failures are reported
  * to the process's OutageLog (see outage-log.ts), also for the connection's duplicates.
+ *
+ * A cluster URL (queue/redis-url.ts) gives an ioredis Cluster, typed as Redis: it takes the same
+ * commands and BullMQ accepts it, and every key of one prefix lies in one slot (config.ts refuses
+ * a cluster without a hash-tagged prefix), so multi-key commands, MULTI and scripts work as on
+ * one server. Commands without a key go to any one node.
  */
 export function createRedis(redisUrl: string, opts: ConnectionOptions): Redis {
-  const options: RedisOptions = {
+  const retryStrategy = opts.failFast
+    ? (times: number) => (times > 2 ? null : 200)
+    : (times: number) => Math.min(times * 200, 5000);
+  const options = {
     connectionName: `taskmaster:${opts.name}`,
     maxRetriesPerRequest: opts.failFast ? 1 : null,
     enableOfflineQueue: true,
     lazyConnect: false,
-    retryStrategy: opts.failFast ? (times) => (times > 2 ? null : 200) : (times) => Math.min(times * 200, 5000),
-  };
-  return watched(new TaskmasterRedis(redisUrl, options), { members: new Set(), abandoned: false });
+  } satisfies RedisOptions;
+  const family: Family = { members: new Set(), abandoned: false };
+  if (!isClusterUrl(redisUrl)) return watched(new TaskmasterRedis(redisUrl, { ...options, retryStrategy }), family);
+  const { nodes, username, password, tls } = parseClusterUrl(redisUrl);
+  const cluster = new TaskmasterCluster(nodes, {
+    // Reconnecting is the cluster's to decide (clusterRetryStrategy), not each node's.
+    redisOptions: { ...options, username, password, ...(tls ? { tls: {} } : {}) },
+    clusterRetryStrategy: retryStrategy,
+    enableOfflineQueue: true,
+    lazyConnect: false,
+  });
+  return watched(cluster as unknown as Redis, family);
 }
 
 /**
@@ -85,11 +122,26 @@ export function abandonRedis(redis: Redis): void {
  * An attempt begun and cancelled at once ends it ('end'), failing those commands.
  */
 function closeNow(redis: Redis): void {
+  if (redis.isCluster) return closeClusterNow(redis as unknown as Cluster);
   redis.disconnect();
   if (redis.status !== 'reconnecting') return;
   // Rejected with "Connection is closed", as the commands are: nothing more to do.
   redis.connect().catch(() => undefined);
   redis.disconnect();
+}
+
+/**
+ * The same for a cluster: there disconnect() leaves the queued commands pending for good. One
+ * more attempt, made while the cluster counts as closing, ends it ('end') and fails them when the
+ * cluster is away; if the cluster is back, it is closed once ready.
+ */
+function closeClusterNow(cluster: Cluster): void {
+  const between = cluster.status === 'reconnecting';
+  cluster.disconnect();
+  if (!between) return;
+  cluster.once('ready', () => cluster.disconnect());
+  // Rejected with "None of startup nodes is available", as the commands are: nothing more to do.
+  cluster.connect().catch(() => undefined);
 }
 
 /** Resolves once Redis answers PING, or throws a RedisUnavailableError naming the URL. */

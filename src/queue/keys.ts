@@ -33,6 +33,17 @@ export interface Keys {
   scheduleFired(name: string): string;
 }
 
+/**
+ * The hash tag of a prefix, as Redis Cluster reads it from a key: what lies between the first "{"
+ * and the first "}" after it, when not empty; undefined when the prefix has none. Every key
+ * starts with the prefix, so a prefix with a tag puts them all in one slot.
+ */
+export function hashTagOf(prefix: string): string | undefined {
+  const open = prefix.indexOf('{');
+  const close = open < 0 ? -1 : prefix.indexOf('}', open + 1);
+  return close > open + 1 ? prefix.slice(open + 1, close) : undefined;
+}
+
 /** Internal queue holding one "gate" job per dependency edge that is not a direct flow child. */
 export const GATE_QUEUE = '_gates';
 
