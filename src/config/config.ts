@@ -2,6 +2,8 @@ import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
 import { ConfigError } from '../errors.ts';
+import { hashTagOf } from '../queue/keys.ts';
+import { CLUSTER_SCHEMES, CLUSTER_URL_FORM, isClusterUrl, parseClusterUrl } from '../queue/redis-url.ts';
 import { PRIORITY_MAX, PRIORITY_MIN } from '../tasks/priority.ts';
 import { parseConfigFile, type ConfigFile, type ScheduleConfig } from './config-file.ts';
 
@@ -33,7 +35,7 @@ export interface AlertThresholds {
 
 /** The resolved configuration: built once at start, frozen, passed to every component. */
 export interface Config {
-  /** @defaultValue redis://127.0.0.1:6379 */
+  /** One server, or a Redis Cluster URL (see queue/redis-url.ts). @defaultValue redis://127.0.0.1:6379 */
   redisUrl: string;
   /** Whether REDIS_URL was given (if not, `start` may run a private redis-server). */
   redisUrlExplicit: boolean;
@@ -145,6 +147,30 @@ function url(env: Env, name: string, schemes: string[]): string | undefined {
   return raw;
 }
 
+/**
+ * REDIS_URL: one server, or Redis Cluster's nodes. BullMQ's scripts take all of a queue's keys at
+ * once and a cluster runs a script only on keys of one slot, so a cluster needs a hash-tagged prefix.
+ */
+function redisUrl(env: Env, prefix: string): string | undefined {
+  const raw = str(env, 'REDIS_URL');
+  if (raw === undefined || !isClusterUrl(raw)) {
+    return url(env, 'REDIS_URL', ['redis://', 'rediss://', ...CLUSTER_SCHEMES]);
+  }
+  try {
+    parseClusterUrl(raw);
+  } catch (err) {
+    bad('REDIS_URL', `a cluster URL ${CLUSTER_URL_FORM}: ${(err as Error).message}`, redactUrl(raw));
+  }
+  if (!hashTagOf(prefix)) {
+    throw new ConfigError(
+      `TASKMASTER_PREFIX must hold a hash tag such as {taskmaster} on Redis Cluster (REDIS_URL is a cluster URL), ` +
+        `got ${JSON.stringify(prefix)}: BullMQ runs scripts over all of a queue's keys at once, which Redis Cluster ` +
+        'allows only for keys in one slot, and a {tag} in the prefix puts every key in the slot of the tag',
+    );
+  }
+  return raw;
+}
+
 function str(env: Env, name: string): string | undefined {
   const raw = env[name];
   return raw === undefined || raw === '' ? undefined : raw;
@@ -191,10 +217,10 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
   const logLevel = (str(env, 'LOG_LEVEL') ?? 'info').toLowerCase();
   if (!LOG_LEVELS.includes(logLevel)) bad('LOG_LEVEL', `one of ${LOG_LEVELS.join(', ')}`, logLevel);
 
-  const redisUrl = url(env, 'REDIS_URL', ['redis://', 'rediss://']);
+  const redis = redisUrl(env, prefix);
   const config: Config = {
-    redisUrl: redisUrl ?? 'redis://127.0.0.1:6379',
-    redisUrlExplicit: redisUrl !== undefined,
+    redisUrl: redis ?? 'redis://127.0.0.1:6379',
+    redisUrlExplicit: redis !== undefined,
     mongoUrl: url(env, 'MONGO_URL', ['mongodb://', 'mongodb+srv://']),
     port: int(env, 'TASKMASTER_PORT', 3232, 0, 65535),
     host: str(env, 'TASKMASTER_HOST') ?? '0.0.0.0',
