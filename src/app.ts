@@ -10,6 +10,7 @@ import { OutcomeWatcher } from './tasks/outcome-watcher.ts';
 import { Outcomes } from './tasks/outcomes.ts';
 import { IdentityRetention } from './tasks/identity-retention.ts';
 import { WorkerPool } from './workers/worker-pool.ts';
+import { Schedules } from './schedules/schedules.ts';
 import { startBridge } from './bridge/bridge.ts';
 import { closeHttpApp, listen } from './http/server.ts';
 import { buildMasterHttp } from './http/routes.ts';
@@ -139,6 +140,10 @@ export async function startMaster(config: Config, rootLog: Logger): Promise<Mast
       const retention = new IdentityRetention({ connection, keys: client.keys, retentionMs: config.identityRetentionMs, oldestUnarchived, log: rootLog }).start();
       releasers.add(() => retention.close());
     }
+
+    // An invalid schedule stops start-up here, naming the schedule and the field.
+    const schedules = await new Schedules({ config, connection, client, log: rootLog }).start();
+    releasers.add(() => schedules.close());
 
     const history = new History(client, store);
     const registry = new ConsumerRegistry(connection, config.prefix);
