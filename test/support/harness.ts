@@ -5,6 +5,7 @@ import { afterEach, beforeEach, inject } from 'vitest';
 import { loadConfig, type Config } from '../../src/config/config.ts';
 import { createLogger, type Logger } from '../../src/logger.ts';
 import { createRedis } from '../../src/queue/connection.ts';
+import { isClusterUrl } from '../../src/queue/redis-url.ts';
 import { deleteKeys } from './keys.ts';
 import { TaskClient } from '../../src/tasks/task-client.ts';
 import { TaskWorker, type TaskWorkerOptions } from '../../src/workers/task-worker.ts';
@@ -33,9 +34,12 @@ export function useHarness(env: Record<string, string> = {}): Harness {
   let state: { prefix: string; config: Config; redis: Redis; log: Logger } | undefined;
 
   beforeEach(() => {
-    const prefix = `tmtest-${randomBytes(5).toString('hex')}`;
+    const redisUrl = inject('redisUrl');
+    // On Redis Cluster a prefix needs a hash tag; each test's own tag also spreads tests over the nodes.
+    const id = `tmtest-${randomBytes(5).toString('hex')}`;
+    const prefix = isClusterUrl(redisUrl) ? `{${id}}` : id;
     const config = loadConfig({
-      REDIS_URL: inject('redisUrl'),
+      REDIS_URL: redisUrl,
       TASKMASTER_PREFIX: prefix,
       TASKMASTER_TASKS_DIR: FIXTURE_TASKS,
       TASKMASTER_BACKOFF_MS: '50',
