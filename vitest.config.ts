@@ -1,9 +1,24 @@
 import { defineConfig } from 'vitest/config';
 
+/** Suites that also run on a three-master Redis Cluster (`--project cluster`), each test on its own hash-tagged prefix. */
+const CLUSTER_SUITES = [
+  'test/cluster.test.ts',
+  'test/atomic-add.test.ts',
+  'test/dedup.test.ts',
+  'test/integrity-cancel.test.ts',
+  'test/integrity-claims.test.ts',
+  'test/dependencies.test.ts',
+  'test/integrity-gates.test.ts',
+  'test/workers-pool.test.ts',
+  'test/workers-modules.test.ts',
+  'test/finish-script.test.ts',
+  'test/bridge-feeder.test.ts',
+  'test/bridge-runner.test.ts',
+  'test/bridge-masters.test.ts',
+];
+
 export default defineConfig({
   test: {
-    include: ['test/**/*.test.ts'],
-    globalSetup: ['test/support/global-setup.ts'],
     reporters: ['default', './test/support/summary-reporter.ts'],
     // Tests share one Redis server; each isolates itself by its own key prefix.
     testTimeout: 60_000,
@@ -11,5 +26,17 @@ export default defineConfig({
     pool: 'forks',
     fileParallelism: true,
     maxWorkers: 2,
+    projects: [
+      {
+        extends: true,
+        test: {
+          name: 'redis',
+          include: ['test/**/*.test.ts'],
+          exclude: ['test/cluster.test.ts'],
+          globalSetup: ['test/support/global-setup.ts'],
+        },
+      },
+      { extends: true, test: { name: 'cluster', include: CLUSTER_SUITES, globalSetup: ['test/support/cluster-setup.ts'] } },
+    ],
   },
 });
