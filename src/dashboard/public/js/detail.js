@@ -130,7 +130,7 @@ export class TaskDetail {
 
   render(t) {
     const graphWrap = h('div', { class: 'graph-wrap' });
-    this.body.replaceChildren(
+    const parts = [
       h(
         'p',
         {},
@@ -168,7 +168,8 @@ export class TaskDetail {
       logs(t),
       h('h3', {}, 'Dependencies'),
       graphWrap,
-    );
+    ];
+    this.body.replaceChildren(...parts.filter(Boolean));
     graphWrap.append(dependencyGraph(t, graphWrap.clientWidth || this.body.clientWidth || 700));
   }
 }

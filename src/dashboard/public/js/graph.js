@@ -2,7 +2,7 @@
 // middle, what waits for it on the right; boxes coloured by status, each a link to its detail.
 import { s } from './dom.js';
 
-const NODE_H = 46;
+const NODE_H = 62;
 const V_GAP = 14;
 const TOP = 28;
 
@@ -20,7 +20,10 @@ function node(n, x, y, w, current) {
     s('title', {}, `${label(n)}${n.params === undefined ? '' : `\nparams: ${JSON.stringify(n.params)}`}`),
     s('rect', { x, y, width: w, height: NODE_H, rx: 6, class: `node status-${status}${current ? ' current' : ''}` }),
     s('text', { x: x + 8, y: y + 18, class: 'node-module' }, fit(n.module ?? '?', w)),
-    s('text', { x: x + 8, y: y + 36, class: 'node-meta' }, fit(`${n.id ? `#${n.id} · ` : ''}${status}`, w)),
+    s('text', { x: x + 8, y: y + 35, class: 'node-meta' }, fit(`${status} · ${n.id ? `#${n.id}` : 'no job yet'}`, w)),
+    n.params === undefined
+      ? null
+      : s('text', { x: x + 8, y: y + 52, class: 'node-params' }, fit(JSON.stringify(n.params), w)),
   ];
   if (current || !n.id) return s('g', { 'data-node': n.id ?? '', 'aria-label': label(n), role: 'group' }, box);
   const href = `#task/${encodeURIComponent(n.queue ?? 'tasks')}/${encodeURIComponent(n.id)}`;
@@ -44,7 +47,7 @@ export function dependencyGraph(task, width) {
   const deps = task.dependencies ?? [];
   const dependents = task.dependents ?? [];
   const gap = width < 560 ? 22 : 56;
-  const w = Math.min(220, Math.max(96, Math.floor((width - 2 * gap) / 3)));
+  const w = Math.min(280, Math.max(96, Math.floor((width - 2 * gap) / 3)));
   const rows = Math.max(deps.length, dependents.length, 1);
   const height = TOP + rows * (NODE_H + V_GAP);
   const cx = [0, w + gap, 2 * (w + gap)];

@@ -17,6 +17,7 @@ export class TaskSearch {
     this.form = byId('search-form');
     this.results = byId('results');
     this.page = 1;
+    this.seq = 0;
     this.onChange = onChange;
     this.form.addEventListener('submit', (e) => {
       e.preventDefault();
@@ -36,16 +37,19 @@ export class TaskSearch {
   async run() {
     for (const el of this.form.querySelectorAll('[aria-invalid]')) el.removeAttribute('aria-invalid');
     const q = this.query();
+    // Only the latest search draws: an earlier one that answers late is dropped.
+    const seq = ++this.seq;
     this.results.setAttribute('aria-busy', 'true');
     try {
       const res = await api('/api/tasks', { query: q });
-      this.render(q, res);
+      if (seq === this.seq) this.render(q, res);
     } catch (err) {
+      if (seq !== this.seq) return;
       const input = err instanceof ApiError && err.param ? this.form.elements.namedItem(err.param) : null;
       if (input) input.setAttribute('aria-invalid', 'true');
       this.results.replaceChildren(h('p', { class: 'warn', role: 'alert' }, `Search failed: ${err.message}`));
     } finally {
-      this.results.removeAttribute('aria-busy');
+      if (seq === this.seq) this.results.removeAttribute('aria-busy');
     }
   }
 
