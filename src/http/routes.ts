@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { historyRoutes } from '../archive/api.ts';
+import { scheduleRoutes } from '../schedules/schedules-routes.ts';
 import { dashboardRoutes } from '../dashboard/routes.ts';
 import { HttpAuth, authPlugin } from './auth.ts';
 import type { RouteContext } from './context.ts';
@@ -9,7 +10,7 @@ import { createHttpApp } from './server.ts';
 export type RoutePlugin = (app: FastifyInstance, ctx: RouteContext) => Promise<void>;
 
 /** Every route plugin of the master, in one list. */
-export const MASTER_ROUTES: readonly RoutePlugin[] = [historyRoutes, dashboardRoutes];
+export const MASTER_ROUTES: readonly RoutePlugin[] = [historyRoutes, dashboardRoutes, scheduleRoutes];
 
 /**
  * The master's HTTP app: auth (token, login form and cookie) for everything, then each route
