@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import { resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import { ConfigError } from '../errors.ts';
 import { hashTagOf } from '../queue/keys.ts';
 import { CLUSTER_SCHEMES, CLUSTER_URL_FORM, isClusterUrl, parseClusterUrl } from '../queue/redis-url.ts';
@@ -204,7 +204,8 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
         cause: err,
       });
     }
-    file = parseConfigFile(text, configPath);
+    // A schedule's tickersFile is relative to the config file's folder.
+    file = parseConfigFile(text, configPath, dirname(resolve(cwd, configPath)));
   }
   const fd = file.defaults ?? {};
 
