@@ -66,3 +66,13 @@ export const taskActions = {
   retryFailed: (queue, module) => post(`/api/modules/${enc(module)}/retry-failed`, { queue }),
   setPaused: (queue, paused) => post(`/api/queues/${enc(queue)}/${paused ? 'pause' : 'resume'}`),
 };
+
+/** A button that queues every failed task of `module` again, asking first; `after` runs once it did. */
+export function retryAllFailedButton(queue, module, after) {
+  return confirmButton(`Retry all failed of ${module}`, `Queue every failed ${module} task again?`, async () => {
+    const res = await taskActions.retryFailed(queue || undefined, module);
+    const skipped = res.skipped?.length ? ` (${res.skipped.length} could not be: ${res.skipped[0].reason})` : '';
+    notify(`Queued again: ${res.retried ?? 0} failed ${module} tasks${skipped}.`);
+    await after();
+  });
+}

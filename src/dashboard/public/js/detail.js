@@ -1,6 +1,6 @@
 // One task: its fields, logs, result or error, dependency graph and the actions that apply.
 import { api, enc } from './api.js';
-import { act, confirmButton, notify, taskActions } from './actions.js';
+import { act, confirmButton, notify, retryAllFailedButton, taskActions } from './actions.js';
 import { badge, byId, duration, h, json, time } from './dom.js';
 import { dependencyGraph } from './graph.js';
 
@@ -101,14 +101,7 @@ export class TaskDetail {
       );
       out.push(b);
     }
-    if (t.status === 'failed') {
-      out.push(
-        confirmButton(`Retry all failed of ${t.module}`, `Queue every failed ${t.module} task again?`, async () => {
-          const res = await taskActions.retryFailed(t.queue, t.module);
-          await done(`Queued again: ${res.count ?? res.retried?.length ?? 'the'} failed ${t.module} tasks.`);
-        }),
-      );
-    }
+    if (t.status === 'failed') out.push(retryAllFailedButton(t.queue, t.module, () => this.onChange()));
     if (LIVE.includes(t.status)) {
       out.push(
         confirmButton('Cancel', `Cancel task ${t.id}?`, async () => {
@@ -117,11 +110,11 @@ export class TaskDetail {
         }),
       );
     }
-    if (t.source !== 'archive' && t.status !== 'active') {
+    if (FINISHED.includes(t.status)) {
       out.push(
-        confirmButton('Remove', `Remove task ${t.id} from Redis?`, async () => {
-          await taskActions.remove(t.queue, t.id);
-          await done(`Task ${t.id} removed.`);
+        confirmButton('Remove', `Remove task ${t.id} for good, from Redis and the archive?`, async () => {
+          const res = await taskActions.remove(t.queue, t.id);
+          await done(`Task ${t.id} removed from ${res.from?.join(' and ') || 'nowhere: it was gone already'}.`);
         }),
       );
     }

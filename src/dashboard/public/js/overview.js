@@ -1,5 +1,5 @@
 // The live part of the page: what the server sends on `overview` (and GET /api/overview).
-import { ago, badge, byId, duration, h, table } from './dom.js';
+import { ago, byId, duration, h, table } from './dom.js';
 
 /**
  * The columns of the queue table, in the order a task goes through them. Waiting counts BullMQ's

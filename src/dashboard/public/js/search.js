@@ -1,6 +1,6 @@
 // Search over live and archived tasks, paged.
 import { api, ApiError } from './api.js';
-import { confirmButton, notify, taskActions } from './actions.js';
+import { retryAllFailedButton } from './actions.js';
 import { badge, byId, h, table, time } from './dom.js';
 import { taskId } from './detail.js';
 
@@ -82,13 +82,7 @@ export class TaskSearch {
     const prev = h('button', { type: 'button', disabled: page <= 1, onclick: () => this.go(page - 1) }, '← Previous');
     const next = h('button', { type: 'button', disabled: last, onclick: () => this.go(page + 1) }, 'Next →');
     const found = res.total !== undefined ? `${res.total} tasks found` : `${tasks.length} tasks on this page`;
-    const extra = q.module
-      ? confirmButton(`Retry all failed of ${q.module}`, `Queue every failed ${q.module} task again?`, async () => {
-          const r = await taskActions.retryFailed(q.queue || undefined, q.module);
-          notify(`Queued again: ${r.count ?? r.retried?.length ?? 'the'} failed ${q.module} tasks.`);
-          await this.onChange();
-        })
-      : null;
+    const extra = q.module ? retryAllFailedButton(q.queue, q.module, () => this.onChange()) : null;
     this.results.replaceChildren(
       h('div', { class: 'result-bar' }, h('span', { role: 'status' }, `${found} (page ${page}).`), extra),
       table(
