@@ -78,7 +78,7 @@ async function afterChange() {
 }
 
 function route(focus) {
-  const m = /^#task\/([^/]+)\/(.+)$/.exec(location.hash);
+  const m = /^#task\/([^/]*)\/(.+)$/.exec(location.hash);
   if (m) void detail.open(decodeURIComponent(m[1]), decodeURIComponent(m[2]), { focus });
   else detail.close();
 }
@@ -115,6 +115,7 @@ byId('detail-close').addEventListener('click', () => {
 });
 window.addEventListener('hashchange', () => route(true));
 setInterval(() => refreshChart(true), 60_000);
+setInterval(() => void loadSchedules(), 30_000);
 
 connectLive();
 refreshOverview().catch((err) => notify(`Cannot read the overview: ${err.message}`, 'error'));
