@@ -53,7 +53,10 @@ export async function historyRoutes(app: FastifyInstance, ctx: RouteContext): Pr
   app.get('/api/tasks', async (req) => history.searchPage(parseTaskSearch(queryOf(req), config.queue)));
   refuseOtherMethods(app, '/api/tasks', ['GET']);
 
-  app.get('/api/archive', async () => ctx.lag());
+  app.get('/api/archive', async (req) => {
+    for (const name of Object.keys(queryOf(req))) throw new InvalidQueryError(name, 'unknown parameter; allowed: none');
+    return ctx.lag();
+  });
   refuseOtherMethods(app, '/api/archive', ['GET']);
 
   app.get('/api/tasks/:id', async (req) => {

@@ -238,6 +238,23 @@ export class ArchiveStore {
     return out;
   }
 
+  /** Tasks of a queue that finished in [from, to), per minute (ms at the minute's start) and status. */
+  async finishedPerMinute(queue: string, from: Date, to: Date): Promise<{ minute: number; status: string; n: number }[]> {
+    await this.ready();
+    const ms = { $toLong: '$finished' };
+    const rows = await this.model.aggregate<{ _id: { minute: number; status: string }; n: number }>([
+      { $match: { queue, finished: { $gte: from, $lt: to } } },
+      { $group: { _id: { minute: { $subtract: [ms, { $mod: [ms, 60_000] }] }, status: '$status' }, n: { $sum: 1 } } },
+    ]);
+    return rows.map((r) => ({ minute: Number(r._id.minute), status: r._id.status, n: r.n }));
+  }
+
+  /** Removes a task's document; whether there was one. */
+  async remove(id: string): Promise<boolean> {
+    await this.ready();
+    return (await this.model.deleteOne({ _id: id })).deletedCount > 0;
+  }
+
   async addRetry(id: string, newId: string): Promise<void> {
     await this.ready();
     await this.model.updateOne({ _id: id }, { $push: { retriedAs: newId } });

@@ -1,5 +1,8 @@
 import type { FastifyInstance } from 'fastify';
 import { historyRoutes } from '../archive/api.ts';
+import { actionRoutes } from '../dashboard/actions-routes.ts';
+import { bullBoardRoutes } from '../dashboard/bull-board.ts';
+import { overviewRoutes } from '../dashboard/overview-routes.ts';
 import { scheduleRoutes } from '../schedules/schedules-routes.ts';
 import { dashboardRoutes } from '../dashboard/routes.ts';
 import { HttpAuth, authPlugin } from './auth.ts';
@@ -10,7 +13,14 @@ import { createHttpApp } from './server.ts';
 export type RoutePlugin = (app: FastifyInstance, ctx: RouteContext) => Promise<void>;
 
 /** Every route plugin of the master, in one list. */
-export const MASTER_ROUTES: readonly RoutePlugin[] = [historyRoutes, dashboardRoutes, scheduleRoutes];
+export const MASTER_ROUTES: readonly RoutePlugin[] = [
+  historyRoutes,
+  overviewRoutes,
+  actionRoutes,
+  bullBoardRoutes,
+  dashboardRoutes,
+  scheduleRoutes,
+];
 
 /**
  * The master's HTTP app: auth (token, login form and cookie) for everything, then each route

@@ -1,0 +1,114 @@
+import type { RouteContext } from '../http/context.ts';
+import { CANCELLED_REASON } from '../tasks/cancellations.ts';
+import type { ConsumerInfo } from '../workers/registry.ts';
+import type { QueueOverview } from './overview.ts';
+
+/**
+ * Something the status page flags:
+ * - `unrunnable-module`: tasks of a module wait and no live worker process or runner serving
+ *   their queue announces it (a runner that announces no modules, as 2016 runners, may run any);
+ * - `failure-rate`: of a module's runs that finished within the window, this share failed;
+ * - `waiting-age`: the oldest of the next tasks in line has waited longer than the threshold.
+ */
+export interface Alert {
+  kind: 'unrunnable-module' | 'failure-rate' | 'waiting-age';
+  queue: string;
+  module?: string;
+  message: string;
+  value: number;
+  threshold: number;
+}
+
+/** Finished runs read per state and queue for the failure rate (the most recent ones). */
+const FINISHED_READ_MAX = 5000;
+/** A module needs this many finished runs in the window before its failure rate is judged. */
+export const FAILURE_RATE_MIN_RUNS = 5;
+/** The failure rates are read again at most this often (they cost more than the counts). */
+const FAILURE_RATE_EVERY_MS = 5000;
+
+function minutes(ms: number): string {
+  return ms % 60_000 === 0 ? `${ms / 60_000} min` : `${Math.round(ms / 1000)} s`;
+}
+
+const rateCache = new WeakMap<RouteContext, Map<string, { at: number; rates: Map<string, [number, number]> }>>();
+
+/** Per module: runs that failed and runs that finished within the window, from BullMQ's finished sets. */
+async function finishedPerModule(ctx: RouteContext, queueName: string, now: number): Promise<Map<string, [number, number]>> {
+  let cache = rateCache.get(ctx);
+  if (!cache) rateCache.set(ctx, (cache = new Map()));
+  const hit = cache.get(queueName);
+  if (hit && now - hit.at < FAILURE_RATE_EVERY_MS) return hit.rates;
+  const queue = ctx.client.queue(queueName);
+  const redis = ctx.connection;
+  const since = now - ctx.config.alerts.failureWindowMs;
+  const read = (key: string) => redis.zrevrangebyscore(key, '+inf', since, 'LIMIT', 0, FINISHED_READ_MAX);
+  const [completed, failed] = await Promise.all([read(queue.keys.completed!), read(queue.keys.failed!)]);
+  const pipe = redis.pipeline();
+  for (const id of completed) pipe.hget(queue.toKey(id), 'name');
+  for (const id of failed) pipe.hmget(queue.toKey(id), 'name', 'failedReason');
+  const rows = ((await pipe.exec()) ?? []).map(([, r]) => r);
+  const rates = new Map<string, [number, number]>();
+  const count = (module: string | null | undefined, failure: boolean) => {
+    if (!module) return;
+    const r = rates.get(module) ?? [0, 0];
+    if (failure) r[0]++;
+    r[1]++;
+    rates.set(module, r);
+  };
+  rows.slice(0, completed.length).forEach((name) => count(name as string | null, false));
+  for (const row of rows.slice(completed.length)) {
+    const [name, reason] = row as [string | null, string | null];
+    // A cancelled run is what someone asked for, not a failure of the module.
+    if (reason !== CANCELLED_REASON) count(name, true);
+  }
+  cache.set(queueName, { at: now, rates });
+  return rates;
+}
+
+/** The alerts of an overview being built. */
+export async function alertsOf(
+  ctx: RouteContext,
+  o: { queues: QueueOverview[]; heads: Map<string, Map<string, number>>; consumers: ConsumerInfo[]; now: number },
+): Promise<Alert[]> {
+  const { failureRate, failureWindowMs, waitingAgeMs } = ctx.config.alerts;
+  const alerts: Alert[] = [];
+  for (const q of o.queues) {
+    const serving = o.consumers.filter((c) => c.kind !== 'feeder' && c.queues.includes(q.name));
+    const anyModule = serving.some((c) => c.kind === 'runner' && !c.modules.length);
+    for (const [module, waiting] of q.paused || anyModule ? [] : (o.heads.get(q.name) ?? [])) {
+      if (serving.some((c) => c.modules.includes(module))) continue;
+      alerts.push({
+        kind: 'unrunnable-module',
+        queue: q.name,
+        module,
+        message: `tasks of ${module} wait in queue ${q.name}, and no connected worker process or runner can run it`,
+        value: waiting,
+        threshold: 0,
+      });
+    }
+    if (!q.paused && q.oldestWaitingAgeMs !== undefined && q.oldestWaitingAgeMs > waitingAgeMs) {
+      alerts.push({
+        kind: 'waiting-age',
+        queue: q.name,
+        message: `the oldest waiting task in queue ${q.name} has waited longer than ${minutes(waitingAgeMs)}`,
+        value: q.oldestWaitingAgeMs,
+        threshold: waitingAgeMs,
+      });
+    }
+    for (const [module, [failed, finished]] of await finishedPerModule(ctx, q.name, o.now)) {
+      const rate = failed / finished;
+      if (finished < FAILURE_RATE_MIN_RUNS || rate < failureRate || failed === 0) continue;
+      alerts.push({
+        kind: 'failure-rate',
+        queue: q.name,
+        module,
+        message:
+          `${failed} of the ${finished} runs of ${module} in queue ${q.name} that finished in the last ` +
+          `${minutes(failureWindowMs)} failed`,
+        value: Math.round(rate * 1000) / 1000,
+        threshold: failureRate,
+      });
+    }
+  }
+  return alerts;
+}
