@@ -14,6 +14,7 @@ import { Schedules } from './schedules/schedules.ts';
 import { startBridge } from './bridge/bridge.ts';
 import { closeHttpApp, listen } from './http/server.ts';
 import { buildMasterHttp } from './http/routes.ts';
+import { attachStatusFeed } from './dashboard/status-feed.ts';
 import { ConsumerRegistry } from './workers/registry.ts';
 import { ArchiveStore } from './archive/store.ts';
 import { documentId } from './archive/document.ts';
@@ -149,7 +150,8 @@ export async function startMaster(config: Config, rootLog: Logger): Promise<Mast
     const registry = new ConsumerRegistry(connection, config.prefix);
     const queues = async () => [...new Set([config.queue, ...(await registry.live()).flatMap((c) => c.queues)])].sort();
     const lag = () => archiver.lag();
-    const http = await buildMasterHttp({ config, log: rootLog, connection, client, history, store, lag, registry, queues });
+    const routeContext = { config, log: rootLog, connection, client, history, store, lag, registry, queues };
+    const http = await buildMasterHttp(routeContext);
     const httpServer = http.server;
     httpServer.on('error', (err) => log.error({ err }, 'http server error'));
     releasers.add(() => closeHttpApp(http));
@@ -157,6 +159,7 @@ export async function startMaster(config: Config, rootLog: Logger): Promise<Mast
     const archived = store ? async (id: string, queue: string) => store.get(documentId(queue, id)) : undefined;
     const bridge = await startBridge({ config, connection, client, log: rootLog, httpServer, archived });
     releasers.add(() => bridge.close());
+    releasers.add(attachStatusFeed(bridge.io, routeContext));
     return listen(http, config.port, config.host);
   });
   log.info({ queue: config.queue, prefix: config.prefix, port, host: config.host, archive: Boolean(config.mongoUrl) }, 'master started');
