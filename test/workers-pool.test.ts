@@ -1,7 +1,9 @@
 import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { Writable } from 'node:stream';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Job, QueueEvents } from 'bullmq';
+import { pino } from 'pino';
 import { afterAll, afterEach, beforeEach, describe, expect, inject, it } from 'vitest';
 import { Cancellations } from '../src/tasks/cancellations.ts';
 import { Gates } from '../src/tasks/gates.ts';
@@ -27,6 +29,21 @@ writeFileSync(
     var self = this;
     var t = setTimeout(function () { self.done({ slept: params.ms }); }, params.ms);
     ctx.signal.addEventListener('abort', function () { clearTimeout(t); self.error(ctx.signal.reason); });
+    this.progress({ pid: process.pid });
+  };`,
+);
+writeFileSync(
+  join(TASKS, 'until-file.js'),
+  `// Runs until the file params.path exists, stopping on abort; reports {pid} as progress once running.
+  var fs = require('node:fs');
+  module.exports = function (params, ctx) {
+    var self = this;
+    var t = setInterval(function () {
+      if (!fs.existsSync(params.path)) return;
+      clearInterval(t);
+      self.done({ path: params.path });
+    }, 20);
+    ctx.signal.addEventListener('abort', function () { clearInterval(t); self.error(ctx.signal.reason); });
     this.progress({ pid: process.pid });
   };`,
 );
@@ -58,8 +75,8 @@ const ENV = {
   TASKMASTER_CONCURRENCY: '1',
 };
 const KILL_GRACE_MS = 500;
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** A grace period no test waits out: a stop that waited for it would time the test out. */
+const LONG_GRACE_MS = 600_000;
 const alive = (pid: number) => {
   try {
     process.kill(pid, 0);
@@ -110,7 +127,7 @@ describe('worker pool (forked processes)', () => {
       const pids = pool.pids();
       const live = new Set((await registry.live()).map((c) => c.pid));
       return pids.length === n && pids.every((p) => live.has(p));
-    }, `${n} worker processes to be ready`);
+    }, `${n} worker processes to be ready`, 60_000);
   }
 
   function cancellations(): Cancellations {
@@ -120,8 +137,15 @@ describe('worker pool (forked processes)', () => {
     return new Cancellations(h.redis, h.prefix, gates, new Outcomes(c.store, gates));
   }
 
+  /** A file-gated run's params, and what ends it (see until-file.js). */
+  function gated(): { params: [{ path: string }]; release(): void } {
+    const path = join(TASKS, `release-${h.prefix}-${Math.random().toString(36).slice(2)}`);
+    h.defer(() => rmSync(path, { force: true }));
+    return { params: [{ path }], release: () => writeFileSync(path, '') };
+  }
+
   const job = async (c: TaskClient, id: string) => (await Job.fromId(c.queue(), id))!;
-  const stateIs = (c: TaskClient, id: string, want: string, ms?: number) =>
+  const stateIs = (c: TaskClient, id: string, want: string, ms = 30_000) =>
     waitFor(async () => (await c.queue().getJobState(id)) === want, `job ${id} to be ${want}`, ms);
   /** Waits until the job is active; returns the pid of the process running it (BullMQ processedBy). */
   async function runningIn(c: TaskClient, id: string): Promise<number> {
@@ -158,11 +182,11 @@ describe('worker pool (forked processes)', () => {
     const recorded = await job(c, r!.id);
     expect(slept.failedReason).toBe('task sleep exceeded its timeout of 300 ms');
     expect(slept.attemptsMade).toBe(2);
+    // Server-side stamps of the last attempt: it ran for its whole timeout, not less.
     expect(slept.finishedOn! - slept.processedOn!).toBeGreaterThanOrEqual(290);
-    // The other process completed its task while the sleeping one was still on its attempts.
+    // The other process took the task added while the sleeping one ran.
     expect(pidOf(recorded)).not.toBe(sleepPid);
     expect(recorded.returnvalue).toEqual({ params: { delay: 100 } });
-    expect(recorded.finishedOn!).toBeLessThan(slept.finishedOn!);
     // The run stopped when its signal fired, so no process had to be killed.
     expect(pool.pids()).toEqual(before);
   });
@@ -176,24 +200,27 @@ describe('worker pool (forked processes)', () => {
     const [r] = await c.add({ module: 'record', params: [{ delay: 100 }] });
 
     // Meanwhile the other process is free and completes other work.
-    await stateIs(c, r!.id, 'completed', 5_000);
+    await stateIs(c, r!.id, 'completed');
     expect(pidOf(await job(c, r!.id))).not.toBe(firstPid);
 
-    await stateIs(c, s!.id, 'failed', 15_000);
+    await stateIs(c, s!.id, 'failed');
     const spun = await job(c, s!.id);
     expect(spun.attemptsMade).toBe(2);
     expect(spun.failedReason).toMatch(/^task exceeded its timeout of 300 ms and did not stop; worker process \d+ was killed$/);
     const lastPid = Number(/worker process (\d+)/.exec(spun.failedReason)![1]);
     await waitFor(() => !alive(firstPid) && !alive(lastPid), 'the killed processes to be gone');
     // Killed processes were replaced: the pool is back to two live processes, new ones.
-    await waitFor(() => pool.pids().length === 2 && !pool.pids().includes(firstPid) && !pool.pids().includes(lastPid), 'replacement processes');
+    await waitFor(
+      () => pool.pids().length === 2 && !pool.pids().includes(firstPid) && !pool.pids().includes(lastPid),
+      'replacement processes',
+    );
     expect(pool.pids()).not.toEqual(before);
     await ready(pool);
     const [after] = await c.add({ module: 'record', params: [{ after: true }] });
     await stateIs(c, after!.id, 'completed');
   });
 
-  it('runs a task again within seconds after kill -9 of its process, and records its result once', async () => {
+  it('runs a task again at once after kill -9 of its process, and records its result once', async () => {
     const pool = await startPool();
     const c = h.client();
     const events = new QueueEvents(h.config.queue, { connection: h.connection('events'), prefix: h.prefix });
@@ -202,25 +229,30 @@ describe('worker pool (forked processes)', () => {
     events.on('completed', ({ jobId }) => completions.push(jobId));
     await events.waitUntilReady();
 
-    const params = [{ ms: 3_000 }];
-    const [s] = await c.add({ module: 'nap', params });
+    const gate = gated();
+    const [s] = await c.add({ module: 'until-file', params: gate.params });
     const victim = await inBody(c, s!.id);
     expect(pool.pids()).toContain(victim);
-    await sleep(300);
     process.kill(victim, 'SIGKILL');
-    const killedAt = Date.now();
 
-    await stateIs(c, s!.id, 'completed', 15_000);
+    // Its attempt is failed as soon as the pool sees the exit (not after a stalled-job check,
+    // which would fail it for a lost lock), and the retry runs in the other process.
+    let rerun = 0;
+    await waitFor(async () => {
+      const j = await job(c, s!.id);
+      rerun = (j.progress as { pid?: number } | undefined)?.pid ?? 0;
+      return j.attemptsMade === 1 && rerun > 0 && rerun !== victim;
+    }, 'the attempt to be failed and the task to run again in another process');
+    gate.release();
+    await stateIs(c, s!.id, 'completed');
     const done = await job(c, s!.id);
-    expect(done.returnvalue).toEqual({ slept: 3_000 });
-    expect(pidOf(done)).not.toBe(victim);
-    // Ran again at once (not after a stalled-job check): the 3 s run plus a little.
-    expect(done.finishedOn! - killedAt).toBeLessThan(3_000 + 3_000);
+    expect(done.returnvalue).toEqual({ path: gate.params[0].path });
+    expect(pidOf(done)).toBe(rerun);
     expect(done.attemptsMade).toBe(2);
     expect((done.stacktrace ?? []).join('\n')).toContain(`worker process ${victim} exited (SIGKILL)`);
 
-    // Recorded once: one completion, one completed job, one outcome for its identity.
-    await sleep(300);
+    // Recorded once: its completion event came, nothing is left to run it again, one outcome.
+    await waitFor(() => completions.includes(s!.id), 'the completion event');
     expect(completions.filter((id) => id === s!.id)).toHaveLength(1);
     expect(await c.queue().getJobCounts('completed', 'failed', 'active', 'wait', 'delayed', 'prioritized')).toEqual({
       completed: 1,
@@ -230,102 +262,121 @@ describe('worker pool (forked processes)', () => {
       delayed: 0,
       prioritized: 0,
     });
-    const [outcome] = await c.store.outcomes([dependencyKey('nap', params)]);
+    const [outcome] = await c.store.outcomes([dependencyKey('until-file', gate.params)]);
     expect(outcome).toMatchObject({ state: 'completed', jobId: s!.id });
     await waitFor(() => pool.pids().length === 2 && !pool.pids().includes(victim), 'a replacement process');
     await ready(pool);
   });
 
   it('keeps the lock of a run that blocks its process for longer than a lock lasts: not killed, not run twice', async () => {
-    const pool = await startPool({ lockDurationMs: 2_000 });
+    const LOCK_MS = 6_000;
+    const pool = await startPool({ lockDurationMs: LOCK_MS });
     const c = h.client();
     const before = pool.pids();
-    const [s] = await c.add({ module: 'block', params: [{ ms: 6_000 }], timeout: 60_000 });
+    // Blocked for longer than a lock lasts: its process cannot renew it meanwhile.
+    const [s] = await c.add({ module: 'block', params: [{ ms: LOCK_MS + 2_000 }], timeout: 120_000 });
     const pid = await inBody(c, s!.id);
-    // Well past the 2 s its process last renewed the lock before it blocked: the primary renews it.
-    await sleep(3_500);
-    expect(await h.redis.pttl(`${h.prefix}:${h.config.queue}:${s!.id}:lock`)).toBeGreaterThan(0);
-    await stateIs(c, s!.id, 'completed', 15_000);
+    const lock = `${h.prefix}:${h.config.queue}:${s!.id}:lock`;
+    // The lock is there at every look until the run ends: the primary renews it.
+    await waitFor(
+      async () => {
+        if ((await c.queue().getJobState(s!.id)) !== 'active') return true;
+        if ((await h.redis.pttl(lock)) > 0) return false;
+        if ((await c.queue().getJobState(s!.id)) !== 'active') return true;
+        throw new Error('the lock of the blocked run lapsed while it ran');
+      },
+      'the blocked run to end',
+      60_000,
+    );
+    await stateIs(c, s!.id, 'completed');
     const j = await job(c, s!.id);
-    expect(j.returnvalue).toEqual({ blocked: 6_000 });
+    expect(j.returnvalue).toEqual({ blocked: LOCK_MS + 2_000 });
     expect(pidOf(j)).toBe(pid);
     expect(j.attemptsStarted).toBe(1);
     expect(pool.pids()).toEqual(before);
-  });
+  }, 120_000);
 
   it('graceful stop lets a run in flight finish, then resolves', async () => {
-    const pool = await startPool({ graceMs: 5_000 });
+    // A stop that waited out the grace period instead of the run would time the test out.
+    const pool = await startPool({ graceMs: LONG_GRACE_MS });
     const c = h.client();
-    const [s] = await c.add({ module: 'nap', params: [{ ms: 1_500 }] });
+    const gate = gated();
+    const [s] = await c.add({ module: 'until-file', params: gate.params });
     await inBody(c, s!.id);
     const pids = pool.pids();
-    const t0 = Date.now();
-    await pool.stop();
-    const took = Date.now() - t0;
-    expect(await c.queue().getJobState(s!.id)).toBe('completed');
-    expect((await job(c, s!.id)).returnvalue).toEqual({ slept: 1_500 });
-    expect((await job(c, s!.id)).attemptsMade).toBe(1);
-    expect(took).toBeLessThan(5_000);
+    const stopped = pool.stop();
+    gate.release();
+    await stopped;
+    const j = await job(c, s!.id);
+    expect(await j.getState(), j.failedReason).toBe('completed');
+    expect(j.returnvalue).toEqual({ path: gate.params[0].path });
+    expect(j.attemptsMade).toBe(1);
     expect(pool.pids()).toEqual([]);
-    await waitFor(() => pids.every((pid) => !alive(pid)), 'the worker processes to be gone', 2_000);
-    // Still completed a moment later (nothing failed the run after its process exited).
-    await sleep(300);
+    await waitFor(() => pids.every((pid) => !alive(pid)), 'the worker processes to be gone');
+    // Still completed once its process is gone (nothing failed the run after it exited).
     expect(await c.queue().getJobState(s!.id)).toBe('completed');
   });
 
   it('graceful stop also when every process got SIGTERM too (as a service manager sends it)', async () => {
     // systemd's default KillMode signals the whole group: each worker process gets SIGTERM
     // while the primary, on its own SIGTERM, stops the pool.
-    const pool = await startPool({ graceMs: 5_000 });
+    const pool = await startPool({ graceMs: LONG_GRACE_MS });
     const c = h.client();
-    const [s] = await c.add({ module: 'nap', params: [{ ms: 1_500 }] });
+    const gate = gated();
+    const [s] = await c.add({ module: 'until-file', params: gate.params });
     await inBody(c, s!.id);
     for (const pid of pool.pids()) process.kill(pid, 'SIGTERM');
-    await pool.stop();
+    const stopped = pool.stop();
+    gate.release();
+    await stopped;
     const j = await job(c, s!.id);
     expect(await j.getState(), j.failedReason).toBe('completed');
-    expect(j.returnvalue).toEqual({ slept: 1_500 });
+    expect(j.returnvalue).toEqual({ path: gate.params[0].path });
     expect(j.attemptsMade).toBe(1);
   });
 
   it('graceful stop hands back a run that outlasts the grace period, without spending an attempt', async () => {
     const pool = await startPool({ graceMs: 300 });
     const c = h.client();
-    const [s] = await c.add({ module: 'nap', params: [{ ms: 2_000 }] });
+    const gate = gated();
+    const [s] = await c.add({ module: 'until-file', params: gate.params });
     await inBody(c, s!.id);
     await pool.stop();
     const handedBack = await job(c, s!.id);
     expect(['waiting', 'prioritized']).toContain(await handedBack.getState());
     expect(handedBack.attemptsMade).toBe(0);
     // Another pool takes it and completes it.
+    gate.release();
     await startPool();
-    await stateIs(c, s!.id, 'completed', 10_000);
-    expect((await job(c, s!.id)).returnvalue).toEqual({ slept: 2_000 });
+    await stateIs(c, s!.id, 'completed');
+    expect((await job(c, s!.id)).returnvalue).toEqual({ path: gate.params[0].path });
   });
 
   it('cancels a running task through its signal: failed as cancelled, not retried', async () => {
-    const pool = await startPool();
+    // Only the run's signal can stop it here: the pool would kill its process after this grace.
+    const pool = await startPool({ killGraceMs: LONG_GRACE_MS });
     const c = h.client();
     const cancel = cancellations();
     const before = pool.pids();
     const params = [{ ms: 30_000 }];
     const [s] = await c.add({ module: 'nap', params });
     await inBody(c, s!.id);
-    const t0 = Date.now();
     expect(await cancel.request(c.queue(), s!.id)).toEqual({ id: s!.id, state: 'cancelling' });
-    await stateIs(c, s!.id, 'failed', 5_000);
+    await stateIs(c, s!.id, 'failed');
     const j = await job(c, s!.id);
-    // Stopped by its signal, before the pool would have killed its process.
-    expect(j.finishedOn! - t0).toBeLessThan(KILL_GRACE_MS);
     expect(j.failedReason).toMatch(/cancelled/);
+    // Not retried: a cancel fails the task for good.
     expect(j.attemptsMade).toBe(1);
+    expect(await c.queue().getJobCounts('active', 'wait', 'delayed', 'prioritized')).toEqual({
+      active: 0,
+      wait: 0,
+      delayed: 0,
+      prioritized: 0,
+    });
     const [outcome] = await c.store.outcomes([dependencyKey('nap', params)]);
     expect(outcome).toMatchObject({ state: 'failed', jobId: s!.id, reason: 'cancelled' });
     expect(await cancel.pending([s!.id])).toEqual(new Set());
-    // Not retried, and no process was killed.
-    await sleep(KILL_GRACE_MS + 300);
-    expect(await c.queue().getJobState(s!.id)).toBe('failed');
-    expect((await job(c, s!.id)).attemptsMade).toBe(1);
+    // Stopped by its signal: no process was killed.
     expect(pool.pids()).toEqual(before);
   });
 
@@ -335,12 +386,12 @@ describe('worker pool (forked processes)', () => {
     const cancel = cancellations();
     const [s] = await c.add({ module: 'spin-reported', timeout: 60_000 });
     const victim = await inBody(c, s!.id);
-    await sleep(100);
     const t0 = Date.now();
     expect(await cancel.request(c.queue(), s!.id)).toEqual({ id: s!.id, state: 'cancelling' });
-    await stateIs(c, s!.id, 'failed', KILL_GRACE_MS + 5_000);
+    await stateIs(c, s!.id, 'failed');
     const j = await job(c, s!.id);
-    // The blocked process could not hear the cancel: the pool killed it after the kill grace.
+    // The blocked process could not hear the cancel: the pool killed it, not before the kill
+    // grace (measured from before the request, so a slow machine only adds to it).
     expect(j.finishedOn! - t0).toBeGreaterThanOrEqual(KILL_GRACE_MS - 50);
     expect(j.failedReason).toBe('cancelled');
     expect(j.attemptsMade).toBe(1);
@@ -358,10 +409,8 @@ describe('worker pool (forked processes)', () => {
     const c = h.client();
     const cancel = cancellations();
     // Both processes busy (concurrency 1 each), so the third task waits.
-    const busy = await c.add([
-      { module: 'nap', params: [{ ms: 1_000, n: 1 }] },
-      { module: 'nap', params: [{ ms: 1_000, n: 2 }] },
-    ]);
+    const gates = [gated(), gated()];
+    const busy = await c.add(gates.map((g) => ({ module: 'until-file', params: g.params })));
     await Promise.all(busy.map((b) => inBody(c, b.id)));
     const params = [{ cancelled: 'before it ran' }];
     const [w] = await c.add({ module: 'record', params });
@@ -371,35 +420,49 @@ describe('worker pool (forked processes)', () => {
     expect(await Job.fromId(c.queue(), w!.id)).toBeUndefined();
     const [outcome] = await c.store.outcomes([dependencyKey('record', params)]);
     expect(outcome).toMatchObject({ state: 'failed', jobId: w!.id, reason: 'cancelled' });
+    // A task added after it, at the same priority, runs once the processes are free: had the
+    // cancelled one stayed queued, it would have run first.
+    const [next] = await c.add({ module: 'record', params: [{ added: 'after the cancel' }] });
+    for (const g of gates) g.release();
     for (const b of busy) await stateIs(c, b.id, 'completed');
-    await sleep(200);
+    await stateIs(c, next!.id, 'completed');
     expect(await c.queue().getJobCounts('completed', 'active', 'wait', 'prioritized')).toEqual({
-      completed: 2,
+      completed: 3,
       active: 0,
       wait: 0,
       prioritized: 0,
     });
+    expect(await c.store.outcomes([dependencyKey('record', params)])).toMatchObject([{ state: 'failed', jobId: w!.id }]);
     expect(await cancel.pending([w!.id])).toEqual(new Set());
     // A finished task answers as such.
     expect(await cancel.request(c.queue(), busy[0]!.id)).toEqual({ id: busy[0]!.id, state: 'finished', was: 'completed' });
   });
 
   it('replaces a crash-looping process with a growing back-off', async () => {
-    const pool = await startPool({ processes: 1 });
+    const lines: { msg: string; restartInMs?: number; pid?: number }[] = [];
+    const sink = new Writable({
+      write(chunk, _enc, done) {
+        for (const line of String(chunk).split('\n')) if (line) lines.push(JSON.parse(line));
+        done();
+      },
+    });
+    const pool = await startPool({ processes: 1, log: pino({ level: 'warn' }, sink) });
+    const restarts = () => lines.filter((l) => l.msg === 'worker process exited; replacing it');
     const delays: number[] = [];
     for (let i = 0; i < 3; i++) {
       const [pid] = pool.pids();
       const t0 = Date.now();
       process.kill(pid!, 'SIGKILL');
-      await waitFor(() => pool.pids().length === 1 && pool.pids()[0] !== pid, 'a replacement process', 10_000);
+      await waitFor(() => pool.pids().length === 1 && pool.pids()[0] !== pid, 'a replacement process');
       delays.push(Date.now() - t0);
+      expect(restarts()[i]).toMatchObject({ pid });
     }
-    // 250 ms, then 500, then 1000 (each process lived under a minute).
+    // 250 ms, then 500, then 1000 (each process lived under a minute) ...
+    expect(restarts().map((l) => l.restartInMs)).toEqual([250, 500, 1000]);
+    // ... and waited for: measured from before each kill, so a slow machine only adds to it.
     expect(delays[0]).toBeGreaterThanOrEqual(240);
     expect(delays[1]).toBeGreaterThanOrEqual(490);
     expect(delays[2]).toBeGreaterThanOrEqual(990);
-    expect(delays[2]!).toBeGreaterThan(delays[1]!);
-    expect(delays[1]!).toBeGreaterThan(delays[0]!);
     // The last replacement works.
     await ready(pool);
     const c = h.client();
@@ -407,17 +470,16 @@ describe('worker pool (forked processes)', () => {
     await stateIs(c, r!.id, 'completed');
   });
 
-  it('stop() while a replacement process is still starting resolves promptly', async () => {
-    const pool = await startPool({ graceMs: 5_000 });
+  it('stop() while a replacement process is still starting resolves without waiting out the grace period', async () => {
+    // A stop that waited out the grace period would time the test out.
+    const pool = await startPool({ graceMs: LONG_GRACE_MS });
     const [victim] = pool.pids();
     process.kill(victim!, 'SIGKILL');
     await waitFor(() => pool.pids().length === 2 && !pool.pids().includes(victim!), 'a replacement process');
     const starting = pool.pids().filter((p) => p !== victim);
-    const t0 = Date.now();
     await pool.stop();
-    // A starting process has no runs: it can stop at once (or once started), well within graceMs.
-    expect(Date.now() - t0).toBeLessThan(5_000);
-    await waitFor(() => starting.every((p) => !alive(p)), 'the processes to be gone', 2_000);
+    expect(pool.pids()).toEqual([]);
+    await waitFor(() => starting.every((p) => !alive(p)), 'the processes to be gone');
   });
 
   it('stop() just after a worker process died (its exit not yet seen) does not crash the primary', async () => {
@@ -432,7 +494,9 @@ describe('worker pool (forked processes)', () => {
     // as when a SIGTERM reaches the primary right after it killed an overrunning process.
     Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 300);
     await pool.stop();
-    await sleep(100);
+    // stop() resolved once every exit was seen; an 'error' of a send to the dead process would
+    // be emitted by then or in the turns of the event loop just after.
+    for (let i = 0; i < 3; i++) await new Promise((r) => setImmediate(r));
     expect(errors).toEqual([]);
   });
 });
