@@ -16,8 +16,10 @@ const QUEUE_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
 async function knownQueue(ctx: RouteContext, req: FastifyRequest): Promise<string> {
   for (const name of Object.keys(queryOf(req))) throw new InvalidQueryError(name, 'unknown parameter; allowed: none');
   const name = (req.params as { name: string }).name;
-  if (!QUEUE_NAME.test(name)) throw new InvalidQueryError('name', 'must be letters, digits, "_", "." or "-" (1-64 characters)');
-  if (!(await ctx.queues()).includes(name)) throw new NotFoundError(`no queue ${name}: known are ${(await ctx.queues()).join(', ')}`);
+  if (!QUEUE_NAME.test(name))
+    throw new InvalidQueryError('name', 'must be letters, digits, "_", "." or "-" (1-64 characters)');
+  if (!(await ctx.queues()).includes(name))
+    throw new NotFoundError(`no queue ${name}: known are ${(await ctx.queues()).join(', ')}`);
   return name;
 }
 
@@ -67,7 +69,10 @@ export async function actionRoutes(app: FastifyInstance, ctx: RouteContext): Pro
   app.post('/api/modules/:module/retry-failed', async (req, reply) => {
     const module = (req.params as { module: string }).module;
     if (!MODULE_NAME.test(module) || module.includes('..')) {
-      throw new InvalidQueryError('module', `must be a module name (letters, digits, "_", ".", "-", "/"), got ${JSON.stringify(module)}`);
+      throw new InvalidQueryError(
+        'module',
+        `must be a module name (letters, digits, "_", ".", "-", "/"), got ${JSON.stringify(module)}`,
+      );
     }
     const queue = queueOnly(req, config.queue);
     const q = client.queue(queue);

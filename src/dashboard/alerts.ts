@@ -33,7 +33,11 @@ function minutes(ms: number): string {
 const rateCache = new WeakMap<RouteContext, Map<string, { at: number; rates: Map<string, [number, number]> }>>();
 
 /** Per module: runs that failed and runs that finished within the window, from BullMQ's finished sets. */
-async function finishedPerModule(ctx: RouteContext, queueName: string, now: number): Promise<Map<string, [number, number]>> {
+async function finishedPerModule(
+  ctx: RouteContext,
+  queueName: string,
+  now: number,
+): Promise<Map<string, [number, number]>> {
   let cache = rateCache.get(ctx);
   if (!cache) rateCache.set(ctx, (cache = new Map()));
   const hit = cache.get(queueName);

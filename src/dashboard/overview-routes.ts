@@ -34,7 +34,10 @@ export async function overviewRoutes(app: FastifyInstance, ctx: RouteContext): P
     if (hours !== undefined && hours !== '') {
       if (Array.isArray(hours)) throw new InvalidQueryError('hours', 'given more than once');
       if (!/^\d{1,3}$/.test(hours) || Number(hours) < 1 || Number(hours) > METRICS_HOURS_MAX) {
-        throw new InvalidQueryError('hours', `must be an integer from 1 to ${METRICS_HOURS_MAX}, got ${JSON.stringify(hours)}`);
+        throw new InvalidQueryError(
+          'hours',
+          `must be an integer from 1 to ${METRICS_HOURS_MAX}, got ${JSON.stringify(hours)}`,
+        );
       }
       span = Number(hours);
     }

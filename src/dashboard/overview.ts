@@ -149,7 +149,8 @@ export class OverviewReader {
           completed: c.completed ?? 0,
           failed: c.failed ?? 0,
         };
-        const age = line.oldest === undefined ? {} : { oldestWaitingSince: line.oldest, oldestWaitingAgeMs: now - line.oldest };
+        const age =
+          line.oldest === undefined ? {} : { oldestWaitingSince: line.oldest, oldestWaitingAgeMs: now - line.oldest };
         return { name, paused, counts, ...age };
       }),
     );

@@ -6,6 +6,7 @@ import fp from 'fastify-plugin';
 import { AuthError, BridgeAuth, RoleError } from '../bridge/auth.ts';
 import type { Config } from '../config/config.ts';
 import { loginPage } from './login-page.ts';
+import { errorBody, statusOf } from './server.ts';
 
 /**
  * What a route needs: `public` nothing; `read` the main or the feeder token (the page, every GET
@@ -58,7 +59,8 @@ export class HttpAuth {
   }
 
   /** The level a presented token (or none) gives; throws AuthError when it gives none. */
-  levelOfToken(token: string | undefined): Level {
+  levelOfToken(token: string | undefined, howToSend = HTTP_HOW): Level {
+    if (!token && this.required) throw new AuthError(`authentication required: ${howToSend}`);
     const grant = this.bridge.check(token);
     if (!grant.roles.has('feeder')) {
       throw new AuthError('this token may not use the status page or its API: use the main or the feeder token');
@@ -89,9 +91,11 @@ export class HttpAuth {
   levelOfHandshake(authToken: unknown, cookieHeader: string | undefined): Level {
     if (typeof authToken === 'string' && authToken) return this.levelOfToken(authToken);
     const level = this.levelOfCookie(readCookie(cookieHeader, AUTH_COOKIE));
-    return level ?? this.levelOfToken(undefined);
+    return level ?? this.levelOfToken(undefined, 'pass the token as auth.token, or log in at /login for the cookie');
   }
 }
+
+const HTTP_HOW = 'send "Authorization: Bearer <token>", or log in at /login';
 
 /** One cookie's value from a Cookie header. */
 export function readCookie(header: string | undefined, name: string): string | undefined {
@@ -162,7 +166,8 @@ export const authPlugin = fp<{ auth: HttpAuth }>(async (app: FastifyInstance, { 
           .type('text/html; charset=utf-8')
           .send(loginPage({ next: req.url, message: err.message }));
       }
-      throw err;
+      // Answered here: a scope's own error handler (bull-board's) must not turn a refusal into a 500.
+      return reply.status(statusOf(err)).send(errorBody(err));
     }
   });
 

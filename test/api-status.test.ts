@@ -1,0 +1,202 @@
+import { io as ioClient, type Socket } from 'socket.io-client';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { startMaster, type Master } from '../src/app.ts';
+import type { Config } from '../src/config/config.ts';
+import type { Overview } from '../src/dashboard/overview.ts';
+import { useHarness, waitFor, type Harness } from './support/harness.ts';
+import { testMongo } from './support/mongo.ts';
+import { connect } from './fixtures/bridge-clients.ts';
+
+interface Answer {
+  status: number;
+  headers: Headers;
+  body: any;
+  text: string;
+}
+
+function api(base: string, defaults: { token?: string; cookie?: string } = {}) {
+  return async (path: string, init: RequestInit & { token?: string; cookie?: string } = {}): Promise<Answer> => {
+    const headers = new Headers(init.headers);
+    const token = init.token ?? defaults.token;
+    const cookie = init.cookie ?? defaults.cookie;
+    if (token) headers.set('authorization', `Bearer ${token}`);
+    if (cookie) headers.set('cookie', cookie);
+    const res = await fetch(`${base}${path}`, { redirect: 'manual', ...init, headers });
+    const text = await res.text();
+    let body: unknown;
+    try {
+      body = JSON.parse(text);
+    } catch {
+      body = undefined; // an HTML answer
+    }
+    return { status: res.status, headers: res.headers, body, text };
+  };
+}
+
+async function startOn(h: Harness, extra: Partial<Config> = {}): Promise<{ master: Master; base: string }> {
+  const master = await startMaster(Object.freeze({ ...h.config, port: 0, host: '127.0.0.1', ...extra }), h.log);
+  h.defer(() => master.close());
+  return { master, base: `http://127.0.0.1:${master.port}` };
+}
+
+/** A client of the live status namespace that records the overviews it receives. */
+async function statusClient(h: Harness, base: string, opts: { token?: string; cookie?: string } = {}) {
+  const seen: Overview[] = [];
+  const socket: Socket = ioClient(`${base}/status`, {
+    transports: ['websocket'],
+    reconnection: false,
+    ...(opts.token ? { auth: { token: opts.token } } : {}),
+    ...(opts.cookie ? { extraHeaders: { cookie: opts.cookie } } : {}),
+  });
+  h.defer(() => socket.close());
+  socket.on('overview', (o: Overview) => seen.push(o));
+  const outcome = await new Promise<string>((resolve) => {
+    socket.once('connect', () => resolve('connected'));
+    socket.once('connect_error', (err) => resolve(`refused: ${err.message}`));
+  });
+  return { socket, seen, outcome, last: () => seen[seen.length - 1] };
+}
+
+describe('status API without a token', () => {
+  const h = useHarness({ TASKMASTER_ATTEMPTS: '1', TASKMASTER_ALERT_WAITING_AGE: '1ms' });
+
+  it('answers every endpoint’s bad parameters with 400 naming the parameter', async () => {
+    const { base } = await startOn(h);
+    const get = api(base);
+    const cases: [string, string, string?][] = [
+      ['/api/history?status=done', 'status'],
+      ['/api/archive?colour=red', 'colour'],
+      ['/api/overview?colour=red', 'colour'],
+      ['/api/metrics?hours=0', 'hours'],
+      ['/api/metrics?hours=1000', 'hours'],
+      ['/api/metrics?hours=two', 'hours'],
+      ['/api/metrics?queue=a:b', 'queue'],
+      ['/api/metrics?colour=red', 'colour'],
+      ['/api/tasks?page=0', 'page'],
+      ['/api/tasks?pageSize=500', 'pageSize'],
+      ['/api/tasks?page=1000&pageSize=200', 'page'],
+      ['/api/tasks?status=done', 'status'],
+      ['/api/tasks?since=yesterday', 'since'],
+      ['/api/tasks?id=a:b', 'id'],
+      [`/api/tasks?text=${'x'.repeat(201)}`, 'text'],
+      [`/api/tasks?error=${'x'.repeat(201)}`, 'error'],
+      ['/api/tasks?module=../etc', 'module'],
+      ['/api/tasks?colour=red', 'colour'],
+      ['/api/tasks/a%3Ab', 'id'],
+      ['/api/tasks/1?colour=red', 'colour'],
+      ['/api/tasks/1?queue=a:b', 'queue'],
+      ['/api/tasks/1/retry?colour=red', 'colour', 'POST'],
+      ['/api/tasks/1/cancel?queue=a:b', 'queue', 'POST'],
+      ['/api/tasks/a%3Ab/remove', 'id', 'POST'],
+      ['/api/modules/..%2Fetc/retry-failed', 'module', 'POST'],
+      ['/api/modules/record/retry-failed?queue=a:b', 'queue', 'POST'],
+      ['/api/queues/a:b/pause', 'name', 'POST'],
+      ['/api/queues/tasks/resume?colour=red', 'colour', 'POST'],
+    ];
+    for (const [path, param, method] of cases) {
+      const r = await get(path, { method: method ?? 'GET' });
+      expect(r, path).toMatchObject({ status: 400, body: { code: 'INVALID_QUERY', param, parameter: param } });
+      expect(r.body.error as string, path).toMatch(new RegExp(`^${param}: `));
+    }
+    expect((await get('/api/tasks/1/cancel')).status).toBe(405);
+    expect((await get('/api/queues/tasks/pause')).status).toBe(405);
+    expect((await get('/api/overview', { method: 'POST' })).status).toBe(405);
+    expect((await get('/api/queues/nope/pause', { method: 'POST' })).body).toMatchObject({ code: 'NOT_FOUND' });
+  });
+});
+
+describe('status API with a token', () => {
+  const h = useHarness({ TASKMASTER_TOKEN: 'main-secret', TASKMASTER_FEEDER_TOKEN: 'feed-me' });
+
+  it('refuses the page, every endpoint, bull-board and the live feed without it; bearer, cookie and feeder token', async () => {
+    const { base } = await startOn(h);
+    const call = api(base);
+    const gets = ['/api/overview', '/api/metrics', '/api/tasks', '/api/tasks/1', '/api/history', '/api/archive'];
+    const posts = [
+      '/api/tasks/1/retry',
+      '/api/tasks/1/cancel',
+      '/api/tasks/1/remove',
+      '/api/modules/record/retry-failed',
+      '/api/queues/tasks/pause',
+      '/api/queues/tasks/resume',
+    ];
+    for (const path of [...gets, '/queues/api/queues', '/api/schedules']) {
+      expect(await call(path), path).toMatchObject({ status: 401, body: { code: 'AUTH_FAILED' } });
+      expect((await call(path, { token: 'guess' })).status, path).toBe(401);
+    }
+    for (const path of posts) {
+      expect(await call(path, { method: 'POST' }), path).toMatchObject({ status: 401, body: { code: 'AUTH_FAILED' } });
+    }
+    // A browser asking for a page gets the login form.
+    for (const path of ['/', '/queues']) {
+      const page = await call(path, { headers: { accept: 'text/html' } });
+      expect(page.status, path).toBe(401);
+      expect(page.text).toMatch(/<form method="post" action="\/login">/);
+      expect(page.text).toMatch(/<label for="token">Token<\/label>/);
+    }
+
+    // Bearer, and ?token= for scripts.
+    const overview = await call('/api/overview', { token: 'main-secret' });
+    expect(overview).toMatchObject({ status: 200, body: { auth: { required: true }, queues: [{ name: 'tasks' }] } });
+    expect((await call('/api/overview?token=main-secret')).status).toBe(200);
+    expect((await call('/queues/api/queues', { token: 'main-secret' })).status).toBe(200);
+
+    // The login form: a wrong token is answered with the form again; the right one sets the cookie.
+    const form = (token: string) => ({
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ token, next: '/queues' }).toString(),
+    });
+    expect((await call('/login', { headers: { accept: 'text/html' } })).text).toMatch(/name="token"/);
+    const wrong = await call('/login', form('guess'));
+    expect(wrong.status).toBe(401);
+    expect(wrong.text).toMatch(/role="alert">token: not valid/);
+    const login = await call('/login', form('main-secret'));
+    expect(login.status).toBe(303);
+    expect(login.headers.get('location')).toBe('/queues');
+    const setCookie = login.headers.get('set-cookie')!;
+    expect(setCookie).toMatch(/^taskmaster_token=[^;]+;/);
+    expect(setCookie).toMatch(/HttpOnly/);
+    expect(setCookie).toMatch(/SameSite=Strict/);
+    expect(setCookie).not.toContain('main-secret');
+    const cookie = setCookie.split(';')[0]!;
+    expect((await call('/api/overview', { cookie })).status).toBe(200);
+    expect((await call('/queues/api/queues', { cookie })).status).toBe(200);
+    // A POST with the cookie from another site's page is refused; from the master's own, done.
+    const evil = await call('/api/queues/tasks/pause', {
+      method: 'POST',
+      cookie,
+      headers: { origin: 'http://evil.example' },
+    });
+    expect(evil).toMatchObject({ status: 403, body: { code: 'ROLE_NOT_ALLOWED' } });
+    const own = await call('/api/queues/tasks/pause', { method: 'POST', cookie, headers: { origin: base } });
+    expect(own).toMatchObject({ status: 200, body: { name: 'tasks', paused: true } });
+    expect((await call('/api/queues/tasks/resume', { method: 'POST', cookie })).body).toMatchObject({ paused: false });
+    const logout = await call('/logout', { method: 'POST', cookie });
+    expect(logout.status).toBe(303);
+    expect(logout.headers.get('set-cookie')).toMatch(/^taskmaster_token=;/);
+    expect((await call('/api/overview', { cookie: 'taskmaster_token=forged' })).status).toBe(401);
+
+    // The feeder token reads and retries; it may not pause, cancel, remove nor use bull-board.
+    expect((await call('/api/overview', { token: 'feed-me' })).status).toBe(200);
+    expect((await call('/api/tasks/1/retry', { method: 'POST', token: 'feed-me' })).status).toBe(404);
+    for (const path of ['/api/queues/tasks/pause', '/api/tasks/1/cancel', '/api/tasks/1/remove']) {
+      expect(await call(path, { method: 'POST', token: 'feed-me' }), path).toMatchObject({
+        status: 403,
+        body: { code: 'ROLE_NOT_ALLOWED' },
+      });
+    }
+    expect((await call('/queues/api/queues', { token: 'feed-me' })).status).toBe(403);
+
+    // The live feed: refused without the token; the token or the login cookie let it in.
+    expect((await statusClient(h, base)).outcome).toMatch(/^refused: authentication required/);
+    expect((await statusClient(h, base, { token: 'guess' })).outcome).toMatch(/^refused: authentication failed/);
+    const byToken = await statusClient(h, base, { token: 'main-secret' });
+    expect(byToken.outcome).toBe('connected');
+    await waitFor(() => byToken.seen.length > 0, 'the first overview');
+    expect(byToken.last()).toMatchObject({ auth: { required: true }, queues: [{ name: 'tasks' }] });
+    const byCookie = await statusClient(h, base, { cookie });
+    expect(byCookie.outcome).toBe('connected');
+    await waitFor(() => byCookie.seen.length > 0, 'the first overview over the cookie');
+  });
+});
