@@ -200,3 +200,86 @@ describe('status API with a token', () => {
     await waitFor(() => byCookie.seen.length > 0, 'the first overview over the cookie');
   });
 });
+
+describe('overview and the live feed', () => {
+  const h = useHarness({ TASKMASTER_ATTEMPTS: '1', TASKMASTER_ALERT_WAITING_AGE: '1ms' });
+
+  it('sends counts, consumers and alerts as they change: runners and feeders come and go', async () => {
+    const { base } = await startOn(h);
+    const live = await statusClient(h, base);
+    expect(live.outcome).toBe('connected');
+    await waitFor(() => live.seen.length > 0, 'the first overview');
+    expect(live.last()).toMatchObject({
+      auth: { required: false },
+      archive: { enabled: false },
+      queues: [{ name: 'tasks', paused: false, counts: { waiting: 0, prioritized: 0, completed: 0 } }],
+      runners: [],
+      feeders: [],
+      workerProcesses: [],
+      alerts: [],
+    });
+    const now = () => live.last()!;
+
+    // Tasks nobody can run: counted, and flagged (no consumer serves the queue; waiting too long).
+    const c = h.client();
+    await c.add([
+      { module: 'record', params: [1] },
+      { module: 'record', params: [2] },
+    ]);
+    await waitFor(() => now().queues[0]!.counts.prioritized === 2, 'two waiting tasks on the live feed');
+    await waitFor(
+      () => now().alerts.some((a) => a.kind === 'unrunnable-module' && a.module === 'record' && a.value === 2),
+      'the unrunnable-module alert',
+    );
+    expect(now().alerts).toContainEqual(expect.objectContaining({ kind: 'waiting-age', queue: 'tasks', threshold: 1 }));
+    expect(now().queues[0]!.oldestWaitingAgeMs).toBeGreaterThanOrEqual(0);
+
+    // A worker process announces its modules: the tasks run, the alerts go.
+    h.worker({ concurrency: 2 });
+    await waitFor(() => now().workerProcesses.length === 1, 'the worker process on the live feed');
+    expect(now().workerProcesses[0]).toMatchObject({ pid: process.pid, queues: ['tasks'], concurrency: 2 });
+    expect(now().workerProcesses[0]!.modules).toContain('record');
+    await waitFor(() => now().queues[0]!.counts.completed === 2 && !now().alerts.length, 'the tasks done, no alerts');
+
+    // Five failures of one module: the failure-rate alert.
+    await c.add([1, 2, 3, 4, 5].map((n) => ({ module: 'fail', params: [n] })));
+    await waitFor(
+      () => now().alerts.some((a) => a.kind === 'failure-rate' && a.module === 'fail' && a.value === 1),
+      'the failure-rate alert',
+    );
+
+    // A 2016-style runner and a feeder appear, and leave when they disconnect.
+    const runner = await connect(h, '1.7.4', base);
+    runner.emit('task:request', 'runner-one');
+    await waitFor(() => now().runners.some((r) => r.name === 'runner-one'), 'the runner on the live feed');
+    expect(now().runners[0]).toMatchObject({
+      name: 'runner-one',
+      address: '127.0.0.1',
+      version: 'socket.io-client 1.x/2.x',
+      slots: 1,
+      held: [],
+      queues: ['tasks'],
+    });
+    expect(now().runners[0]!.lastSeen).toBeGreaterThan(0);
+    const feeder = await connect(h, '4.8.1', base);
+    await feeder.ask('task:add', { module: 'record', params: ['from a feeder'] });
+    await waitFor(() => now().feeders.some((f) => f.added === 1), 'the feeder on the live feed');
+    expect(now().feeders[0]).toMatchObject({ version: 'socket.io-client 3+', address: '127.0.0.1' });
+    runner.close();
+    feeder.close();
+    await waitFor(() => !now().runners.length && !now().feeders.length, 'the runner and the feeder gone');
+
+    // The same body over HTTP.
+    const overview = await api(base)('/api/overview');
+    expect(overview.body).toMatchObject({ queues: [{ name: 'tasks' }], runners: [], workerProcesses: [{ pid: process.pid }] });
+    // Per minute: the three completed (two, and the feeder's) and the five failed.
+    await waitFor(async () => (await c.queue().getCompletedCount()) === 3, 'the feeder’s task done');
+    const metrics = await api(base)('/api/metrics?hours=1');
+    expect(metrics.body).toMatchObject({ queue: 'tasks', stepMs: 60000 });
+    const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+    expect(metrics.body.completed).toHaveLength(61);
+    expect(sum(metrics.body.completed)).toBe(3);
+    expect(sum(metrics.body.failed)).toBe(5);
+    expect(metrics.body.start).toBeLessThanOrEqual(Date.now() - 3_600_000);
+  });
+});
