@@ -9,6 +9,7 @@ import type { Config } from '../config/config.ts';
 import { listenForAnnouncements } from '../tasks/announcements.ts';
 import { Cancellations } from '../tasks/cancellations.ts';
 import { Gates } from '../tasks/gates.ts';
+import { Releasers } from '../releasers.ts';
 import { Outcomes } from '../tasks/outcomes.ts';
 import type { TaskClient } from '../tasks/task-client.ts';
 import { ConsumerRegistry } from '../workers/registry.ts';
@@ -80,33 +81,24 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
   const { config, connection, client } = opts;
   const log = opts.log.child({ component: 'bridge' });
   const id = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
-  const releasers: (() => unknown)[] = [];
-  const release = async () => {
-    while (releasers.length) {
-      try {
-        await releasers.pop()!();
-      } catch (err) {
-        log.warn({ err }, 'error while closing the bridge');
-      }
-    }
-  };
-
-  try {
+  // The bridge does not own the connection: whoever does decides what a release does while Redis is away.
+  const releasers = new Releasers(log);
+  return releasers.guard(async () => {
     const gates = new Gates({ connection, prefix: config.prefix, store: client.store, log });
-    releasers.push(() => gates.close());
+    releasers.add(() => gates.close());
     const outcomes = new Outcomes(client.store, gates);
     const cancellations = new Cancellations(connection, config.prefix, gates, outcomes);
     const slots = new RunnerSlots();
     const registry = new ConsumerRegistry(connection, config.prefix);
     const presence = new Presence(registry, id, slots, log, opts.presenceEveryMs);
     presence.start();
-    releasers.push(() => presence.close());
+    releasers.add(() => presence.close());
 
     const emit = (peer: Peer, event: string, payload: unknown) => {
       if (peer.connected) peer.socket.emit(event, payload);
     };
     const watchers = new Watchers({ config, connection, client, log, send: (peer, e) => emit(peer, e.event, e.payload), archived: opts.archived, readerIdleMs: opts.watchReaderIdleMs });
-    releasers.push(() => watchers.close());
+    releasers.add(() => watchers.close());
     const leases = new RunnerLeases({
       config,
       connection,
@@ -123,8 +115,8 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
       dropBackoffMs: opts.dropBackoffMs,
       maxDropBackoffMs: opts.maxDropBackoffMs,
     });
-    releasers.push(() => leases.close());
-    releasers.push(
+    releasers.add(() => leases.close());
+    releasers.add(
       listenForAnnouncements({
         connection,
         cancellations,
@@ -179,7 +171,7 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
         },
       }),
     );
-    releasers.push(async () => {
+    releasers.add(async () => {
       closing = true;
       // Connections are closed at the transport, without a Socket.IO disconnect packet, so that
       // clients reconnect (to this master restarted, or to another behind the same address).
@@ -210,9 +202,7 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
     }
     // A shared server is listened on by its owner, who logs the port.
     log.info({ ...(ownServer ? { port, host: config.host } : {}), auth: auth.enabled, maxHttpBufferSize }, 'socket.io bridge ready');
-    return { httpServer, io, port, id, peers: () => [...peers], readingEvents: () => watchers.reading(), close: release };
-  } catch (err) {
-    await release();
-    throw err;
-  }
+    const close = () => releasers.release();
+    return { httpServer, io, port, id, peers: () => [...peers], readingEvents: () => watchers.reading(), close };
+  });
 }

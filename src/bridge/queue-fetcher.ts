@@ -89,7 +89,7 @@ export class QueueFetcher {
     void this.worker.startStalledCheckTimer().catch((err) => this.log.error({ err }, 'stalled check failed to start'));
   }
 
-  /** The next fetched job with its slot; undefined once the fetcher is closed. */
+  /** The next fetched job with its slot (for one caller at a time); undefined once the fetcher is closed. */
   next(): Promise<Offer | undefined> {
     const offer = this.offers.shift();
     if (offer || this.closed) return Promise.resolve(offer);
@@ -97,6 +97,7 @@ export class QueueFetcher {
   }
 
   private offer(o: Offer): void {
+    if (this.closed) return this.track(this.giveBack(o.job, o.token, 'the bridge is closing'));
     const taker = this.taker;
     this.taker = undefined;
     if (taker) taker(o);

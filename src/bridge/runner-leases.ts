@@ -232,6 +232,7 @@ export class RunnerLeases {
     this.opts.slots.take(peer, job.id!);
     // Who ran it, where BullMQ keeps a worker's name (the archive records it).
     const jobKey = this.opts.client.keys.job(job.queueName, job.id!);
+    // Only the archive's note of who ran it: a failed write loses nothing else.
     void this.opts.connection.hset(jobKey, 'pb', `runner:${runnerLabel(peer)}`).catch(() => undefined);
     this.opts.presence.touch(peer);
     this.log.debug({ jobId: job.id, module: job.name, runner: peer.name ?? peer.id }, 'task handed to a runner');
