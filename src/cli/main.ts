@@ -3,6 +3,8 @@ import { Command, CommanderError } from 'commander';
 import { registerAdd } from './add.ts';
 import { registerCancel } from './cancel.ts';
 import { registerHistory } from './history.ts';
+// Registers only: the command's code is imported when it runs.
+import { registerSchedules } from './schedules.ts';
 import type { Env } from './context.ts';
 import { describeFailure } from './errors.ts';
 import { registerStart } from './start.ts';
@@ -30,6 +32,7 @@ export function buildProgram(env: Env): Command {
   registerStatus(program, env);
   registerCancel(program, env);
   registerHistory(program, env);
+  registerSchedules(program, env);
   return program;
 }
 
