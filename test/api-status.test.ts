@@ -271,7 +271,11 @@ describe('overview and the live feed', () => {
 
     // The same body over HTTP.
     const overview = await api(base)('/api/overview');
-    expect(overview.body).toMatchObject({ queues: [{ name: 'tasks' }], runners: [], workerProcesses: [{ pid: process.pid }] });
+    expect(overview.body).toMatchObject({
+      queues: [{ name: 'tasks' }],
+      runners: [],
+      workerProcesses: [{ pid: process.pid }],
+    });
     // Per minute: the three completed (two, and the feeder's) and the five failed.
     await waitFor(async () => (await c.queue().getCompletedCount()) === 3, 'the feeder’s task done');
     const metrics = await api(base)('/api/metrics?hours=1');
@@ -281,5 +285,110 @@ describe('overview and the live feed', () => {
     expect(sum(metrics.body.completed)).toBe(3);
     expect(sum(metrics.body.failed)).toBe(5);
     expect(metrics.body.start).toBeLessThanOrEqual(Date.now() - 3_600_000);
+  });
+});
+
+describe('actions and task detail', () => {
+  const h = useHarness({ TASKMASTER_ATTEMPTS: '1' });
+
+  it('retry, retry a module’s failures, cancel, remove, pause and resume; dependencies both ways; bull-board lists the tasks', async () => {
+    const { base } = await startOn(h);
+    const call = api(base);
+    const post = (path: string) => call(path, { method: 'POST' });
+    const c = h.client();
+    const queue = c.queue();
+
+    // Pause: nothing runs, even with a worker; the dependencies are shown while they wait.
+    expect((await post('/api/queues/tasks/pause')).body).toEqual({ name: 'tasks', paused: true });
+    expect(await queue.isPaused()).toBe(true);
+    const worker = h.worker({ concurrency: 2 });
+    const dep = { module: 'record', params: [{ n: 'a' }] };
+    const [a] = await c.add(dep);
+    const [b] = await c.add({ module: 'record', params: [{ n: 'b' }], dependencies: [dep] });
+    const [first, second] = await c.add([
+      { module: 'record', params: [{ n: 'c' }] },
+      { module: 'record', params: [{ n: 'd' }], dependencies: [{ module: 'record', params: [{ n: 'c' }] }] },
+    ]);
+    const detail = async (id: string) => (await call(`/api/tasks/${id}`)).body;
+    expect(await detail(b!.id)).toMatchObject({
+      jobId: b!.id,
+      status: 'waiting-children',
+      logs: [],
+      dependencies: [{ module: 'record', params: [{ n: 'a' }], status: 'pending' }],
+      dependents: [],
+    });
+    expect((await detail(a!.id)).dependents).toEqual([
+      { id: b!.id, queue: 'tasks', module: 'record', status: 'waiting-children' },
+    ]);
+    expect((await detail(second!.id)).dependencies).toEqual([
+      {
+        id: first!.id,
+        queue: 'tasks',
+        module: 'record',
+        params: [{ n: 'c' }],
+        status: expect.stringMatching(/^(waiting|prioritized)$/),
+      },
+    ]);
+    expect((await detail(first!.id)).dependents).toEqual([
+      { id: second!.id, queue: 'tasks', module: 'record', status: 'waiting-children' },
+    ]);
+
+    // bull-board shows the queue and its waiting tasks (and the gates queue, read-only).
+    const page = await call('/queues', { headers: { accept: 'text/html' } });
+    expect(page.status).toBe(200);
+    expect(page.text).toMatch(/<title>Taskmaster<\/title>|bull-board|Bull Dashboard/i);
+    const board = await call('/queues/api/queues?activeQueue=tasks&status=prioritized&page=1');
+    expect(board.status).toBe(200);
+    const shown = board.body.queues as { name: string; readOnlyMode: boolean; jobs: { id: string }[] }[];
+    expect(shown.find((q) => q.name === '_gates')).toMatchObject({ readOnlyMode: true });
+    const tasks = shown.find((q) => q.name === 'tasks')!;
+    expect(tasks.readOnlyMode).toBe(false);
+    expect(tasks.jobs.map((j) => j.id).sort()).toEqual([a!.id, first!.id].sort());
+
+    // Resume: everything runs; the dependency shows which run completed it.
+    expect((await post('/api/queues/tasks/resume')).body).toEqual({ name: 'tasks', paused: false });
+    await waitFor(async () => (await queue.getCompletedCount()) === 4, 'the four tasks done');
+    expect((await detail(b!.id)).dependencies).toEqual([
+      { id: a!.id, module: 'record', params: [{ n: 'a' }], status: 'completed' },
+    ]);
+    expect(await detail(b!.id)).toMatchObject({ status: 'completed', result: { params: { n: 'b' } } });
+
+    // Remove: a finished task leaves; a live one is refused.
+    expect((await post(`/api/tasks/${b!.id}/remove`)).body).toEqual({
+      removed: b!.id,
+      queue: 'tasks',
+      from: ['redis'],
+    });
+    expect((await call(`/api/tasks/${b!.id}`)).status).toBe(404);
+    const [blocked] = await c.add({
+      module: 'record',
+      params: ['blocked'],
+      dependencies: [{ module: 'record', params: ['never'] }],
+    });
+    expect(await post(`/api/tasks/${blocked!.id}/remove`)).toMatchObject({ status: 409, body: { code: 'CONFLICT' } });
+    // Cancel: a blocked task is removed; cancelling it again finds nothing.
+    expect((await post(`/api/tasks/${blocked!.id}/cancel`)).body).toMatchObject({ id: blocked!.id, state: 'removed' });
+    expect((await post(`/api/tasks/${blocked!.id}/cancel`)).status).toBe(404);
+    expect(await post(`/api/tasks/${a!.id}/cancel`)).toMatchObject({ status: 409, body: { code: 'CONFLICT' } });
+
+    // Retry one failed task, then every failed task of the module.
+    const failed = await c.add([1, 2].map((n) => ({ module: 'fail', params: [n] })));
+    await waitFor(async () => (await queue.getFailedCount()) === 2, 'two failures');
+    const one = await post(`/api/tasks/${failed[0]!.id}/retry`);
+    expect(one).toMatchObject({ status: 201, body: { retried: `tasks:${failed[0]!.id}`, task: { duplicate: false } } });
+    await waitFor(async () => (await queue.getFailedCount()) === 3, 'the retried one failed again');
+    const all = await post('/api/modules/fail/retry-failed');
+    expect(all).toMatchObject({ status: 201, body: { queue: 'tasks', module: 'fail', retried: 3, skipped: [] } });
+    await waitFor(async () => (await queue.getFailedCount()) === 6, 'the three retried failed again');
+    const search = await call('/api/tasks?module=fail&status=failed&pageSize=4');
+    expect(search.body).toMatchObject({ page: 1, pageSize: 4, hasMore: true });
+    expect(search.body.tasks).toHaveLength(4);
+    const next = await call('/api/tasks?module=fail&status=failed&pageSize=4&page=2');
+    expect(next.body).toMatchObject({ page: 2, hasMore: false });
+    expect(next.body.tasks).toHaveLength(2);
+    const byError = await call(`/api/tasks?error=${encodeURIComponent('fail fixture: 2')}`);
+    // The failure of params [2] and its retry; the four of params [1] do not match.
+    expect(byError.body.tasks.map((t: { params: unknown[] }) => t.params)).toEqual([[2], [2]]);
+    await worker.close();
   });
 });

@@ -2,7 +2,6 @@ import { Job } from 'bullmq';
 import type { TaskView } from '../archive/history.ts';
 import type { RouteContext } from '../http/context.ts';
 import { GATE_QUEUE } from '../queue/keys.ts';
-import type { GateData } from '../tasks/gates.ts';
 import { dependencyRefKey } from '../tasks/identity.ts';
 import type { DependencyRef } from '../tasks/task.ts';
 
@@ -61,53 +60,51 @@ export async function taskDetail(ctx: RouteContext, id: string, queue: string): 
   const job = view.source === 'redis' ? await Job.fromId(q, id) : undefined;
   const [logs, dependencies, dependents] = await Promise.all([
     job ? q.getJobLogs(id, 0, LOGS_MAX - 1).then((l) => l.logs) : Promise.resolve([]),
-    job ? liveDependencies(ctx, job) : settledDependencies(ctx, view.dependencies),
+    dependenciesOf(ctx, view.dependencies, job),
     waitingDependents(ctx, view, job),
   ]);
   return { ...view, ...(job ? { progress: job.progress } : {}), logs, dependencies, dependents };
 }
 
-/** A job's children: tasks of its batch, and gates standing for dependencies added apart. */
-async function liveDependencies(ctx: RouteContext, job: Job): Promise<Dependency[]> {
-  const deps = await job.getDependencies({
-    processed: { count: EDGES_MAX },
-    unprocessed: { count: EDGES_MAX },
-    failed: { count: EDGES_MAX },
-    ignored: { count: EDGES_MAX },
-  });
-  const keys = [
-    ...Object.keys(deps.processed ?? {}),
-    ...(deps.unprocessed ?? []),
-    ...(deps.failed ?? []),
-    ...Object.keys(deps.ignored ?? {}),
-  ].slice(0, EDGES_MAX);
-  const out: Dependency[] = [];
-  const gates: { data: GateData }[] = [];
-  for (const key of keys) {
-    const at = parseJobKey(key, ctx.config.prefix);
-    if (!at) continue;
-    const child = await Job.fromId(ctx.client.queue(at.queue), at.id);
-    if (!child) continue;
-    if (at.queue === GATE_QUEUE) gates.push({ data: child.data as GateData });
-    else {
-      const params = (await ctx.history.get(at.id, at.queue))?.params ?? [];
-      out.push({ id: at.id, queue: at.queue, module: child.name, params, status: statusOf(await child.getState()) });
+/**
+ * What a task depends on, by identity: a task of its own batch (a flow child) with its id and
+ * state; otherwise the run that completed (or failed) for good, or `pending`. Read from the
+ * task's declared dependencies, since the gates that stood for the others leave once open.
+ */
+async function dependenciesOf(ctx: RouteContext, refs: readonly DependencyRef[], job?: Job): Promise<Dependency[]> {
+  const list = refs.slice(0, EDGES_MAX);
+  if (!list.length) return [];
+  const keys = list.map(dependencyRefKey);
+  const children = new Map<string, Dependency>();
+  if (job) {
+    const deps = await job.getDependencies({
+      processed: { count: EDGES_MAX },
+      unprocessed: { count: EDGES_MAX },
+      failed: { count: EDGES_MAX },
+      ignored: { count: EDGES_MAX },
+    });
+    const childKeys = [
+      ...Object.keys(deps.processed ?? {}),
+      ...(deps.unprocessed ?? []),
+      ...(deps.failed ?? []),
+      ...Object.keys(deps.ignored ?? {}),
+    ];
+    for (const key of childKeys) {
+      const at = parseJobKey(key, ctx.config.prefix);
+      if (!at || at.queue === GATE_QUEUE) continue;
+      const child = await ctx.history.get(at.id, at.queue);
+      if (child) {
+        const { module, params, status } = child;
+        children.set(child.dependencyKey, { id: at.id, queue: at.queue, module, params, status });
+      }
     }
   }
-  return out.concat(
-    await settledDependencies(
-      ctx,
-      gates.map((g) => g.data.dependency),
-    ),
-  );
-}
-
-/** Dependencies by identity: the run that completed (or failed) for each, or `pending`. */
-async function settledDependencies(ctx: RouteContext, refs: readonly DependencyRef[]): Promise<Dependency[]> {
-  const list = refs.slice(0, EDGES_MAX);
-  const outcomes = await ctx.client.store.outcomes(list.map(dependencyRefKey));
+  const outcomes = await ctx.client.store.outcomes(keys.filter((k) => !children.has(k)));
+  let next = 0;
   return list.map((d, i) => {
-    const o = outcomes[i];
+    const child = children.get(keys[i]!);
+    if (child) return child;
+    const o = outcomes[next++];
     return { ...(o ? { id: o.jobId } : {}), module: d.module, params: d.params, status: o?.state ?? 'pending' };
   });
 }
