@@ -56,6 +56,19 @@ describe('a prefix on Redis Cluster', () => {
 });
 
 describe('a connection to Redis Cluster', () => {
+  it('shows its name when serialised (a task result may hold one), not its password or its internals', async () => {
+    const cluster = createRedis(inject('redisUrl').replace('://', '://default:hunter2secret@'), { name: 'shown' });
+    const server = createRedis('redis://:hunter2secret@127.0.0.1:1', { name: 'shown', failFast: true });
+    try {
+      for (const redis of [cluster, server, cluster.duplicate(), server.duplicate()]) {
+        expect(JSON.parse(JSON.stringify({ held: redis }))).toEqual({ held: { connection: 'taskmaster:shown' } });
+      }
+    } finally {
+      abandonRedis(cluster);
+      abandonRedis(server);
+    }
+  });
+
   it('abandoned while the cluster is away fails the commands waiting, its duplicates\' and later ones at once', async () => {
     const cluster = await TestRedisCluster.start();
     try {

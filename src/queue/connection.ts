@@ -33,6 +33,11 @@ class TaskmasterRedis extends Redis {
   override duplicate(override?: Partial<RedisOptions>): Redis {
     return watched(new TaskmasterRedis({ ...this.options, ...override }), families.get(this)!);
   }
+
+  /** A task result or log line that holds a connection shows its name, not its password. */
+  toJSON(): { connection: string | undefined } {
+    return { connection: this.options.connectionName };
+  }
 }
 
 /** The same for Redis Cluster: BullMQ duplicates a cluster with (nodes, options), see ioredis. */
@@ -51,6 +56,11 @@ class TaskmasterCluster extends Cluster {
     const options = { ...this.options, ...override, ...(family.abandoned ? { lazyConnect: true } : {}) };
     const copy = new TaskmasterCluster(nodes.length ? nodes : this.seeds, options);
     return watched(copy as unknown as Redis, family) as unknown as Cluster;
+  }
+
+  /** As TaskmasterRedis's: a cluster's internals are also circular. */
+  toJSON(): { connection: string | undefined } {
+    return { connection: this.options.redisOptions?.connectionName };
   }
 }
 
