@@ -1,5 +1,4 @@
 import type { Command } from 'commander';
-import { ArchiveStore } from '../archive/store.ts';
 import { History, type TaskView } from '../archive/history.ts';
 import { parseHistoryQuery, TASK_STATUSES } from '../archive/query.ts';
 import { createLogger } from '../logger.ts';
@@ -8,7 +7,13 @@ import { out, withClient, type Env, type OneShot } from './context.ts';
 /** Runs `fn` with a History over Redis and, when MONGO_URL is set, the archive. */
 async function withHistory<T>(env: Env, fn: (history: History, ctx: OneShot) => Promise<T>): Promise<T> {
   return withClient(env, async (ctx) => {
-    const store = ctx.config.mongoUrl ? new ArchiveStore(ctx.config.mongoUrl, createLogger({ level: 'silent', pretty: false }), { serverSelectionTimeoutMS: 3000 }) : undefined;
+    // Imported only with an archive: it brings MongoDB's client.
+    const { mongoUrl } = ctx.config;
+    const store = mongoUrl
+      ? new (await import('../archive/store.ts')).ArchiveStore(mongoUrl, createLogger({ level: 'silent', pretty: false }), {
+          serverSelectionTimeoutMS: 3000,
+        })
+      : undefined;
     try {
       return await fn(new History(ctx.client, store), ctx);
     } finally {

@@ -1,14 +1,32 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
-import { registerAdd } from './add.ts';
-import { registerCancel } from './cancel.ts';
-import { registerHistory } from './history.ts';
-// Registers only: the command's code is imported when it runs.
-import { registerSchedules } from './schedules.ts';
 import type { Env } from './context.ts';
 import { describeFailure } from './errors.ts';
-import { registerStart } from './start.ts';
-import { registerStatus } from './status.ts';
+
+type Register = (program: Command, env: Env) => void;
+
+/**
+ * Each command's module by command name, imported only when that command runs: a one-shot
+ * command then loads the libraries it uses, not every other command's (the program's help and
+ * an unknown command load them all).
+ */
+const COMMANDS: Record<string, () => Promise<Register>> = {
+  start: async () => (await import('./start.ts')).registerStart,
+  master: async () => (await import('./start.ts')).registerStart,
+  workers: async () => (await import('./start.ts')).registerStart,
+  add: async () => (await import('./add.ts')).registerAdd,
+  status: async () => (await import('./status.ts')).registerStatus,
+  cancel: async () => (await import('./cancel.ts')).registerCancel,
+  history: async () => (await import('./history.ts')).registerHistory,
+  retry: async () => (await import('./history.ts')).registerHistory,
+  schedules: async () => (await import('./schedules.ts')).registerSchedules,
+};
+
+/** The commands to load for `argv`: the one it names first (`<command> …` or `help <command>`), else all. */
+function commandsFor(argv: string[]): string[] {
+  const name = argv[0] === 'help' ? argv[1] : argv[0];
+  return name !== undefined && Object.hasOwn(COMMANDS, name) ? [name] : Object.keys(COMMANDS);
+}
 
 function version(): string {
   try {
@@ -18,7 +36,8 @@ function version(): string {
   }
 }
 
-export function buildProgram(env: Env): Command {
+/** The program with the commands `argv` needs (all of them when `argv` is not given). */
+export async function buildProgram(env: Env, argv: string[] = []): Promise<Command> {
   // Set before the commands are added: subcommands inherit them. Errors are thrown instead of
   // exiting so that main() prints every failure the same way.
   const program = new Command('taskmaster')
@@ -27,12 +46,9 @@ export function buildProgram(env: Env): Command {
     .exitOverride()
     .configureOutput({ outputError: () => {} })
     .showSuggestionAfterError(true);
-  registerStart(program, env);
-  registerAdd(program, env);
-  registerStatus(program, env);
-  registerCancel(program, env);
-  registerHistory(program, env);
-  registerSchedules(program, env);
+  // A module may register several commands (start, master, workers): each module registers once.
+  const registers = new Set(await Promise.all(commandsFor(argv).map((name) => COMMANDS[name]!())));
+  for (const register of registers) register(program, env);
   return program;
 }
 
@@ -42,8 +58,8 @@ export function buildProgram(env: Env): Command {
  * when LOG_LEVEL=debug or trace).
  */
 export async function main(argv: string[] = process.argv.slice(2), env: Env = process.env): Promise<number> {
-  const program = buildProgram(env);
   try {
+    const program = await buildProgram(env, argv);
     await program.parseAsync(argv, { from: 'user' });
     return 0;
   } catch (err) {

@@ -2,7 +2,7 @@ import type { Queue } from 'bullmq';
 import { InvalidArgumentError, type Command } from 'commander';
 import type { Redis } from 'ioredis';
 import type { Env } from './context.ts';
-import { archiveLag, type ArchiveLag } from '../archive/archiver.ts';
+import type { ArchiveLag } from '../archive/archiver.ts';
 import { FinishedJobs } from '../archive/finished-jobs.ts';
 import { cancelledSnapshotsKey } from '../tasks/cancellations.ts';
 
@@ -66,7 +66,11 @@ export async function queueStatus(redis: Redis, queue: Queue, prefix: string, ar
   }
   const sorted = Object.fromEntries(Object.entries(modules).sort(([a], [b]) => a.localeCompare(b)));
   const status: QueueStatus = { queue: queue.name, prefix, paused: await queue.isPaused(), counts, modules: sorted };
-  if (archived) status.archive = await archiveLag([new FinishedJobs(redis, prefix, queue)], redis, cancelledSnapshotsKey(prefix), true);
+  if (archived) {
+    // Imported here: the archiver brings MongoDB's client, which a status without an archive does not need.
+    const { archiveLag } = await import('../archive/archiver.ts');
+    status.archive = await archiveLag([new FinishedJobs(redis, prefix, queue)], redis, cancelledSnapshotsKey(prefix), true);
+  }
   return status;
 }
 
