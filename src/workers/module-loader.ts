@@ -5,6 +5,7 @@ import { dirname, join, relative, resolve, sep } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { TaskmasterError, UnknownModuleError } from '../errors.ts';
 import { moduleNameProblem } from '../tasks/validate.ts';
+import { enableTypeScriptTasks } from './typescript-tasks.ts';
 
 /** A task module's function: legacy `function (...params)` or modern `async (params, ctx)`. */
 export type TaskFunction = (...args: unknown[]) => unknown;
@@ -171,6 +172,7 @@ export class ModuleLoader {
     delete require.cache[file];
     let mod: Record<string, unknown>;
     try {
+      await enableTypeScriptTasks(file);
       // Whole numbers only: a '.' in the query would read as a file extension to some loaders.
       mod = await import(`${pathToFileURL(file).href}?v=${Math.round(mtimeMs * 1000)}`);
     } catch (err) {

@@ -11,6 +11,7 @@ import { Outcomes } from '../tasks/outcomes.ts';
 import type { TaskClient } from '../tasks/task-client.ts';
 import { isConnectionError } from '../queue/outage-log.ts';
 import { HeldRuns, type HeldRun } from './held-runs.ts';
+import { COMPILED } from './typescript-tasks.ts';
 import type { RunInfo } from './task-worker.ts';
 import { BEAT_MS, RESOLVED_CONFIG_ENV, type ToPrimary, type ToWorker } from './worker-process.ts';
 
@@ -58,7 +59,7 @@ interface Slot {
 /** A process that has not beaten for this long has a blocked event loop: its runs are looked at. */
 const SILENT_MS = 4 * BEAT_MS;
 
-const ENTRY = fileURLToPath(new URL('./worker-entry.ts', import.meta.url));
+const ENTRY = fileURLToPath(new URL(COMPILED ? './worker-entry.js' : './worker-entry.ts', import.meta.url));
 
 /**
  * The node:cluster primary: forks one worker process per slot and replaces any that dies (with
@@ -106,8 +107,10 @@ export class WorkerPool {
   }
 
   start(): void {
-    // Worker processes load TypeScript the way the primary does: through tsx, found from here.
-    cluster.setupPrimary({ exec: ENTRY, execArgv: ['--import', import.meta.resolve('tsx')], silent: false });
+    // Worker processes run what the primary runs: the compiled files as they are (with the
+    // primary's node options), the TypeScript sources through tsx, found from here.
+    const execArgv = COMPILED ? process.execArgv : ['--import', import.meta.resolve('tsx')];
+    cluster.setupPrimary({ exec: ENTRY, execArgv, silent: false });
     const n = this.opts.processes ?? this.opts.config.workers;
     for (let i = 0; i < n; i++) {
       const slot: Slot = { index: i, crashes: 0, startedAt: 0, beatAt: 0, renewedAt: 0 };
