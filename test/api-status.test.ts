@@ -392,3 +392,77 @@ describe('actions and task detail', () => {
     await worker.close();
   });
 });
+
+describe('search over the archive', () => {
+  const h = useHarness({ TASKMASTER_ATTEMPTS: '1', TASKMASTER_KEEP_COMPLETED: '0', TASKMASTER_KEEP_FAILED: '0' });
+  let mongo: Awaited<ReturnType<typeof testMongo>>;
+  beforeEach(async () => {
+    mongo = await testMongo();
+  });
+  afterEach(async () => {
+    await mongo.close();
+  });
+
+  it('finds archived tasks by params text and error text, shows their detail, re-queues one, and counts them per minute', async () => {
+    const { base } = await startOn(h, { mongoUrl: mongo.url });
+    const call = api(base);
+    const c = h.client();
+    h.worker({ concurrency: 2 });
+    const [needle] = await c.add({ module: 'record', params: [{ ticker: 'NEEDLE-7', deep: { note: 'Haystack' } }] });
+    await c.add({ module: 'record', params: [{ ticker: 'OTHER' }] });
+    const [broken] = await c.add({ module: 'fail', params: ['broken-one'] });
+    // Archived, and gone from Redis (keep 0).
+    await waitFor(
+      async () =>
+        (await call('/api/archive')).body.pending === 0 &&
+        (await c.queue().getJobCounts('completed', 'failed')).completed === 0 &&
+        (await c.queue().getFailedCount()) === 0 &&
+        (await c.queue().getCompletedCount()) === 0,
+      'all archived and trimmed',
+      30_000,
+    );
+    await waitFor(
+      async () => (await call(`/api/tasks/${needle!.id}`)).body.source === 'archive',
+      'the task only in the archive',
+    );
+
+    const byText = await call(`/api/tasks?text=${encodeURIComponent('needle-7')}`);
+    expect(byText.status).toBe(200);
+    expect(byText.body.tasks).toEqual([
+      expect.objectContaining({ jobId: needle!.id, source: 'archive', status: 'completed' }),
+    ]);
+    const nested = await call(`/api/tasks?text=haystack&module=record&status=completed`);
+    expect(nested.body.tasks.map((t: { jobId: string }) => t.jobId)).toEqual([needle!.id]);
+    expect((await call('/api/tasks?text=absent-everywhere')).body.tasks).toEqual([]);
+    const byError = await call(`/api/tasks?error=${encodeURIComponent('FAIL FIXTURE: "broken')}`);
+    expect(byError.body.tasks).toEqual([
+      expect.objectContaining({ jobId: broken!.id, source: 'archive', status: 'failed' }),
+    ]);
+    expect((await call(`/api/tasks?id=${needle!.id}&text=needle`)).body.tasks).toHaveLength(1);
+    expect((await call(`/api/tasks?id=${needle!.id}&text=other`)).body.tasks).toHaveLength(0);
+
+    const detail = await call(`/api/tasks/${broken!.id}`);
+    expect(detail.body).toMatchObject({
+      source: 'archive',
+      status: 'failed',
+      logs: [],
+      dependencies: [],
+      dependents: [],
+    });
+    expect(detail.body.error.message).toMatch(/fail fixture/);
+    expect(detail.body.error.stack).toMatch(/fail\.js/);
+
+    // Counted per minute from the archive, since Redis keeps none of them.
+    const metrics = await call('/api/metrics?hours=1');
+    const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+    expect(sum(metrics.body.completed)).toBe(2);
+    expect(sum(metrics.body.failed)).toBe(1);
+
+    // Re-queued from the archive; removed from it.
+    const retried = await call(`/api/tasks/${needle!.id}/retry`, { method: 'POST' });
+    expect(retried).toMatchObject({ status: 201, body: { retried: `tasks:${needle!.id}` } });
+    const removed = await call(`/api/tasks/${broken!.id}/remove`, { method: 'POST' });
+    expect(removed.body).toEqual({ removed: broken!.id, queue: 'tasks', from: ['archive'] });
+    expect((await call(`/api/tasks/${broken!.id}`)).status).toBe(404);
+  });
+});

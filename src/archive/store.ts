@@ -201,7 +201,7 @@ export class ArchiveStore {
     if (q.since || q.until)
       filter.finished = { ...(q.since ? { $gte: q.since } : {}), ...(q.until ? { $lte: q.until } : {}) };
     if (q.error) {
-      const match = { $regex: escapeRegex(q.error), $options: 'i' };
+      const match = new RegExp(escapeRegex(q.error), 'i');
       filter.$or = [{ 'error.message': match }, { 'error.stack': match }];
     }
     const sorted = this.model.find(filter).sort({ finished: -1, _id: -1 });
