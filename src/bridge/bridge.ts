@@ -97,7 +97,15 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
     const emit = (peer: Peer, event: string, payload: unknown) => {
       if (peer.connected) peer.socket.emit(event, payload);
     };
-    const watchers = new Watchers({ config, connection, client, log, send: (peer, e) => emit(peer, e.event, e.payload), archived: opts.archived, readerIdleMs: opts.watchReaderIdleMs });
+    const watchers = new Watchers({
+      config,
+      connection,
+      client,
+      log,
+      send: (peer, e) => emit(peer, e.event, e.payload),
+      archived: opts.archived,
+      readerIdleMs: opts.watchReaderIdleMs,
+    });
     releasers.add(() => watchers.close());
     const leases = new RunnerLeases({
       config,
@@ -123,7 +131,8 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
         gates,
         openingChannel: client.store.keys.openingChannel,
         held: () => leases.heldIds(),
-        cancel: (jobId) => void leases.cancel(jobId).catch((err) => log.warn({ err, jobId }, 'could not cancel a task a runner holds')),
+        cancel: (jobId) =>
+          void leases.cancel(jobId).catch((err) => log.warn({ err, jobId }, 'could not cancel a task a runner holds')),
         log,
       }),
     );
@@ -198,10 +207,16 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
     const address = httpServer.address() as AddressInfo | null;
     const port = address?.port ?? config.port;
     if (!auth.enabled && !['127.0.0.1', '::1', 'localhost'].includes(config.host)) {
-      log.warn({ host: config.host, port }, 'TASKMASTER_TOKEN is not set: anyone who can reach this port may add and take tasks');
+      log.warn(
+        { host: config.host, port },
+        'TASKMASTER_TOKEN is not set: anyone who can reach this port may add and take tasks',
+      );
     }
     // A shared server is listened on by its owner, who logs the port.
-    log.info({ ...(ownServer ? { port, host: config.host } : {}), auth: auth.enabled, maxHttpBufferSize }, 'socket.io bridge ready');
+    log.info(
+      { ...(ownServer ? { port, host: config.host } : {}), auth: auth.enabled, maxHttpBufferSize },
+      'socket.io bridge ready',
+    );
     const close = () => releasers.release();
     return { httpServer, io, port, id, peers: () => [...peers], readingEvents: () => watchers.reading(), close };
   });

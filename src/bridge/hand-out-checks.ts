@@ -27,7 +27,9 @@ export async function refusalBeforeHandOut(
   if (opts.announced.delete(job.id!)) return { reason: CANCELLED_REASON, cancelled: true };
   if (job.attemptsStarted > opts.maxStarts) {
     return {
-      reason: `task was started ${job.attemptsStarted} times without finishing (its runners disconnected or stalled); at most ${opts.maxStarts} are allowed`,
+      reason:
+        `task was started ${job.attemptsStarted} times without finishing (its runners disconnected or stalled); ` +
+        `at most ${opts.maxStarts} are allowed`,
     };
   }
   if (task.dependencies.length) {

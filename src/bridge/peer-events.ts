@@ -53,7 +53,10 @@ export function refuser(auth: BridgeAuth, log: Logger) {
       next();
     } catch (err) {
       if (!(err instanceof AuthError)) throw err;
-      log.warn({ address: socket.handshake.address, protocol: socket.conn.protocol, reason: err.message }, 'connection refused');
+      log.warn(
+        { address: socket.handshake.address, protocol: socket.conn.protocol, reason: err.message },
+        'connection refused',
+      );
       const refusal = new Error(err.message) as Error & { data?: unknown };
       // Socket.IO sends a protocol-3 client `err.data` when set, else the message: keep it plain.
       if (socket.conn.protocol !== 3) refusal.data = { code: err.code };
@@ -107,7 +110,10 @@ export function connectionHandler(d: ConnectionDeps) {
         address: peer.address,
         forwardedFor: socket.handshake.headers['x-forwarded-for'],
         protocol: peer.protocol,
-        clientVersion: peer.protocol === 3 ? 'socket.io-client 1.x or 2.x (Engine.IO 3)' : 'socket.io-client 3.x or later (Engine.IO 4)',
+        clientVersion:
+          peer.protocol === 3
+            ? 'socket.io-client 1.x or 2.x (Engine.IO 3)'
+            : 'socket.io-client 3.x or later (Engine.IO 4)',
         transport: socket.conn.transport.name,
         userAgent: socket.handshake.headers['user-agent'],
         auth: grant.via,
@@ -144,10 +150,13 @@ export function connectionHandler(d: ConnectionDeps) {
     socket.on('task:watch', (...raw: unknown[]) => {
       const { args, ack } = withAck(raw);
       becomes('feeder');
-      d.watchers.watch(peer, args[0]).then((answer) => {
-        if (!answer.ok) socket.emit('task:watch:failed', { message: answer.message });
-        reply(ack, answer);
-      }, failed('task:watch', ack));
+      d.watchers.watch(peer, args[0]).then(
+        (answer) => {
+          if (!answer.ok) socket.emit('task:watch:failed', { message: answer.message });
+          reply(ack, answer);
+        },
+        failed('task:watch', ack),
+      );
     });
     socket.on('task:request', (...raw: unknown[]) => {
       const { args, ack } = withAck(raw);

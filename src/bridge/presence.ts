@@ -10,7 +10,7 @@ export interface Peer {
   /** Registry id: the bridge's id and the socket's, so any master's status page can list it. */
   readonly id: string;
   readonly grant: Grant;
-  /** Set by the first event that says what it is: `task:request` makes a runner, `task:add` or `task:watch` a feeder. */
+  /** Set by its first event that says: `task:request` makes a runner, `task:add` or `task:watch` a feeder. */
   role?: Role;
   name?: string;
   readonly address: string;
@@ -86,7 +86,9 @@ export class Presence {
   async remove(peer: Peer): Promise<void> {
     this.peers.delete(peer);
     this.dirty.delete(peer);
-    await this.registry.remove(peer.id).catch((err) => this.log.warn({ err, peer: peer.id }, 'could not remove a client from the registry'));
+    await this.registry
+      .remove(peer.id)
+      .catch((err) => this.log.warn({ err, peer: peer.id }, 'could not remove a client from the registry'));
   }
 
   info(peer: Peer): PeerInfo {
@@ -111,9 +113,7 @@ export class Presence {
 
   private async publish(peers: Peer[]): Promise<void> {
     await Promise.all(
-      peers
-        .filter((p) => p.connected && p.role)
-        .map((p) => this.registry.announce(this.info(p), this.everyMs * 3)),
+      peers.filter((p) => p.connected && p.role).map((p) => this.registry.announce(this.info(p), this.everyMs * 3)),
     ).catch((err) => this.log.warn({ err }, 'could not publish connected clients in the registry'));
   }
 

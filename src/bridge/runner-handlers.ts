@@ -27,14 +27,19 @@ export interface RunnerRequest {
  */
 export function parseRequest(arg: unknown, defaultQueue: string): RunnerRequest | string {
   if (arg === undefined || arg === null) return { queue: defaultQueue };
-  if (typeof arg === 'string') return arg.length <= 200 ? { name: arg || undefined, queue: defaultQueue } : 'task:request: a runner name is at most 200 characters';
+  if (typeof arg === 'string') {
+    if (arg.length > 200) return 'task:request: a runner name is at most 200 characters';
+    return { name: arg || undefined, queue: defaultQueue };
+  }
   if (typeof arg !== 'object' || Array.isArray(arg)) {
     return 'task:request takes nothing, a runner name, or {name, queue, modules, slots}';
   }
   const o = arg as Record<string, unknown>;
   const out: RunnerRequest = { queue: defaultQueue };
   if (o.name !== undefined && o.name !== null) {
-    if (typeof o.name !== 'string' || o.name.length > 200) return 'task:request: name must be a string of at most 200 characters';
+    if (typeof o.name !== 'string' || o.name.length > 200) {
+      return 'task:request: name must be a string of at most 200 characters';
+    }
     out.name = o.name || undefined;
   }
   if (o.queue !== undefined && o.queue !== null) {
@@ -44,7 +49,11 @@ export function parseRequest(arg: unknown, defaultQueue: string): RunnerRequest 
     out.queue = o.queue;
   }
   if (o.modules !== undefined) {
-    if (!Array.isArray(o.modules) || o.modules.length > 10_000 || !o.modules.every((m) => typeof m === 'string' && m.length <= 200)) {
+    if (
+      !Array.isArray(o.modules) ||
+      o.modules.length > 10_000 ||
+      !o.modules.every((m) => typeof m === 'string' && m.length <= 200)
+    ) {
       return 'task:request: modules must be an array of module names';
     }
     out.modules = o.modules as string[];
@@ -66,9 +75,7 @@ export function parseRequest(arg: unknown, defaultQueue: string): RunnerRequest 
  * completed or failed once, by the runner that holds it.
  */
 export class RunnerHandlers {
-  constructor(
-    private readonly opts: { leases: RunnerLeases; log: Logger; defaultQueue: string },
-  ) {}
+  constructor(private readonly opts: { leases: RunnerLeases; log: Logger; defaultQueue: string }) {}
 
   /**
    * A runner is ready for work: its free slots (declared, else one) wait for tasks. Asking again
@@ -106,14 +113,18 @@ export class RunnerHandlers {
     const lease = ref && this.opts.leases.held(peer, ref);
     if (!lease) return this.stale(peer, 'task:error', ref?.id);
     const message = errorMessage(err);
-    this.opts.log.info({ jobId: lease.job.id, module: lease.task.module, runner: peer.name ?? peer.id, error: message }, 'task failed on its runner');
+    this.opts.log.info(
+      { jobId: lease.job.id, module: lease.task.module, runner: peer.name ?? peer.id, error: message },
+      'task failed on its runner',
+    );
     await this.opts.leases.fail(lease, message);
     return { ok: true };
   }
 
   private stale(peer: Peer, event: string, id: string | undefined): RunnerAnswer {
     const message = id
-      ? `${event} for task ${id} ignored: this runner does not hold it (it timed out, was cancelled, or was handed out again)`
+      ? `${event} for task ${id} ignored: this runner does not hold it ` +
+        '(it timed out, was cancelled, or was handed out again)'
       : `${event} ignored: the task JSON names no task id (_id)`;
     this.opts.log.warn({ runner: peer.name ?? peer.id, jobId: id }, message);
     return { ok: false, message };

@@ -9,12 +9,18 @@ import type { TaskDocument } from '../archive/document.ts';
 import { OutageLog } from '../queue/outage-log.ts';
 
 /** What the watchers need of an archived task. */
-export type ArchivedTask = Pick<TaskDocument, 'module' | 'params' | 'priority' | 'timeout' | 'dependencies' | 'created' | 'status' | 'result' | 'error'>;
+export type ArchivedTask = Pick<
+  TaskDocument,
+  'module' | 'params' | 'priority' | 'timeout' | 'dependencies' | 'created' | 'status' | 'result' | 'error'
+>;
 
 /** What `task:completed` / `task:failed` carry: the task, and its result or its error. */
 export type WatchEvent =
   | { event: 'task:completed'; payload: LegacyTask & { result: unknown } }
-  | { event: 'task:failed'; payload: Partial<LegacyTask> & { _id: string; queue: string; error: string; code?: string } };
+  | {
+      event: 'task:failed';
+      payload: Partial<LegacyTask> & { _id: string; queue: string; error: string; code?: string };
+    };
 
 export interface WatchAnswer {
   ok: boolean;
@@ -89,12 +95,20 @@ export class Watchers {
       const connection = this.opts.connection.duplicate();
       // Errors of a duplicate are logged already, by the process's outage log (see createRedis).
       connection.on('error', () => {});
-      const events = new QueueEvents(queue, { connection, prefix: this.opts.config.prefix, lastEventId: `${Date.now() - 2000}-0` });
+      const events = new QueueEvents(queue, {
+        connection,
+        prefix: this.opts.config.prefix,
+        lastEventId: `${Date.now() - 2000}-0`,
+      });
       events.on('error', OutageLog.listener(this.log.child({ queue }), 'queue events error'));
       events.on('completed', ({ jobId, returnvalue }) => this.finish(queue, jobId, { ok: true, result: returnvalue }));
       events.on('failed', ({ jobId, failedReason }) => this.finish(queue, jobId, { ok: false, error: failedReason }));
       events.on('removed', ({ jobId }) =>
-        this.finish(queue, jobId, { ok: false, error: 'the task was removed before it finished (cancelled)', code: 'REMOVED' }),
+        this.finish(queue, jobId, {
+          ok: false,
+          error: 'the task was removed before it finished (cancelled)',
+          code: 'REMOVED',
+        }),
       );
       r = { events, connection };
       this.readers.set(queue, r);
@@ -121,7 +135,10 @@ export class Watchers {
       if (this.watchedIn.has(queue) || this.readers.get(queue) !== r) return;
       this.readers.delete(queue);
       // A reader that fails to close is disconnected all the same.
-      void r.events.close().catch(() => undefined).finally(() => r.connection.disconnect());
+      void r.events
+        .close()
+        .catch(() => undefined)
+        .finally(() => r.connection.disconnect());
     }, this.opts.readerIdleMs ?? READER_IDLE_MS);
     r.idle.unref();
   }
@@ -132,7 +149,13 @@ export class Watchers {
     const mine = this.byPeer.get(peer) ?? new Set<string>();
     this.byPeer.set(peer, mine);
     if (mine.size + refs.length > MAX_WATCHED) {
-      return { ok: false, watching: [], finished: [], unknown: [], message: `a client may watch at most ${MAX_WATCHED} tasks at once` };
+      return {
+        ok: false,
+        watching: [],
+        finished: [],
+        unknown: [],
+        message: `a client may watch at most ${MAX_WATCHED} tasks at once`,
+      };
     }
     const answer: WatchAnswer = { ok: true, watching: [], finished: [], unknown: [] };
     await Promise.all(
@@ -140,14 +163,28 @@ export class Watchers {
         const key = this.key(queue, id);
         const q = this.opts.client.queue(queue);
         const job = await Job.fromId(q, id);
-        const gone = job ? undefined : await this.opts.archived?.(id, queue).catch((err) => {
-          this.log.warn({ err, jobId: id }, 'could not look a watched task up in the archive; answering it unknown');
-          return undefined;
-        });
+        const gone = job
+          ? undefined
+          : await this.opts.archived?.(id, queue).catch((err) => {
+              this.log.warn(
+                { err, jobId: id },
+                'could not look a watched task up in the archive; answering it unknown',
+              );
+              return undefined;
+            });
         if (gone) {
           // Finished and archived since: answered from the archive.
           answer.finished.push(id);
-          const task: LegacyTask = { _id: id, queue, module: gone.module, params: gone.params, priority: gone.priority, timeout: gone.timeout ?? this.opts.config.defaults.timeout, dependencies: gone.dependencies, created: Math.floor(new Date(gone.created).getTime() / 1000) };
+          const task: LegacyTask = {
+            _id: id,
+            queue,
+            module: gone.module,
+            params: gone.params,
+            priority: gone.priority,
+            timeout: gone.timeout ?? this.opts.config.defaults.timeout,
+            dependencies: gone.dependencies,
+            created: Math.floor(new Date(gone.created).getTime() / 1000),
+          };
           this.opts.send(
             peer,
             gone.status === 'completed'
@@ -160,7 +197,12 @@ export class Watchers {
           answer.unknown.push(id);
           this.opts.send(peer, {
             event: 'task:failed',
-            payload: { _id: id, queue, error: `no task with id ${id} in queue ${queue} (never added, or removed since it finished)`, code: 'NOT_FOUND' },
+            payload: {
+              _id: id,
+              queue,
+              error: `no task with id ${id} in queue ${queue} (never added, or removed since it finished)`,
+              code: 'NOT_FOUND',
+            },
           });
           return;
         }
@@ -190,7 +232,12 @@ export class Watchers {
   }
 
   /** Delivers an outcome to the watchers of a job (or only to `only`), then forgets them. */
-  private finish(queue: string, id: string, outcome: { ok: true; result: unknown } | { ok: false; error: string; code?: string }, only?: Peer): void {
+  private finish(
+    queue: string,
+    id: string,
+    outcome: { ok: true; result: unknown } | { ok: false; error: string; code?: string },
+    only?: Peer,
+  ): void {
     const key = this.key(queue, id);
     const w = this.byKey.get(key);
     if (!w) return;
@@ -203,7 +250,10 @@ export class Watchers {
         peer,
         outcome.ok
           ? { event: 'task:completed', payload: { ...w.task, result: outcome.result } }
-          : { event: 'task:failed', payload: { ...w.task, queue, error: outcome.error, ...(outcome.code ? { code: outcome.code } : {}) } },
+          : {
+              event: 'task:failed',
+              payload: { ...w.task, queue, error: outcome.error, ...(outcome.code ? { code: outcome.code } : {}) },
+            },
       );
     }
     if (!w.peers.size) this.drop(key);
@@ -247,7 +297,10 @@ export function parseWatch(input: unknown, defaultQueue: string): { id: string; 
     try {
       v = JSON.parse(v);
     } catch {
-      return 'task:watch takes a task id, an array of ids or of tasks, or a JSON string of those; the string is not valid JSON';
+      return (
+        'task:watch takes a task id, an array of ids or of tasks, or a JSON string of those; ' +
+        'the string is not valid JSON'
+      );
     }
   }
   const list = Array.isArray(v) ? v : [v];
@@ -264,7 +317,8 @@ export function parseWatch(input: unknown, defaultQueue: string): { id: string; 
     }
     if (typeof id === 'number' && Number.isSafeInteger(id)) id = String(id);
     if (typeof id !== 'string' || !id || id.length > 200 || id.includes(':')) {
-      return `task:watch item ${i}: a task id must be a string of 1 to 200 characters without ":", as task:added returned it`;
+      const allowed = 'a string of 1 to 200 characters without ":", as task:added returned it';
+      return `task:watch item ${i}: a task id must be ${allowed}`;
     }
     if (typeof queue !== 'string' || !QUEUE_NAME.test(queue)) {
       return `task:watch item ${i}: queue must be a queue name of letters, digits, "_", "." or "-" (1-64 characters)`;
