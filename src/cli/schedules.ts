@@ -32,7 +32,9 @@ export function registerSchedules(program: Command, env: Env): void {
         'No master is needed to add them; workers run them.',
     )
     .option('--json', 'print the firing as JSON')
-    .action(async (name: string, opts: { json?: boolean }) => {
+    .action(async (name: string, own: { json?: boolean }) => {
+      // `schedules run x --json`: commander hands --json to `schedules`, which declares it too.
+      const opts = { json: own.json ?? (schedules.opts() as { json?: boolean }).json };
       const { withClient, out } = await import('./context.ts');
       const [{ UsageError }, { findSchedules }, { fireSchedule, manualFiring }] = await Promise.all([
         import('../errors.ts'),
