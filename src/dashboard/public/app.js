@@ -8,20 +8,32 @@ import { renderOverview } from './js/overview.js';
 import { loadSchedules } from './js/schedules.js';
 import { TaskSearch } from './js/search.js';
 
-/** The chart is read again on a change at most this often (the overview can change many times a second). */
-const CHART_REFRESH_MS = 10_000;
+/** What an overview change reads again (chart, results, open task) is read at most this often. */
+const FOLLOW_MS = 3000;
 
 const chart = new ThroughputChart();
-let lastChart = 0;
 let queueNames = [];
 
 onUnauthorized(() => {
   byId('login-banner').hidden = false;
 });
 
-const refreshChart = (force = false) => {
-  if (!force && Date.now() - lastChart < CHART_REFRESH_MS) return;
-  lastChart = Date.now();
+/** `fn` run at most once per `ms`; a call meanwhile runs once the time is up, so the last state is shown. */
+function throttled(ms, fn) {
+  let last = 0;
+  let timer;
+  return () => {
+    if (timer) return;
+    const wait = Math.max(0, last + ms - Date.now());
+    timer = setTimeout(() => {
+      timer = undefined;
+      last = Date.now();
+      fn();
+    }, wait);
+  };
+}
+
+const refreshChart = () => {
   const queue = byId('chart-queue').value;
   if (!queue) return;
   chart.load(queue, Number(byId('chart-hours').value)).catch((err) => {
@@ -50,14 +62,13 @@ function updateQueuePickers(queues) {
     select.replaceChildren(...(id === 'search-queue' ? [h('option', { value: '' }, 'default')] : []), ...options);
     if (names.includes(kept)) select.value = kept;
   }
-  refreshChart(true);
+  refreshChart();
 }
 
 function showOverview(data) {
   renderOverview(data, actions);
   updateQueuePickers(data.queues ?? []);
   byId('updated').textContent = `updated ${new Date().toLocaleTimeString()}`;
-  refreshChart();
 }
 
 async function refreshOverview() {
@@ -97,16 +108,19 @@ function connectLive() {
     say(`not connected: ${err.message}`, 'down');
     if (/auth|token|401|unauthori/i.test(err.message)) byId('login-banner').hidden = false;
   });
-  let detailTimer;
+  // The chart, the results and the open task move on with the tasks: read again, a few at a time.
+  const follow = throttled(FOLLOW_MS, () => {
+    refreshChart();
+    void search.follow();
+    void detail.follow();
+  });
   socket.on('overview', (data) => {
     showOverview(data);
-    // The open task may have moved on (started, finished); read it once the burst settles.
-    clearTimeout(detailTimer);
-    detailTimer = setTimeout(() => void detail.refresh(), 500);
+    follow();
   });
 }
 
-byId('chart-form').addEventListener('change', () => refreshChart(true));
+byId('chart-form').addEventListener('change', () => refreshChart());
 byId('chart-form').addEventListener('submit', (e) => e.preventDefault());
 byId('detail-close').addEventListener('click', () => {
   history.pushState(null, '', location.pathname + location.search);
@@ -114,7 +128,7 @@ byId('detail-close').addEventListener('click', () => {
   byId('search-h').focus();
 });
 window.addEventListener('hashchange', () => route(true));
-setInterval(() => refreshChart(true), 60_000);
+setInterval(() => refreshChart(), 60_000);
 setInterval(() => void loadSchedules(), 30_000);
 
 connectLive();

@@ -1,7 +1,7 @@
 // One task: its fields, logs, result or error, dependency graph and the actions that apply.
 import { api, enc } from './api.js';
 import { act, confirmButton, notify, retryAllFailedButton, taskActions } from './actions.js';
-import { badge, byId, duration, h, json, time } from './dom.js';
+import { asking, badge, byId, duration, h, json, keepFocus, time } from './dom.js';
 import { dependencyGraph } from './graph.js';
 
 const LIVE = ['waiting', 'prioritized', 'delayed', 'waiting-children', 'active'];
@@ -70,6 +70,11 @@ export class TaskDetail {
   /** Reads the shown task again (after an action, or when the overview changed). */
   refresh() {
     if (this.current && !this.section.hidden) return this.open(this.current.queue, this.current.id);
+  }
+
+  /** As refresh, unless a question of the task's actions waits for an answer. */
+  follow() {
+    if (!asking(this.body)) return this.refresh();
   }
 
   close() {
@@ -162,7 +167,9 @@ export class TaskDetail {
       h('h3', {}, 'Dependencies'),
       graphWrap,
     ];
-    this.body.replaceChildren(...parts.filter(Boolean));
-    graphWrap.append(dependencyGraph(t, graphWrap.clientWidth || this.body.clientWidth || 700));
+    keepFocus(this.body, () => {
+      this.body.replaceChildren(...parts.filter(Boolean));
+      graphWrap.append(dependencyGraph(t, graphWrap.clientWidth || this.body.clientWidth || 700));
+    });
   }
 }

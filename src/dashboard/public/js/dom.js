@@ -108,3 +108,23 @@ export function json(value) {
   const text = JSON.stringify(value, null, 2);
   return text === undefined ? String(value) : text;
 }
+
+/**
+ * Runs `render` (which redraws part of `container`) keeping the keyboard where it was: the
+ * element that had focus is looked for again by its tag, text and link, and focused.
+ */
+export function keepFocus(container, render) {
+  const active = document.activeElement;
+  const was = active && container.contains(active) ? active : undefined;
+  const key = (el) => `${el.tagName}|${el.getAttribute('href') ?? ''}|${el.textContent}`;
+  const wanted = was && key(was);
+  render();
+  if (!wanted || container.contains(was)) return;
+  const again = [...container.querySelectorAll(was.tagName)].find((el) => key(el) === wanted);
+  again?.focus();
+}
+
+/** Whether `container` holds a question waiting for an answer (see confirmButton). */
+export function asking(container) {
+  return Boolean(container.querySelector('.confirm .question'));
+}
