@@ -8,6 +8,7 @@ import { IdentityStore } from '../src/tasks/identity-store.ts';
 import { Outcomes } from '../src/tasks/outcomes.ts';
 import { ConsumerRegistry } from '../src/workers/registry.ts';
 import { useHarness, waitFor } from './support/harness.ts';
+import { queueWorkers } from './support/clients.ts';
 import { ALL_CLIENTS, bridge, connect, parseTask } from './fixtures/bridge-clients.ts';
 
 type Answer = { ok: boolean; tasks: LegacyTask[]; message?: string };
@@ -22,7 +23,10 @@ describe('bridge: remote runners', () => {
    */
   const fetcherWaits = () =>
     waitFor(
-      async () => (await h.client().queue().getWorkers()).some((w) => w.cmd === 'bzpopmin' && w.flags?.includes('b')),
+      async () => {
+        const workers = await queueWorkers(h.redis, h.prefix, h.config.queue);
+        return workers.some((w) => w.cmd === 'bzpopmin' && w.flags?.includes('b'));
+      },
       'the fetcher to wait for a job',
     );
   /** How many of a flow parent's children BullMQ has seen complete. */
