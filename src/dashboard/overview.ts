@@ -85,8 +85,17 @@ type Entry = ConsumerInfo & { address?: string; protocol?: number; added?: numbe
 /** Tasks next in line whose add times are read for the oldest waiting one. */
 const NEXT_IN_LINE = 100;
 
-function versionOf(protocol: number | undefined): string {
-  return protocol === 3 ? 'socket.io-client 1.x/2.x' : 'socket.io-client 3+';
+/** What runners and feeders show alike: who, from where, with which client, since when. */
+function bridgeClient(e: Entry) {
+  return {
+    id: e.id,
+    name: e.name,
+    address: e.address ?? e.host,
+    version: e.protocol === 3 ? 'socket.io-client 1.x/2.x' : 'socket.io-client 3+',
+    since: e.startedAt,
+    lastSeen: e.seenAt,
+    bridge: e.bridge,
+  };
 }
 
 /**
@@ -158,30 +167,15 @@ export class OverviewReader {
     const runners = entries
       .filter((e) => e.kind === 'runner')
       .map((e) => ({
-        id: e.id,
-        name: e.name,
-        address: e.address ?? e.host,
-        version: versionOf(e.protocol),
+        ...bridgeClient(e),
         queues: e.queues,
         modules: e.modules,
         slots: e.concurrency,
         held: e.running ?? [],
-        since: e.startedAt,
-        lastSeen: e.seenAt,
-        bridge: e.bridge,
       }));
     const feeders = entries
       .filter((e) => e.kind === 'feeder')
-      .map((e) => ({
-        id: e.id,
-        name: e.name,
-        address: e.address ?? e.host,
-        version: versionOf(e.protocol),
-        added: e.added ?? 0,
-        since: e.startedAt,
-        lastSeen: e.seenAt,
-        bridge: e.bridge,
-      }));
+      .map((e) => ({ ...bridgeClient(e), added: e.added ?? 0 }));
     const workerProcesses = entries
       .filter((e) => e.kind === 'worker')
       .map((e) => ({
