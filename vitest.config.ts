@@ -21,8 +21,10 @@ export default defineConfig({
   test: {
     reporters: ['default', './test/support/summary-reporter.ts'],
     // Tests share one Redis server; each isolates itself by its own key prefix.
-    testTimeout: 60_000,
-    hookTimeout: 60_000,
+    // Tests wait on events and states, never on elapsed time: these limits only stop a test that
+    // hangs, and are wide enough for a two-core machine whose other core is busy.
+    testTimeout: 180_000,
+    hookTimeout: 120_000,
     pool: 'forks',
     fileParallelism: true,
     maxWorkers: 2,
