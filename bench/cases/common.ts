@@ -23,7 +23,8 @@ export interface BenchTask {
 export const fmt = (n: number) => Math.round(n).toLocaleString('en-US');
 
 /** "12,345 tasks/s (1.62 s)" for `n` items in `ms`. */
-export const rate = (n: number, ms: number, unit = 'tasks') => `${fmt((n / ms) * 1000)} ${unit}/s (${(ms / 1000).toFixed(2)} s)`;
+export const rate = (n: number, ms: number, unit = 'tasks') =>
+  `${fmt((n / ms) * 1000)} ${unit}/s (${(ms / 1000).toFixed(2)} s)`;
 
 /** `total` distinct no-op tasks in batches of `batch`. */
 export function noopBatches(total: number, batch: number): BenchTask[][] {
@@ -33,18 +34,30 @@ export function noopBatches(total: number, batch: number): BenchTask[][] {
 }
 
 /** A task as a raw BullMQ job: TaskClient's job data and options, without our job id. */
-export function rawJobs(config: Config, tasks: BenchTask[]): { name: string; data: ReturnType<typeof toJobData>; opts: JobsOptions }[] {
+export function rawJobs(
+  config: Config,
+  tasks: BenchTask[],
+): { name: string; data: ReturnType<typeof toJobData>; opts: JobsOptions }[] {
   const opts = taskJobOptions(config, config.defaults.priority);
   const created = Math.floor(Date.now() / 1000);
   return tasks.map((t) => ({
     name: t.module,
-    data: toJobData({ dependencies: [], ...t, priority: config.defaults.priority, timeout: config.defaults.timeout, created }),
+    data: toJobData({
+      dependencies: [],
+      ...t,
+      priority: config.defaults.priority,
+      timeout: config.defaults.timeout,
+      created,
+    }),
     opts,
   }));
 }
 
 export async function rawQueue(scope: Scope): Promise<Queue> {
-  const queue = new Queue(scope.config.queue, { connection: await scope.connection('queue'), prefix: scope.config.prefix });
+  const queue = new Queue(scope.config.queue, {
+    connection: await scope.connection('queue'),
+    prefix: scope.config.prefix,
+  });
   scope.defer(() => queue.close());
   await queue.waitUntilReady();
   return queue;
@@ -73,7 +86,10 @@ export interface LegacySocket {
   close(): void;
 }
 
-export const legacyIo = createRequire(import.meta.url)('socket.io-client-v1') as (url: string, opts: object) => LegacySocket;
+export const legacyIo = createRequire(import.meta.url)('socket.io-client-v1') as (
+  url: string,
+  opts: object,
+) => LegacySocket;
 
 /** A TaskClient and a bridge on a free local port, both closed when the scope ends. */
 export async function benchBridge(scope: Scope): Promise<{ client: TaskClient; bridge: Bridge; url: string }> {
@@ -117,7 +133,11 @@ export type CpuUse = { redisCpuMs: number; nodeCpuMs: number; othersCpuMs: numbe
  * before and after; where /proc is missing, only this process counts. Redis's figure is
  * the whole server's, so a shared Redis with other load inflates it.
  */
-export async function withCpu<T extends object>(redis: Redis, pids: number[], run: () => Promise<T>): Promise<T & CpuUse> {
+export async function withCpu<T extends object>(
+  redis: Redis,
+  pids: number[],
+  run: () => Promise<T>,
+): Promise<T & CpuUse> {
   const others = () => pids.reduce((sum, pid) => sum + (processCpuMs(pid) ?? 0), 0);
   const redis0 = await redisCpuMs(redis);
   const others0 = others();
@@ -125,11 +145,17 @@ export async function withCpu<T extends object>(redis: Redis, pids: number[], ru
   const out = await run();
   const self = process.cpuUsage(self0);
   const othersCpuMs = others() - others0;
-  return { ...out, redisCpuMs: (await redisCpuMs(redis)) - redis0, nodeCpuMs: (self.user + self.system) / 1000 + othersCpuMs, othersCpuMs };
+  return {
+    ...out,
+    redisCpuMs: (await redisCpuMs(redis)) - redis0,
+    nodeCpuMs: (self.user + self.system) / 1000 + othersCpuMs,
+    othersCpuMs,
+  };
 }
 
 /** "CPU/task: Redis 190 µs + Node 170 µs", and how much of Node's was the other processes'. */
 export function cpuPer(n: number, m: CpuUse, others = 'other processes'): string {
   const us = (ms: number) => `${fmt((ms / n) * 1000)} µs`;
-  return `CPU/task: Redis ${us(m.redisCpuMs)} + Node ${us(m.nodeCpuMs)}${m.othersCpuMs ? ` (${others} ${us(m.othersCpuMs)})` : ''}`;
+  const split = m.othersCpuMs ? ` (${others} ${us(m.othersCpuMs)})` : '';
+  return `CPU/task: Redis ${us(m.redisCpuMs)} + Node ${us(m.nodeCpuMs)}${split}`;
 }

@@ -41,7 +41,8 @@ function calibrate(): number {
 function side(log: Logger, processes: number, iterations: number) {
   return async (scope: Scope) => {
     const warmUps = WARM_UPS * processes;
-    const burns = (from: number, n: number) => Array.from({ length: n }, (_, i) => ({ module: 'cpu-burn', params: [iterations, from + i] }));
+    const burns = (from: number, n: number) =>
+      Array.from({ length: n }, (_, i) => ({ module: 'cpu-burn', params: [iterations, from + i] }));
     const client = await pausedClient(scope);
     const queue = client.queue();
     await client.add(burns(0, warmUps));
@@ -65,11 +66,18 @@ export const cpuScaling: BenchCase = {
     const iterations = calibrate();
     process.stderr.write(`  cpu-burn: ${fmt(iterations)} iterations ≈ ${TARGET_MS} ms on one core\n`);
     const rounds = Math.min(ctx.rounds, MAX_ROUNDS);
-    const m = await ctx.compare('CPU scaling (ours = 2 processes, raw = 1 process)', { ours: side(log, 2, iterations), raw: side(log, 1, iterations) }, rounds);
-    const rate = (n: number, ms: number) => `${n} proc: ${fmt((TASKS / ms) * 1000)} tasks/s (${(ms / 1000).toFixed(2)} s)`;
+    const m = await ctx.compare(
+      'CPU scaling (ours = 2 processes, raw = 1 process)',
+      { ours: side(log, 2, iterations), raw: side(log, 1, iterations) },
+      rounds,
+    );
+    const rate = (n: number, ms: number) =>
+      `${n} proc: ${fmt((TASKS / ms) * 1000)} tasks/s (${(ms / 1000).toFixed(2)} s)`;
     return [
       {
-        name: `CPU-bound ~${TARGET_MS} ms task × ${TASKS}, pool 2 processes vs 1 (Taskmaster vs itself; ratio = t1/t2)${rounds < ctx.rounds ? `, ${rounds} rounds` : ''}`,
+        name:
+          `CPU-bound ~${TARGET_MS} ms task × ${TASKS}, pool 2 processes vs 1 (Taskmaster vs itself; ratio = t1/t2)` +
+          (rounds < ctx.rounds ? `, ${rounds} rounds` : ''),
         ours: rate(2, m.ours.ms),
         raw: rate(1, m.raw.ms),
         ratio: m.ratio.ms,

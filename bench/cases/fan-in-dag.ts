@@ -37,7 +37,12 @@ function allCompleted(worker: Worker): Promise<number> {
     let done = 0;
     let roots = 0;
     const timer = setTimeout(
-      () => reject(new Error(`only ${done} of ${JOBS} jobs (${roots} of ${FAN_INS} dependents) completed within ${WAIT_LIMIT_MS} ms`)),
+      () =>
+        reject(
+          new Error(
+            `only ${done} of ${JOBS} jobs (${roots} of ${FAN_INS} dependents) completed within ${WAIT_LIMIT_MS} ms`,
+          ),
+        ),
       WAIT_LIMIT_MS,
     );
     worker.on('completed', (job: Job) => {
@@ -62,7 +67,13 @@ function ours(log: Logger) {
     scope.defer(() => client.close());
     const workerClient = new TaskClient(config, await scope.connection('worker-client'));
     scope.defer(() => workerClient.close());
-    const tw = new TaskWorker({ config, connection: await scope.connection('worker'), client: workerClient, log, concurrency: CONCURRENCY });
+    const tw = new TaskWorker({
+      config,
+      connection: await scope.connection('worker'),
+      client: workerClient,
+      log,
+      concurrency: CONCURRENCY,
+    });
     scope.defer(() => tw.close());
     await Promise.all([client.queue().waitUntilReady(), tw.worker.waitUntilReady()]);
     const batches = fanIns();

@@ -13,7 +13,18 @@
 import { fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { BenchCase, Scope } from '../run.ts';
-import { cpuPer, fmt, noopBatches, rate, rawJobs, rawQueue, rawWorker, benchBridge, legacyIo, withCpu } from './common.ts';
+import {
+  cpuPer,
+  fmt,
+  noopBatches,
+  rate,
+  rawJobs,
+  rawQueue,
+  rawWorker,
+  benchBridge,
+  legacyIo,
+  withCpu,
+} from './common.ts';
 
 const TASKS = 10_000;
 const RUNNERS = 50;
@@ -71,7 +82,8 @@ async function ours(scope: Scope) {
     const start = performance.now();
     child.send('go');
     while ((await queue.getCompletedCount()) < TASKS) {
-      if (performance.now() - start > WAIT_LIMIT_MS) throw new Error(`only ${await queue.getCompletedCount()} of ${TASKS} completed within ${WAIT_LIMIT_MS} ms`);
+      if (performance.now() - start > WAIT_LIMIT_MS)
+        throw new Error(`only ${await queue.getCompletedCount()} of ${TASKS} completed within ${WAIT_LIMIT_MS} ms`);
       await new Promise((r) => setTimeout(r, 5));
     }
     return { ms: performance.now() - start };
@@ -84,7 +96,10 @@ async function raw(scope: Scope) {
   const worker = await rawWorker(scope, RUNNERS);
   let done = 0;
   const finished = new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`only ${done} of ${TASKS} completed within ${WAIT_LIMIT_MS} ms`)), WAIT_LIMIT_MS);
+    const timer = setTimeout(
+      () => reject(new Error(`only ${done} of ${TASKS} completed within ${WAIT_LIMIT_MS} ms`)),
+      WAIT_LIMIT_MS,
+    );
     worker.on('completed', () => {
       if (++done === TASKS) {
         clearTimeout(timer);
@@ -107,7 +122,9 @@ export const runnerSockets: BenchCase = {
     const perS = (ms: number) => (TASKS / ms) * 1000;
     return [
       {
-        name: `${RUNNERS} runner sockets (1.7.4, another process), ${fmt(TASKS)} no-op tasks, vs a Worker at concurrency ${RUNNERS}`,
+        name:
+          `${RUNNERS} runner sockets (1.7.4, another process), ${fmt(TASKS)} no-op tasks, ` +
+          `vs a Worker at concurrency ${RUNNERS}`,
         ours: `${rate(TASKS, m.ours.ms)}; ${cpuPer(TASKS, m.ours, 'runners')}`,
         raw: `${rate(TASKS, m.raw.ms)}; ${cpuPer(TASKS, m.raw)}`,
         ratio: m.ratio.ms,

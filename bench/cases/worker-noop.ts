@@ -79,7 +79,12 @@ async function queued(scope: Scope, first?: (client: TaskClient) => Promise<void
  * and resolves once every process has announced itself in the registry (its BullMQ Worker is
  * running by then). Stopped when the scope ends.
  */
-export async function startPool(scope: Scope, log: Logger, processes: number, concurrency: number): Promise<WorkerPool> {
+export async function startPool(
+  scope: Scope,
+  log: Logger,
+  processes: number,
+  concurrency: number,
+): Promise<WorkerPool> {
   // The processes get this resolved config as it is (so the concurrency set here applies).
   const config: Config = { ...scope.config, concurrency };
   const connection = await scope.connection('pool');
@@ -89,7 +94,11 @@ export async function startPool(scope: Scope, log: Logger, processes: number, co
   pool.start();
   scope.defer(() => pool.stop());
   const registry = new ConsumerRegistry(connection, config.prefix);
-  await until(async () => (await registry.live()).filter((c) => c.kind === 'worker').length >= processes, READY_LIMIT_MS, () => `the pool's ${processes} processes did not all start`);
+  await until(
+    async () => (await registry.live()).filter((c) => c.kind === 'worker').length >= processes,
+    READY_LIMIT_MS,
+    () => `the pool's ${processes} processes did not all start`,
+  );
   return pool;
 }
 
@@ -121,7 +130,10 @@ async function until(check: () => Promise<boolean>, limitMs: number, what: () =>
 function allCompleted(worker: Worker, n: number): Promise<void> {
   return new Promise((resolve, reject) => {
     let done = 0;
-    const timer = setTimeout(() => reject(new Error(`only ${done} of ${n} jobs completed within ${WAIT_LIMIT_MS} ms`)), WAIT_LIMIT_MS);
+    const timer = setTimeout(
+      () => reject(new Error(`only ${done} of ${n} jobs completed within ${WAIT_LIMIT_MS} ms`)),
+      WAIT_LIMIT_MS,
+    );
     worker.on('completed', () => {
       if (++done === n) {
         clearTimeout(timer);
@@ -141,7 +153,12 @@ const batches = () => noopBatches(TASKS, BATCH);
  * The timed step: releases the paused queue and times until all TASKS have completed, with the
  * CPU spent meanwhile by Redis, this process and `pids` (the side's other processes).
  */
-function release(scope: Scope, queue: Queue, pids: number[], done: () => Promise<void>): Ready<{ ms: number } & CpuUse> {
+function release(
+  scope: Scope,
+  queue: Queue,
+  pids: number[],
+  done: () => Promise<void>,
+): Ready<{ ms: number } & CpuUse> {
   return {
     async timed() {
       await sleep(SETTLE_MS);
@@ -161,7 +178,13 @@ function oursInProcess(log: Logger) {
     const queue = await queued(scope);
     const workerClient = new TaskClient(config, await scope.connection('worker-client'));
     scope.defer(() => workerClient.close());
-    const tw = new TaskWorker({ config, connection: await scope.connection('worker'), client: workerClient, log, concurrency: CONCURRENCY });
+    const tw = new TaskWorker({
+      config,
+      connection: await scope.connection('worker'),
+      client: workerClient,
+      log,
+      concurrency: CONCURRENCY,
+    });
     scope.defer(() => tw.close());
     await tw.worker.waitUntilReady();
     const done = allCompleted(tw.worker, TASKS);
@@ -184,7 +207,8 @@ async function rawInProcess(scope: Scope) {
  */
 function warmUp(start: () => Promise<void>): (client: TaskClient) => Promise<void> {
   return async (client) => {
-    for (const batch of noopBatches(WARM, BATCH)) await client.add(batch.map((t) => ({ ...t, params: ['warm', ...t.params] })));
+    for (const batch of noopBatches(WARM, BATCH))
+      await client.add(batch.map((t) => ({ ...t, params: ['warm', ...t.params] })));
     await start();
     const queue = client.queue();
     await queue.resume();
@@ -285,14 +309,18 @@ export const workerNoop: BenchCase = {
     const pool = await ctx.compare('worker no-op, pool', { ours: oursPool(log), raw: rawPool });
     return [
       {
-        name: `workers, ${fmt(TASKS)} no-op tasks, ${PROCESSES} processes × concurrency ${PER_PROCESS} (pool, as \`taskmaster workers\`)`,
+        name:
+          `workers, ${fmt(TASKS)} no-op tasks, ${PROCESSES} processes × concurrency ${PER_PROCESS} ` +
+          '(pool, as `taskmaster workers`)',
         ours: `${rate(TASKS, pool.ours.ms)}; ${cpuPer(TASKS, pool.ours, 'worker processes')}`,
         raw: `${rate(TASKS, pool.raw.ms)}; ${cpuPer(TASKS, pool.raw, 'worker processes')}`,
         ratio: pool.ratio.ms,
         goal: 0.9,
       },
       {
-        name: `workers, ${fmt(TASKS)} no-op tasks, 1 process × concurrency ${CONCURRENCY} (TaskWorker embedded in-process; Redis-bound)`,
+        name:
+          `workers, ${fmt(TASKS)} no-op tasks, 1 process × concurrency ${CONCURRENCY} ` +
+          '(TaskWorker embedded in-process; Redis-bound)',
         ours: `${rate(TASKS, inProcess.ours.ms)}; ${cpuPer(TASKS, inProcess.ours)}`,
         raw: `${rate(TASKS, inProcess.raw.ms)}; ${cpuPer(TASKS, inProcess.raw)}`,
         ratio: inProcess.ratio.ms,
