@@ -65,7 +65,8 @@ export async function main(argv: string[] = process.argv.slice(2), env: Env = pr
   } catch (err) {
     if (err instanceof CommanderError) {
       // Help or version asked for (exit 0), or `taskmaster` alone (help printed on stderr): no more to say.
-      if (['commander.helpDisplayed', 'commander.help', 'commander.version'].includes(err.code)) return err.exitCode === 0 ? 0 : 2;
+      if (['commander.helpDisplayed', 'commander.help', 'commander.version'].includes(err.code))
+        return err.exitCode === 0 ? 0 : 2;
     }
     return report(err, env);
   }
