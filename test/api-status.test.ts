@@ -108,7 +108,7 @@ describe('status API without a token', () => {
 describe('status API with a token', () => {
   const h = useHarness({ TASKMASTER_TOKEN: 'main-secret', TASKMASTER_FEEDER_TOKEN: 'feed-me' });
 
-  it('refuses the page, every endpoint, bull-board and the live feed without it; bearer, cookie and feeder token', async () => {
+  it('refuses page, endpoints, bull-board and live feed without it; bearer, cookie, feeder token', async () => {
     const { base } = await startOn(h);
     const call = api(base);
     const gets = ['/api/overview', '/api/metrics', '/api/tasks', '/api/tasks/1', '/api/history', '/api/archive'];
@@ -291,7 +291,7 @@ describe('overview and the live feed', () => {
 describe('actions and task detail', () => {
   const h = useHarness({ TASKMASTER_ATTEMPTS: '1' });
 
-  it('retry, retry a module’s failures, cancel, remove, pause and resume; dependencies both ways; bull-board lists the tasks', async () => {
+  it('retry (one, a module’s failures), cancel, remove, pause, resume; dependencies; bull-board', async () => {
     const { base } = await startOn(h);
     const call = api(base);
     const post = (path: string) => call(path, { method: 'POST' });
@@ -403,7 +403,7 @@ describe('search over the archive', () => {
     await mongo.close();
   });
 
-  it('finds archived tasks by params text and error text, shows their detail, re-queues one, and counts them per minute', async () => {
+  it('finds archived tasks by params and error text; their detail, re-queue, per-minute counts', async () => {
     const { base } = await startOn(h, { mongoUrl: mongo.url });
     const call = api(base);
     const c = h.client();

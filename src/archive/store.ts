@@ -16,6 +16,13 @@ export interface ArchiveQuery {
   error?: string;
 }
 
+/** Tasks of one status that finished in one minute (`minute`: ms at its start). */
+export interface MinuteCount {
+  minute: number;
+  status: string;
+  n: number;
+}
+
 /** Documents read at most for one search by params text (newest first). */
 export const TEXT_SCAN_MAX = 100_000;
 
@@ -239,7 +246,7 @@ export class ArchiveStore {
   }
 
   /** Tasks of a queue that finished in [from, to), per minute (ms at the minute's start) and status. */
-  async finishedPerMinute(queue: string, from: Date, to: Date): Promise<{ minute: number; status: string; n: number }[]> {
+  async finishedPerMinute(queue: string, from: Date, to: Date): Promise<MinuteCount[]> {
     await this.ready();
     const ms = { $toLong: '$finished' };
     const rows = await this.model.aggregate<{ _id: { minute: number; status: string }; n: number }>([
