@@ -111,17 +111,18 @@ export function json(value) {
 
 /**
  * Runs `render` (which redraws part of `container`) keeping the keyboard where it was: the
- * element that had focus is looked for again by its tag, text and link, and focused.
+ * element that had focus is looked for again by its `data-key`, or else its tag, text and link.
  */
 export function keepFocus(container, render) {
   const active = document.activeElement;
   const was = active && container.contains(active) ? active : undefined;
-  const key = (el) => `${el.tagName}|${el.getAttribute('href') ?? ''}|${el.textContent}`;
+  const key = (el) => el.dataset.key ?? `${el.tagName}|${el.getAttribute('href') ?? ''}|${el.textContent}`;
   const wanted = was && key(was);
   render();
   if (!wanted || container.contains(was)) return;
   const again = [...container.querySelectorAll(was.tagName)].find((el) => key(el) === wanted);
-  again?.focus();
+  // preventScroll: a redraw must not move the page under the reader.
+  again?.focus({ preventScroll: true });
 }
 
 /** Whether `container` holds a question waiting for an answer (see confirmButton). */

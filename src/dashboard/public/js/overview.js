@@ -1,5 +1,5 @@
 // The live part of the page: what the server sends on `overview` (and GET /api/overview).
-import { ago, byId, duration, h, table } from './dom.js';
+import { ago, byId, duration, h, keepFocus, table } from './dom.js';
 
 /**
  * The columns of the queue table, in the order a task goes through them. Waiting counts BullMQ's
@@ -39,6 +39,7 @@ function queuesTable(queues, actions) {
           type: 'button',
           class: 'small',
           onclick: () => actions.setPaused(q.name, !q.paused),
+          'data-key': `pause:${q.name}`,
           'aria-label': `${q.paused ? 'Resume' : 'Pause'} queue ${q.name}`,
         },
         q.paused ? 'Resume' : 'Pause',
@@ -156,16 +157,23 @@ function workersTable(workers) {
   );
 }
 
+/** Replaces what `id` shows; the keyboard stays on the button or link it was on (see keepFocus). */
+function put(id, ...content) {
+  const el = byId(id);
+  keepFocus(el, () => el.replaceChildren(...content.flat()));
+}
+
 /** Draws everything the overview holds; `actions` are the page's handlers for its buttons. */
 export function renderOverview(data, actions) {
   byId('auth-banner').hidden = Boolean(data.auth?.required);
-  byId('alert-list').replaceChildren(alertsList(data.alerts ?? []));
+  byId('logout').hidden = !data.auth?.required;
+  put('alert-list', alertsList(data.alerts ?? []));
   byId('alerts').classList.toggle('has-alerts', Boolean(data.alerts?.length));
-  byId('queue-table').replaceChildren(queuesTable(data.queues ?? [], actions));
-  byId('archive-lag').replaceChildren(...[archiveText(data.archive)].flat());
-  byId('runner-table').replaceChildren(runnersTable(data.runners ?? []));
-  byId('feeder-table').replaceChildren(feedersTable(data.feeders ?? []));
-  byId('worker-table').replaceChildren(workersTable(data.workerProcesses ?? []));
+  put('queue-table', queuesTable(data.queues ?? [], actions));
+  put('archive-lag', archiveText(data.archive));
+  put('runner-table', runnersTable(data.runners ?? []));
+  put('feeder-table', feedersTable(data.feeders ?? []));
+  put('worker-table', workersTable(data.workerProcesses ?? []));
   byId('runner-count').textContent = String((data.runners ?? []).length);
   byId('feeder-count').textContent = String((data.feeders ?? []).length);
   byId('worker-count').textContent = String((data.workerProcesses ?? []).length);
