@@ -68,6 +68,9 @@ describe('status page in a browser: a real master, workers and Redis', () => {
     const client = h.client();
     await client.add([1, 2, 3].map((n) => ({ module: 'record', params: [{ n }] })));
     await waitFor(async () => (await shownCounts(page, 'tasks')).waiting === 3, 'three waiting on the page', SHOWN_MS);
+    // No worker yet: nothing can run them, and the page says so.
+    await shown(page, '#alerts [data-alert="unrunnable-module"]:has-text("record")');
+    await browser.screenshot(page, 'status-page-waiting', 'main > .row:first-child');
 
     h.worker();
     await waitFor(
@@ -76,6 +79,7 @@ describe('status page in a browser: a real master, workers and Redis', () => {
       SHOWN_MS,
     );
     expect((await shownCounts(page, 'tasks')).waiting).toBe(0);
+    await gone(page, '#alerts [data-alert="unrunnable-module"]');
     // The worker process is listed with its modules.
     await shown(page, '#worker-table [data-worker]:has-text("record")');
     // The chart and the newest tasks follow too.
@@ -129,6 +133,9 @@ describe('status page in a browser: a real master, workers and Redis', () => {
     expect(await x(a!.id)).toBeLessThan(await x(c!.id));
     expect(await x(d!.id)).toBeGreaterThan(await x(c!.id));
     await browser.screenshot(page, 'status-page-task-detail', '#detail');
+    const phone = await load(`${url}/#task/tasks/${c!.id}`, PHONE);
+    await shown(phone, `#detail svg.graph [data-node="${d!.id}"]`);
+    await browser.screenshot(phone, 'status-page-task-detail-phone', '#detail');
 
     // Keyboard: the dependency's box is a link; Enter on it opens its detail.
     await page.focus(`#detail svg.graph a[data-node="${a!.id}"]`);
@@ -204,7 +211,9 @@ describe('status page in a browser: a real master, workers and Redis', () => {
     await page.click('[data-queue="tasks"] button:text-is("Pause")');
     await shown(page, '[data-queue="tasks"] [data-paused="true"]');
     expect(await queue.isPaused()).toBe(true);
-    await page.click('[data-queue="tasks"] button:text-is("Resume")');
+    // By keyboard too: the buttons are real buttons.
+    await page.focus('[data-queue="tasks"] button:text-is("Resume")');
+    await page.keyboard.press('Enter');
     await shown(page, '[data-queue="tasks"] [data-paused="false"]');
     expect(await queue.isPaused()).toBe(false);
   });
@@ -242,6 +251,12 @@ describe('status page in a browser: a real master, workers and Redis', () => {
       await page.click('[data-queue="tasks"] button:text-is("Pause")');
       await shown(page, '[data-queue="tasks"] [data-paused="true"]');
       expect(await h.client().queue().isPaused()).toBe(true);
+
+      // Logging out drops the cookie: the page asks for the token again.
+      await Promise.all([page.waitForNavigation(), page.click('#logout button')]);
+      await shown(page, 'input[name="token"]');
+      await page.goto(url);
+      await shown(page, 'input[name="token"]');
     });
   });
 });
