@@ -29,7 +29,10 @@ function sampleEnv(h: Harness, config = SAMPLE): Record<string, string> {
 }
 
 /** Runs the command line to its end. */
-function cli(args: string[], env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function cli(
+  args: string[],
+  env: Record<string, string>,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const child = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, env: { PATH: process.env.PATH, ...env } });
   let stdout = '';
   let stderr = '';
@@ -51,7 +54,15 @@ describe('taskmaster schedules', () => {
   it('lists the sample schedule, fires it by hand, and shows how many of its tasks are done', async () => {
     const env = sampleEnv(h);
     const [before] = await list(env);
-    expect(before).toMatchObject({ name: 'us-close', cron: '30 16 * * 1-5', tz: 'America/New_York', module: 'tickerAnalysis', tickers: 8, summary: 'tickerSummary', registered: false });
+    expect(before).toMatchObject({
+      name: 'us-close',
+      cron: '30 16 * * 1-5',
+      tz: 'America/New_York',
+      module: 'tickerAnalysis',
+      tickers: 8,
+      summary: 'tickerSummary',
+      registered: false,
+    });
     expect(before!.next).toHaveLength(3);
     for (const run of before!.next) expect(run.local).toMatch(/T16:30:00\.000-0[45]:00$/);
     expect(before!.last).toBeUndefined();
@@ -60,7 +71,13 @@ describe('taskmaster schedules', () => {
     const config = loadConfig(env);
     const master = await startMaster(config, h.log);
     h.defer(() => master.close());
-    const worker = new TaskWorker({ config, connection: h.connection('worker'), client: h.client(), log: h.log, concurrency: 4 }).start();
+    const worker = new TaskWorker({
+      config,
+      connection: h.connection('worker'),
+      client: h.client(),
+      log: h.log,
+      concurrency: 4,
+    }).start();
     h.defer(() => worker.close());
     expect((await list(env))[0]).toMatchObject({ registered: true });
 
@@ -71,14 +88,23 @@ describe('taskmaster schedules', () => {
     expect(record.firing).toMatch(/^schedule:us-close@manual:\d{4}-\d\d-\d\dT/);
 
     const records = new FiringRecords(h.redis, h.client().keys);
-    await waitFor(async () => (await records.last('us-close', h.client().store))?.summary === 'completed', 'the summary to complete', 30_000);
+    await waitFor(
+      async () => (await records.last('us-close', h.client().store))?.summary === 'completed',
+      'the summary to complete',
+      30_000,
+    );
     const summary = await h.client().queue().getJob(record.summaryId);
     expect(summary!.returnvalue).toMatchObject({ schedule: 'us-close', scheduledAt: record.scheduledAt, tickers: 8 });
 
     const text = await cli(['schedules'], env);
     expect(text.code).toBe(0);
-    expect(text.stdout).toContain('us-close: "30 16 * * 1-5" in America/New_York: tickerAnalysis for 8 tickers, then tickerSummary\n');
-    expect(text.stdout).toContain(`last firing: ${record.scheduledAt} (by hand), at ${record.firedAt}: 9 of 9 task(s) added, 9 done, 0 failed; summary completed`);
+    expect(text.stdout).toContain(
+      'us-close: "30 16 * * 1-5" in America/New_York: tickerAnalysis for 8 tickers, then tickerSummary\n',
+    );
+    expect(text.stdout).toContain(
+      `last firing: ${record.scheduledAt} (by hand), at ${record.firedAt}: ` +
+        '9 of 9 task(s) added, 9 done, 0 failed; summary completed',
+    );
 
     const again = await cli(['schedules', 'run', 'us-close'], env);
     expect(again.stdout).toMatch(/^us-close: fired as schedule:us-close@manual:\S+: 9 of 9 task\(s\) added\n$/);
@@ -87,12 +113,21 @@ describe('taskmaster schedules', () => {
 
   it('an unknown schedule and an invalid config are one line each', async () => {
     const unknown = await cli(['schedules', 'run', 'nope'], sampleEnv(h));
-    expect(unknown).toMatchObject({ code: 2, stdout: '', stderr: 'taskmaster: no schedule named "nope" (schedules: us-close)\n' });
+    expect(unknown).toMatchObject({
+      code: 2,
+      stdout: '',
+      stderr: 'taskmaster: no schedule named "nope" (schedules: us-close)\n',
+    });
 
     const dir = mkdtempSync(join(tmpdir(), 'taskmaster-schedules-cli-'));
     try {
       const file = join(dir, 'tm.json');
-      writeFileSync(file, JSON.stringify({ schedules: [{ name: 'x', cron: '0 9 * * 1-5', tz: 'New_York', module: 'm', tickers: ['A'] }] }));
+      writeFileSync(
+        file,
+        JSON.stringify({
+          schedules: [{ name: 'x', cron: '0 9 * * 1-5', tz: 'New_York', module: 'm', tickers: ['A'] }],
+        }),
+      );
       const bad = await cli(['schedules'], sampleEnv(h, file));
       expect(bad.code).toBe(1);
       expect(bad.stderr).toBe(

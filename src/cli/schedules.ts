@@ -49,11 +49,18 @@ export function registerSchedules(program: Command, env: Env): void {
             const known = [...found.keys()].sort().join(', ') || 'none';
             throw new UsageError(`no schedule named ${JSON.stringify(name)} (schedules: ${known})`);
           }
-          const result = await fireSchedule({ client: ctx.client, redis: ctx.redis, log }, entry.schedule, manualFiring(name));
+          const result = await fireSchedule(
+            { client: ctx.client, redis: ctx.redis, log },
+            entry.schedule,
+            manualFiring(name),
+          );
           if (opts.json) return out(JSON.stringify(result.already ? result : result.record));
           if (result.already) return out(`${name}: ${result.firing} was fired already; nothing added`);
           const r = result.record;
-          out(`${name}: fired as ${r.firing}: ${r.added} of ${r.tasks} task(s) added${r.duplicates ? ` (${r.duplicates} already there)` : ''}`);
+          out(
+            `${name}: fired as ${r.firing}: ${r.added} of ${r.tasks} task(s) added` +
+              (r.duplicates ? ` (${r.duplicates} already there)` : ''),
+          );
         }),
       );
     });

@@ -51,7 +51,12 @@ const fileSchema = z.strictObject({
       attempts: z.number().int().min(1).max(1000).optional(),
       backoffMs: z.number().int().min(0).max(86_400_000).optional(),
       maxBatch: z.number().int().min(1).max(1_000_000).optional(),
-      maxPayloadBytes: z.number().int().min(1024).max(512 * 1024 * 1024).optional(),
+      maxPayloadBytes: z
+        .number()
+        .int()
+        .min(1024)
+        .max(512 * 1024 * 1024)
+        .optional(),
       keepCompleted: z.number().int().min(0).max(10_000_000).optional(),
       keepFailed: z.number().int().min(0).max(10_000_000).optional(),
     })
@@ -98,7 +103,9 @@ export function parseConfigFile(text: string, path: string, dir = dirname(resolv
   const names = new Map<string, number>();
   const resolved = schedules.map((s, i) => {
     const fail = (field: string, message: string): never => {
-      throw new ConfigError(`TASKMASTER_CONFIG: ${path}: ${where(json, ['schedules', i, ...field.split('.')])}: ${message}`);
+      throw new ConfigError(
+        `TASKMASTER_CONFIG: ${path}: ${where(json, ['schedules', i, ...field.split('.')])}: ${message}`,
+      );
     };
     const other = names.get(s.name);
     if (other !== undefined) fail('name', `is also the name of schedules[${other}]; names must be unique`);
@@ -108,7 +115,10 @@ export function parseConfigFile(text: string, path: string, dir = dirname(resolv
   return { ...rest, schedules: resolved };
 }
 
-/** Where a problem is: its path in the file, and for a field of a named schedule, that name (`schedules.0.tz: schedule "close"`). */
+/**
+ * Where a problem is: its path in the file, and for a field of a named schedule, that name
+ * (`schedules.0.tz: schedule "close"`).
+ */
 function where(json: unknown, path: readonly PropertyKey[]): string {
   if (!path.length) return '(top level)';
   const at = path.map(String).join('.');
@@ -134,7 +144,10 @@ function resolveSchedule(s: RawSchedule, dir: string, fail: (field: string, mess
 
   const out: ScheduleConfig = { name: s.name, cron: s.cron.trim(), tz: zone.tz, module: s.module, params, tickers: [] };
   if ((s.tickers === undefined) === (s.tickersFile === undefined)) {
-    fail('tickers', 'give either "tickers" (an array) or "tickersFile" (a file with one ticker per line), not both or neither');
+    fail(
+      'tickers',
+      'give either "tickers" (an array) or "tickersFile" (a file with one ticker per line), not both or neither',
+    );
   }
   if (s.tickers) {
     const problem = tickersProblem(s.tickers, (i) => `tickers[${i}]`);

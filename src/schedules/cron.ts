@@ -40,7 +40,11 @@ export function canonicalTz(tz: string): { tz: string } | { problem: string } {
     cronParser().parse('0 0 * * *', { tz: name }).next();
     return { tz: name };
   } catch {
-    return { problem: `must be an IANA time zone such as "America/New_York", "Australia/Sydney" or "UTC", got ${JSON.stringify(tz)}` };
+    return {
+      problem:
+        'must be an IANA time zone such as "America/New_York", "Australia/Sydney" or "UTC", ' +
+        `got ${JSON.stringify(tz)}`,
+    };
   }
 }
 

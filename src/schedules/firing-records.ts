@@ -4,7 +4,10 @@ import type { IdentityStore } from '../tasks/identity-store.ts';
 
 /** What one firing of a schedule did, as `taskmaster schedules` shows it. */
 export interface FiringRecord {
-  /** The firing's identity, also the scope of its tasks: `schedule:<name>@<time>` (`@manual:<time>` for a run by hand). */
+  /**
+   * The firing's identity, also the scope of its tasks: `schedule:<name>@<time>`
+   * (`@manual:<time>` for a run by hand).
+   */
   firing: string;
   /** ISO 8601 UTC: the time the firing was scheduled for (for a run by hand, when it was asked for). */
   scheduledAt: string;

@@ -36,11 +36,16 @@ export function manualFiring(name: string, at = Date.now()): Firing {
 export function firingTasks(schedule: ScheduleConfig, firing: Firing, opts: ValidateOptions): Task[] {
   const count = schedule.tickers.length + (schedule.summary ? 1 : 0);
   if (count > opts.limits.maxBatch) {
-    const message = `a firing is ${count} tasks (its tickers${schedule.summary ? ' and the summary' : ''}), ` +
+    const message =
+      `a firing is ${count} tasks (its tickers${schedule.summary ? ' and the summary' : ''}), ` +
       `more than one batch may hold (TASKMASTER_MAX_BATCH ${opts.limits.maxBatch})`;
     throw new InvalidTaskError([{ index: -1, field: 'tickers', message }]);
   }
-  const vars: TemplateVars = { schedule: schedule.name, scheduledAt: new Date(firing.at).toISOString(), tickers: schedule.tickers };
+  const vars: TemplateVars = {
+    schedule: schedule.name,
+    scheduledAt: new Date(firing.at).toISOString(),
+    tickers: schedule.tickers,
+  };
   const appendTicker = !mentionsTicker(schedule.params);
   const tasks = validateTasks(
     schedule.tickers.map((ticker) => {
@@ -104,7 +109,11 @@ export async function fireSchedule(ctx: FireContext, schedule: ScheduleConfig, f
     duplicates: tasks.length - fresh,
   };
   if (schedule.summary) record.summaryId = added.at(-1)!.id;
-  await records.added(schedule.name, record, tasks.map((t) => dependencyKey(t.module, t.params, t.scope)));
+  await records.added(
+    schedule.name,
+    record,
+    tasks.map((t) => dependencyKey(t.module, t.params, t.scope)),
+  );
   ctx.log.info({ schedule: schedule.name, firing: firing.id, tasks: tasks.length, added: fresh }, 'schedule fired');
   return { already: false, record };
 }

@@ -77,8 +77,11 @@ export function formatSchedules(list: readonly ScheduleStatus[]): string {
 }
 
 function formatOne(s: ScheduleStatus): string {
-  const what = `${s.module} for ${s.tickers} ticker${s.tickers === 1 ? '' : 's'}${s.summary ? `, then ${s.summary}` : ''}`;
-  const lines = [`${s.name}: "${s.cron}" in ${s.tz}: ${what}${s.registered ? '' : ' (not registered yet: start a master)'}`];
+  const tickers = `${s.tickers} ticker${s.tickers === 1 ? '' : 's'}`;
+  const what = `${s.module} for ${tickers}${s.summary ? `, then ${s.summary}` : ''}`;
+  const lines = [
+    `${s.name}: "${s.cron}" in ${s.tz}: ${what}${s.registered ? '' : ' (not registered yet: start a master)'}`,
+  ];
   if (s.overdue) lines.push(`  overdue:     ${s.overdue.local}  (${s.overdue.utc}): fires once a master runs`);
   s.next.forEach((r, i) => lines.push(`  ${i ? ' '.repeat(10) : 'next runs:'}  ${r.local}  (${r.utc})`));
   const l = s.last;

@@ -56,9 +56,7 @@ export class Schedules {
   private readonly records: FiringRecords;
   private worker?: Worker<ScheduleConfig>;
 
-  constructor(
-    private readonly opts: { config: Config; connection: Redis; client: TaskClient; log: Logger },
-  ) {
+  constructor(private readonly opts: { config: Config; connection: Redis; client: TaskClient; log: Logger }) {
     this.log = opts.log.child({ component: 'schedules' });
     this.queue = schedulesQueue(opts.connection, opts.config.prefix, this.log);
     this.records = new FiringRecords(opts.connection, opts.client.keys);
@@ -94,7 +92,10 @@ export class Schedules {
     const existing = new Map((await this.queue.getJobSchedulers(0, -1)).map((s) => [s.key, s]));
     if (config.configFile === undefined) {
       if (existing.size) {
-        this.log.info({ schedules: [...existing.keys()] }, 'no config file: the schedules in Redis keep firing as they are');
+        this.log.info(
+          { schedules: [...existing.keys()] },
+          'no config file: the schedules in Redis keep firing as they are',
+        );
       }
       result.unchanged = [...existing.keys()];
       return result;
@@ -159,7 +160,9 @@ export class Schedules {
           duplicates: 0,
           error: (err as Error).message,
         };
-        await this.records.failed(s.name, record).catch((e: unknown) => this.log.warn({ err: e }, 'could not record a failed firing'));
+        await this.records
+          .failed(s.name, record)
+          .catch((e: unknown) => this.log.warn({ err: e }, 'could not record a failed firing'));
       }
       // An invalid firing is invalid at every attempt.
       throw invalid ? new UnrecoverableError((err as Error).message) : err;
