@@ -70,7 +70,9 @@ export class Schedules {
     const { config } = this.opts;
     for (const s of config.schedules) checkSchedule(s, this.opts.client);
     const result = await this.sync();
-    this.log.info({ ...result, configFile: config.configFile }, 'schedules in Redis match the config file');
+    if (config.configFile !== undefined) {
+      this.log.info({ ...result, configFile: config.configFile }, 'schedules in Redis match the config file');
+    }
     this.worker = new Worker<ScheduleConfig>(SCHEDULE_QUEUE, (job) => this.fire(job), {
       connection: this.opts.connection,
       prefix: config.prefix,
