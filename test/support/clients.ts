@@ -18,6 +18,9 @@ export async function queueWorkers(redis: Redis, prefix: string, queue: string):
 
 /** One line of CLIENT LIST, `id=7 addr=… name=… cmd=bzpopmin …`, as an object. */
 function fields(line: string): Record<string, string> {
-  const pairs = line.trim().split(' ').map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]);
+  const pairs = line
+    .trim()
+    .split(' ')
+    .map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]);
   return Object.fromEntries(pairs);
 }

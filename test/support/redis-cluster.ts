@@ -106,7 +106,8 @@ function waitReady(node: ClusterNode): Promise<void> {
     const check = () => {
       if (node.output.includes('Ready to accept connections')) resolve();
       else if (node.proc.exitCode !== null) reject(new Error(`redis-server on ${node.port} exited: ${node.output}`));
-      else if (Date.now() > end) reject(new Error(`redis-server on ${node.port} not ready within 10 s:\n${node.output}`));
+      else if (Date.now() > end)
+        reject(new Error(`redis-server on ${node.port} not ready within 10 s:\n${node.output}`));
       else setTimeout(check, 20);
     };
     check();
