@@ -336,7 +336,13 @@ describe('actions and task detail', () => {
     // bull-board shows the queue and its waiting tasks (and the gates queue, read-only).
     const page = await call('/queues', { headers: { accept: 'text/html' } });
     expect(page.status).toBe(200);
-    expect(page.text).toMatch(/<title>Taskmaster<\/title>|bull-board|Bull Dashboard/i);
+    expect(page.text).toMatch(/<title>Taskmaster<\/title>/);
+    // Its scripts are served from @bull-board/ui (relative to <base href>, under /queues/).
+    const script = /src="(static\/js\/main\.[^"]+\.js)"/.exec(page.text)![1];
+    const served = await fetch(`${base}/queues/${script}`);
+    expect(served.status).toBe(200);
+    expect(served.headers.get('content-type')).toMatch(/javascript/);
+    expect((await served.text()).length).toBeGreaterThan(1000);
     const board = await call('/queues/api/queues?activeQueue=tasks&status=prioritized&page=1');
     expect(board.status).toBe(200);
     const shown = board.body.queues as { name: string; readOnlyMode: boolean; jobs: { id: string }[] }[];
