@@ -204,6 +204,31 @@ describe('status page in a browser: a real master, workers and Redis', () => {
     expect(await page.textContent('#detail')).toContain('second run');
   });
 
+  it('cancels a waiting task and then removes it from the archive, each after asking', async () => {
+    const mongo = await testMongo();
+    h.defer(() => mongo.close());
+    const url = await master({ mongoUrl: mongo.url });
+    const client = h.client();
+    const [task] = await client.add({ module: 'record', params: ['to-cancel'] });
+    const page = await load(`${url}/#task/tasks/${task!.id}`);
+    await page.click('#detail button:text-is("Cancel")');
+    // Nothing happens before the answer; "Keep" takes the question back.
+    await page.click('#detail button:text-is("Keep")');
+    expect(await client.queue().getJobState(task!.id)).not.toBe('unknown');
+    await page.click('#detail button:text-is("Cancel")');
+    await page.click('#detail button:text-is("Yes, cancel")');
+    await shown(page, `#notice:has-text("Task ${task!.id}: removed")`);
+    // Archived as cancelled; the open detail follows it there.
+    await shown(page, '#detail .badge:text-is("cancelled")');
+    await shown(page, '#detail:has-text("from the archive")');
+
+    await page.click('#detail button:text-is("Remove")');
+    await page.click('#detail button:text-is("Yes, remove")');
+    await shown(page, `#notice:has-text("Task ${task!.id} removed from archive")`);
+    expect(await client.queue().getJobState(task!.id)).toBe('unknown');
+    await shown(page, `#detail:has-text("no task with id ${task!.id}")`);
+  });
+
   it('pauses and resumes a queue from the page', async () => {
     const url = await master();
     const queue = h.client().queue();
