@@ -169,8 +169,9 @@ describe('a stop while Redis is down', () => {
     );
     writeFileSync(release, '');
 
-    // Today's hang is the grace period (30 s) and then a master that never closes.
-    expect(await exitWithin(s, 20_000)).toBe(0);
+    // The hang this guards against is the grace period (30 s) and then a master that never
+    // closes: the limit only turns a hang into a failure with the process's log.
+    expect(await exitWithin(s, 120_000)).toBe(0);
     const told = s.with(/^Redis is unreachable: stopping without/);
     expect(told.find((l) => l.component === 'worker-process')).toMatchObject({ notHandedBack: [added!.id] });
     expect(told.filter((l) => l.component === 'master' || l.component === 'workers')).toHaveLength(2);
@@ -238,7 +239,7 @@ describe('an outage in the log', () => {
     }
 
     s.child.kill('SIGTERM');
-    expect(await exitWithin(s, 60_000)).toBe(0);
+    expect(await exitWithin(s, 120_000)).toBe(0);
   });
 });
 
