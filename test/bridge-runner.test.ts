@@ -357,9 +357,11 @@ describe('bridge: remote runners, outcomes', () => {
       const keys = h.client().keys;
       expect(JSON.parse((await h.redis.hget(keys.done, dependencyKey('record', ['first'])))!)).toMatchObject({ jobId: parseTask([byName.get('first')])._id });
       expect(JSON.parse((await h.redis.hget(keys.failed, dependencyKey('record', ['doomed'])))!)).toMatchObject({ reason: 'doomed for good' });
-      // Neither outcome took a command of its own, and both identities are free again.
+      // Neither outcome took a command of its own; the failed identity is free again, the
+      // completed one keeps its record in place of its claim (the dedup window).
       expect(settle).not.toHaveBeenCalled();
-      expect(await h.redis.hexists(keys.live, dependencyKey('record', ['first']))).toBe(0);
+      const kept = JSON.parse((await h.redis.hget(keys.live, dependencyKey('record', ['first'])))!);
+      expect(kept).toMatchObject({ jobId: parseTask([byName.get('first')])._id });
       expect(await h.redis.hexists(keys.live, dependencyKey('record', ['doomed']))).toBe(0);
     } finally {
       settle.mockRestore();

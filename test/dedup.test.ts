@@ -56,7 +56,7 @@ describe('dedup', () => {
     expect(await state(c, first!.id)).toBe('waiting-children');
   });
 
-  it('answers with the running task, and adds a new one once it has completed', async () => {
+  it('answers with the running task, then with the completed one, and adds a new one when asked to rerun', async () => {
     const c = h.client();
     const w = h.worker({ concurrency: 2 });
     const completed: string[] = [];
@@ -70,7 +70,10 @@ describe('dedup', () => {
     expect(await jobCount(c)).toBe(1);
     g.__tmHolds!.h!();
     await reached(c, first!.id, 'completed');
-    const [after] = await c.add(task);
+    // Completed within the dedup window: still its duplicate.
+    const [resent] = await c.add(task);
+    expect(resent).toMatchObject({ id: first!.id, duplicate: true });
+    const [after] = await c.add({ ...task, rerun: true });
     expect(after!.duplicate).toBe(false);
     expect(after!.id).not.toBe(first!.id);
     await waitFor(() => !!g.__tmHolds!.h, 'the new task to run');

@@ -35,19 +35,20 @@ describe("outcomes recorded by the worker's finishing script", () => {
     expect(failed).toMatchObject({ state: 'failed', jobId: bad!.id, reason: (await c.queue().getJob(bad!.id))!.failedReason });
     expect(JSON.parse((await h.redis.hget(c.keys.failed, dependencyKey('fail', ['bad'])))!)).toMatchObject({ jobId: bad!.id });
     // The completion (no dependencies, no gates waiting) is kept in place of its claim.
-    expect(JSON.parse((await h.redis.hget(c.keys.live, dependencyKey('record', ['ok'])))!)).toEqual({ jobId: ok!.id, at: done!.at });
+    const kept = { jobId: ok!.id, at: done!.at, queue: h.config.queue };
+    expect(JSON.parse((await h.redis.hget(c.keys.live, dependencyKey('record', ['ok'])))!)).toEqual(kept);
     expect(await h.redis.hexists(c.keys.done, dependencyKey('record', ['ok']))).toBe(0);
     expect(await h.redis.hexists(c.keys.live, dependencyKey('fail', ['bad']))).toBe(0);
     expect(settle).not.toHaveBeenCalled();
-    // Both identities are free again: the same tasks are added anew, and the completion moves
-    // to `done`, where it stays while the new run is live.
+    // Both identities can run again (the completed one when asked to, within the dedup
+    // window), and the completion moves to `done`, where it stays while the new run is live.
     const again = await c.add([
-      { module: 'record', params: ['ok'] },
+      { module: 'record', params: ['ok'], rerun: true },
       { module: 'fail', params: ['bad'] },
     ]);
     expect(again.map((a) => a.duplicate)).toEqual([false, false]);
     expect(again.map((a) => a.id)).not.toContain(ok!.id);
-    expect(JSON.parse((await h.redis.hget(c.keys.done, dependencyKey('record', ['ok'])))!)).toEqual({ jobId: ok!.id, at: done!.at });
+    expect(JSON.parse((await h.redis.hget(c.keys.done, dependencyKey('record', ['ok'])))!)).toEqual(kept);
     expect((await c.store.outcomes([dependencyKey('record', ['ok'])]))[0]).toMatchObject({ state: 'completed' });
   });
 
@@ -59,7 +60,7 @@ describe("outcomes recorded by the worker's finishing script", () => {
     // A dependency outside the batch makes a gate, so the batch claims first (the CLAIM script).
     await c.queue().pause();
     const [again, dependent] = await c.add([
-      { module: 'record', params: ['again'] },
+      { module: 'record', params: ['again'], rerun: true },
       { module: 'record', params: ['after'], dependencies: [{ module: 'record', params: ['elsewhere'] }] },
     ]);
     expect(again!.duplicate).toBe(false);
@@ -105,7 +106,7 @@ describe("outcomes recorded by the worker's finishing script", () => {
     const at = Date.now();
     const args = backend.moveToFinishedArgs(job, 'null', 'returnvalue', false, 'completed', 'token', at, false);
     const keys = (job.data as { $taskmaster: { keys: { task: string; dependency: string } } }).$taskmaster.keys;
-    expect(args.slice(-5)).toEqual([keys.task, keys.dependency, c.keys.live, c.keys.waiters(keys.dependency), JSON.stringify({ jobId: a!.id, at })]);
+    expect(args.slice(-5)).toEqual([keys.task, keys.dependency, c.keys.live, c.keys.waiters(keys.dependency), JSON.stringify({ jobId: a!.id, at, queue: h.config.queue })]);
 
     // A plain BullMQ worker on a connection with the script: no keys handed, still recorded.
     await w.close();

@@ -157,6 +157,8 @@ export class History {
         dependencies: from.dependencies,
         ...(from.scope !== undefined ? { scope: from.scope } : {}),
         queue: queueName,
+        // A retry runs again even when the task completed within the dedup window.
+        rerun: true,
       },
       this.client.config,
     );

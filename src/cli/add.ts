@@ -11,6 +11,7 @@ interface AddOptions {
   queue?: string;
   file?: string;
   json?: boolean;
+  rerun?: boolean;
 }
 
 function integer(name: string, min: number, max: number, what: string) {
@@ -75,6 +76,7 @@ export function registerAdd(program: Command, env: Env): void {
     .option('--after <task>', `a dependency: '<module> [json-params]' (repeatable)`, parseAfter)
     .option('--queue <name>', 'queue to add to (default: TASKMASTER_QUEUE)')
     .option('--file <path>', 'add the tasks in a .json or .ndjson file')
+    .option('--rerun', 'queue a new run even if an identical task completed within the dedup window')
     .option('--json', 'print the result as JSON')
     .action(async (module: string | undefined, params: string[], opts: AddOptions) => {
       const after = opts.after ?? [];
@@ -85,6 +87,7 @@ export function registerAdd(program: Command, env: Env): void {
           opts.timeout !== undefined && '--timeout',
           opts.queue !== undefined && '--queue',
           after.length > 0 && '--after',
+          opts.rerun && '--rerun',
         ].find(Boolean);
         if (clash) throw new UsageError(`${clash} cannot be combined with --file; set it on the tasks in the file`);
         // Loaded here so that --help and bad arguments answer without loading BullMQ.
@@ -97,6 +100,7 @@ export function registerAdd(program: Command, env: Env): void {
       if (opts.priority !== undefined) task.priority = opts.priority;
       if (opts.timeout !== undefined) task.timeout = opts.timeout;
       if (opts.queue !== undefined) task.queue = opts.queue;
+      if (opts.rerun) task.rerun = true;
       const { withClient, out } = await import('./context.ts');
       await withClient(env, async ({ client }) => {
         const [added] = await client.add(task);

@@ -8,7 +8,14 @@ import type { Redis } from 'ioredis';
 import { encodeScriptCommands } from '../queue/command-encoding.ts';
 import type { Keys } from '../queue/keys.ts';
 import { TaskAddRefusedError } from '../errors.ts';
-import { CLAIMED_LUA, HIDDEN_LUA, HOLDER_LUA, READD_HIDES_MS, type ClaimItem } from './identity-store.ts';
+import {
+  CLAIMED_LUA,
+  COMPLETED_HOLDER_LUA,
+  HIDDEN_LUA,
+  HOLDER_LUA,
+  READD_HIDES_MS,
+  type ClaimItem,
+} from './identity-store.ts';
 
 interface BullmqScript {
   name: string;
@@ -75,7 +82,8 @@ const REFUSED = 'TM_ADD_REFUSED';
  * task, nothing is written and the holders are returned; if a job of the batch exists already or
  * a parent it names is neither stored nor written earlier in the batch (what BullMQ's add scripts
  * refuse, -5 and -7, or, for an existing job without a parent, keep as it is), the script stops
- * with an error and nothing is written.
+ * with an error and nothing is written. An identity whose last run completed from a claim's
+ * `since` on (the dedup window, see COMPLETED_HOLDER_LUA) is held by that completed task.
  * A claimed identity's failure for good, and the entry hiding it (see HIDDEN_LUA), are dropped:
  * dependents wait for its new run. Each gate is put in the waiters set of its dependency unless
  * it is written open (delay 0) and the dependency has settled; a gate written delayed whose
@@ -85,14 +93,16 @@ const REFUSED = 'TM_ADD_REFUSED';
  * sets, then the key sets of the BullMQ commands (each set once, however many commands use it)
  * ARGV[1] now (ms), ARGV[2] how long a re-add in progress hides a failure (ms), ARGV[3] number of
  * claims n, ARGV[4] number of key sets k, ARGV[5] number of waiters sets w, ARGV[6] number of
- * gates m, then k key-set lengths, then the w dependency keys of the waiters sets, then n triples
- * (taskKey, jobKey, dependencyKey), then m triples (waiters set number from 1, gate id, '1' when
+ * gates m, then k key-set lengths, then the w dependency keys of the waiters sets, then n quadruples
+ * (taskKey, jobKey, dependencyKey, since: the earliest completion (ms) a new task of the identity
+ * duplicates, -1 for none), then m triples (waiters set number from 1, gate id, '1' when
  * written open else '0'), then the BullMQ commands, each as: script number (EMBEDDED order, from
  * 1), key-set number, argument count, arguments.
- * Returns { per claim '' when claimed, else the job key of the live task holding it; the
+ * Returns { per claim '' when claimed, else the job key of the live (or recently completed) task
+ * holding it; the
  * dependency keys whose gates are to be opened }.
  */
-const ADD = `${HOLDER_LUA}${CLAIMED_LUA}${HIDDEN_LUA}
+const ADD = `${HOLDER_LUA}${COMPLETED_HOLDER_LUA}${CLAIMED_LUA}${HIDDEN_LUA}
 ${EMBEDDED.map((s, n) => embed(s, `bullmq${n + 1}`)).join('\n')}
 local scripts = { ${EMBEDDED.map((_, n) => `bullmq${n + 1}`).join(', ')} }
 local live, failedKey, doneKey, readding, opening = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
@@ -109,7 +119,7 @@ for s = 1, k do
 end
 local dks = 6 + k
 local claims = dks + w + 1
-local gates = claims + 3 * n
+local gates = claims + 4 * n
 local first = gates + 3 * m
 
 -- Checks. An identity without an entry is claimed by the check itself (HSETNX); those claims
@@ -117,13 +127,13 @@ local first = gates + 3 * m
 local out, fresh, stale = {}, {}, {}
 local held = false
 for c = 1, n do
-  local a = claims + 3 * (c - 1)
+  local a = claims + 4 * (c - 1)
   out[c] = ''
   if redis.call('HSETNX', live, ARGV[a], now .. '|' .. ARGV[a + 1]) == 1 then
     fresh[c] = true
   else
     local cur = redis.call('HGET', live, ARGV[a])
-    local holder = holderOf(cur)
+    local holder = holderOf(cur) or completedHolder(cur, tonumber(ARGV[a + 3]), ARGV[a + 1])
     if holder then
       out[c] = holder
       held = true
@@ -134,7 +144,7 @@ for c = 1, n do
 end
 local function unclaim()
   for c = 1, n do
-    if fresh[c] then redis.call('HDEL', live, ARGV[claims + 3 * (c - 1)]) end
+    if fresh[c] then redis.call('HDEL', live, ARGV[claims + 4 * (c - 1)]) end
   end
 end
 if held then
@@ -166,7 +176,7 @@ end
 local anyFailed = redis.call('HLEN', failedKey) > 0
 local anyHidden = anyFailed and redis.call('HLEN', readding) > 0
 for c = 1, n do
-  local a = claims + 3 * (c - 1)
+  local a = claims + 4 * (c - 1)
   if stale[c] then
     -- The completion kept in place of a finished run's claim is moved to done before it goes.
     if string.byte(stale[c], 1) == 123 then redis.call('HSETNX', doneKey, ARGV[a + 2], stale[c]) end
@@ -288,6 +298,9 @@ function inBatchOrder(entries: FlowJobEntry[], order: Map<string, number>): void
   entries.sort((a, b) => places.get(a)! - places.get(b)!);
 }
 
+/** An identity a batch claims; `rerun` when a completed run of it must not make it a duplicate. */
+export type AddClaim = ClaimItem & { rerun?: boolean };
+
 /** A gate of a batch, for the add script to register with its dependency. */
 export interface GateRegistration {
   dependencyKey: string;
@@ -309,6 +322,8 @@ export class AtomicAdder {
     private readonly keys: Keys,
     prefix: string,
     private readonly queue: (name: string) => Queue,
+    /** How long after a completion an identical task is its duplicate; undefined: as long as it is recorded. */
+    private readonly dedupWindowMs: number | undefined,
   ) {
     this.redis = redis as Scripted;
     if (typeof this.redis.tmAdd !== 'function') {
@@ -323,7 +338,7 @@ export class AtomicAdder {
    * Claims `claims` and writes `flows`; resolves to undefined when done, or, when some identity
    * is held by a live task, to each claim's holder ('' where free) with nothing written.
    */
-  async add(flows: FlowJob[], claims: ClaimItem[], now = Date.now()): Promise<string[] | undefined> {
+  async add(flows: FlowJob[], claims: AddClaim[], now = Date.now()): Promise<string[] | undefined> {
     return (await this.write(flows, claims, [], now)).held;
   }
 
@@ -334,7 +349,7 @@ export class AtomicAdder {
    */
   async write(
     flows: FlowJob[],
-    claims: ClaimItem[],
+    claims: AddClaim[],
     gates: GateRegistration[],
     now = Date.now(),
   ): Promise<{ held?: string[]; toOpen: string[] }> {
@@ -363,7 +378,7 @@ export class AtomicAdder {
     keyArgs[0] = keyArgs.length - 1;
     keyArgs.push(now, READD_HIDES_MS, claims.length, lengths.length, waiters.size, gates.length);
     keyArgs.push(...lengths, ...waiters.keys());
-    for (const c of claims) keyArgs.push(c.taskKey, c.jobKey, c.dependencyKey);
+    for (const c of claims) keyArgs.push(c.taskKey, c.jobKey, c.dependencyKey, this.completedSince(c, now));
     for (const g of gates) keyArgs.push(waiters.get(g.dependencyKey)!, g.gateId, g.open ? '1' : '0');
     for (const a of args) keyArgs.push(a);
     let out: [string[], string[]];
@@ -377,6 +392,12 @@ export class AtomicAdder {
     }
     const [holders, toOpen] = out;
     return holders.some((h) => h) ? { held: holders, toOpen: [] } : { toOpen };
+  }
+
+  /** The earliest completion a new task of the claim's identity duplicates (ms), -1 for none. */
+  private completedSince(claim: AddClaim, now: number): number {
+    if (claim.rerun) return -1;
+    return this.dedupWindowMs === undefined ? 0 : now - this.dedupWindowMs;
   }
 
   close(): Promise<void> {

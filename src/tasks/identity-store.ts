@@ -32,6 +32,25 @@ end
 `;
 
 /**
+ * Lua for the add script: the job key of the completed task whose record `cur` (its entry in the
+ * live hash, see SETTLE_ONE_LUA) is from `since` (ms) or later, or false. A new task of that
+ * identity is then a duplicate of it (the dedup window); `since` below 0 (a rerun asked for)
+ * counts no completion. `jk` is the new task's job key, whose prefix (and queue, for records
+ * that name none) the completed one's shares.
+ */
+export const COMPLETED_HOLDER_LUA = `
+local function completedHolder(cur, since, jk)
+  if since < 0 or not cur or string.byte(cur, 1) ~= 123 then return false end
+  local ok, rec = pcall(cjson.decode, cur)
+  if not ok or type(rec) ~= 'table' or type(rec['at']) ~= 'number' or rec['at'] < since then return false end
+  local pfx, queue = string.match(jk, '^(.*):([^:]*):[^:]*$')
+  if type(rec['queue']) == 'string' then queue = rec['queue'] end
+  if not pfx or rec['jobId'] == nil then return false end
+  return pfx .. ':' .. queue .. ':' .. tostring(rec['jobId'])
+end
+`;
+
+/**
  * Lua (after CLAIM_OF_LUA): whether the failure for good recorded for `dk` is hidden by a re-add
  * of it in progress (an entry of the `readding` hash, `<started at>|<job key>`, younger than
  * `hides` ms): new dependents then wait for the new run instead of failing on the old one.
@@ -106,16 +125,17 @@ return out
 
 /**
  * Lua shared by the scripts that record outcomes (SETTLE here, and the worker's finishing
- * script, see workers/finish-script.ts): records one identity's final outcome, releases its
- * claim if it still points at this job, and returns the gates waiting on it — putting the
- * identity in the `opening` set when there are any, so that a crash before they are promoted
- * leaves work the reconciler finds.
+ * script, see workers/finish-script.ts): records one identity's final outcome and, if its claim
+ * still points at this job, releases it — a completion keeps its record there instead, which
+ * answers identical tasks added within the dedup window (COMPLETED_HOLDER_LUA) — and returns the
+ * gates waiting on it, putting the identity in the `opening` set when there are any, so that a
+ * crash before they are promoted leaves work the reconciler finds.
  */
 export const SETTLE_ONE_LUA = `${CLAIM_OF_LUA}
 local function settleOne(live, done, failed, opening, waitersKey, outcome, tk, dk, jk, record)
   local _, claimed = claimOf(redis.call('HGET', live, tk))
   if claimed == jk then
-    redis.call('HDEL', live, tk)
+    if outcome == 'completed' then redis.call('HSET', live, tk, record) else redis.call('HDEL', live, tk) end
   end
   if outcome == 'completed' then
     redis.call('HSET', done, dk, record)
@@ -207,6 +227,8 @@ export interface ClaimItem {
 export interface Outcome {
   jobId: string;
   at: number;
+  /** The queue of the job (completions: a duplicate within the dedup window names it). */
+  queue?: string;
   reason?: string;
 }
 

@@ -69,7 +69,9 @@ export class Outcomes {
     return this.store.settle(
       outcome,
       { taskKey: task.taskKey, dependencyKey: task.dependencyKey, jobKey: this.store.keys.job(job.queueName, job.id) },
-      { jobId: job.id, at: Date.now(), reason },
+      outcome === 'completed'
+        ? { jobId: job.id, at: Date.now(), queue: job.queueName }
+        : { jobId: job.id, at: Date.now(), reason },
     );
   }
 

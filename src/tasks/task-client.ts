@@ -37,7 +37,10 @@ export interface TaskClientOptions {
 /** Well below READD_HIDES_MS, so that a re-add keeps its failure hidden until it is written. */
 const ARCHIVE_LOOKUP_LIMIT_MS = 10_000;
 
-export type ClientConfig = Pick<Config, 'queue' | 'prefix' | 'defaults' | 'limits' | 'retry' | 'keep' | 'tasksDir'>;
+export type ClientConfig = Pick<
+  Config,
+  'queue' | 'prefix' | 'defaults' | 'limits' | 'retry' | 'keep' | 'tasksDir' | 'dedupWindowMs'
+>;
 
 interface Planned {
   task: Task;
@@ -51,6 +54,8 @@ interface Planned {
   /** Index of the first identical task in the batch, when this one repeats it. */
   sameAs?: number;
   duplicate: boolean;
+  /** A completed run of its identity does not make it a duplicate (see Task.rerun). */
+  rerun: boolean;
 }
 
 interface GateEdge {
@@ -84,7 +89,8 @@ export class TaskClient {
     this.store = new IdentityStore(connection, this.keys);
     this.store.archive = opts.identityArchive;
     this.archiveLookupLimitMs = opts.archiveLookupLimitMs ?? ARCHIVE_LOOKUP_LIMIT_MS;
-    this.adder = new AtomicAdder(connection, this.keys, config.prefix, (name) => this.queue(name));
+    const queue = (name: string) => this.queue(name);
+    this.adder = new AtomicAdder(connection, this.keys, config.prefix, queue, config.dedupWindowMs);
   }
 
   /** Validates `input` (a task, an array, or a JSON string of either) and adds it atomically. */
@@ -211,8 +217,8 @@ export class TaskClient {
       const [name, data, priority, timestamp] = (fields ?? []) as (string | null)[];
       if (err || !name || !data) return undefined;
       try {
-        const job = { name, data: JSON.parse(data), opts: { priority: Number(priority) }, timestamp: Number(timestamp) };
-        const t = taskFromJob(job);
+        const opts = { priority: Number(priority) };
+        const t = taskFromJob({ name, data: JSON.parse(data), opts, timestamp: Number(timestamp) });
         const queue = key.slice(this.config.prefix.length + 1, key.lastIndexOf(':'));
         const task: Task = { ...pick(t), timeout: t.timeout ?? this.config.defaults.timeout, queue };
         return task;
@@ -241,6 +247,7 @@ export class TaskClient {
         id,
         jobKey: this.keys.job(queue, id),
         duplicate: false,
+        rerun: task.rerun === true,
       };
       const first = seen.get(tk);
       if (first !== undefined) p.sameAs = first;

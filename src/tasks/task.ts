@@ -26,6 +26,11 @@ export interface Task {
    * distinct (a schedule's firings each use their own, so they never dedupe against each other).
    */
   scope?: string;
+  /**
+   * Queue a new run even when an identical task completed within the dedup window (a live
+   * identical task still makes it a duplicate). Not part of the identity, not stored.
+   */
+  rerun?: boolean;
 }
 
 /**

@@ -18,7 +18,17 @@ const MODULE_SEGMENT = /^[A-Za-z0-9_-][A-Za-z0-9_.-]*$/;
 export const MODULE_RULE =
   'letters, digits, "-", "_", "." and "/" between folder names (no "..", no leading "/" or ".", at most 200 characters)';
 
-const KNOWN_FIELDS = new Set(['module', 'params', 'priority', 'timeout', 'dependencies', 'queue', 'created', 'scope']);
+const KNOWN_FIELDS = new Set([
+  'module',
+  'params',
+  'priority',
+  'timeout',
+  'dependencies',
+  'queue',
+  'created',
+  'scope',
+  'rerun',
+]);
 const DEPENDENCY_FIELDS = new Set(['module', 'params', 'scope']);
 /** A scope: 1-200 characters, none of them control or other non-printing characters. */
 const SCOPE = /^\P{C}{1,200}$/u;
@@ -210,6 +220,9 @@ function validateOne(raw: unknown, index: number, opts: ValidateOptions, now: nu
   }
 
   if (t.scope !== undefined && !isScope(t.scope)) fail('scope', `must be ${SCOPE_RULE}, got ${typeName(t.scope)}`);
+  if (t.rerun !== undefined && typeof t.rerun !== 'boolean') {
+    fail('rerun', `must be true (queue a new run even if an identical task completed lately) or false, got ${typeName(t.rerun)}`);
+  }
 
   const dependencies: DependencyRef[] = [];
   if (t.dependencies !== undefined && t.dependencies !== null) {
@@ -244,6 +257,7 @@ function validateOne(raw: unknown, index: number, opts: ValidateOptions, now: nu
   const task: Task = { module: t.module as string, params, priority, timeout, dependencies, created };
   if (t.queue !== undefined) task.queue = t.queue as string;
   if (t.scope !== undefined) task.scope = t.scope as string;
+  if (t.rerun === true) task.rerun = true;
   const own = dependencies.length ? dependencyKey(task.module, params, task.scope) : undefined;
   if (own && dependencies.some((d) => d.module === task.module && dependencyRefKey(d) === own)) {
     return fail('dependencies', 'a task cannot depend on itself (same module, params and scope)');

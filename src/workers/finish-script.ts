@@ -62,7 +62,9 @@ export function finishScript(): string | undefined {
         if pfx and type(ids) == "table" and type(ids["task"]) == "string" and type(ids["dependency"]) == "string" then
           tk, dk = ids["task"], ids["dependency"]
           live, waitersKey = ${key(k.live)}, ${key(k.waiters(''))} .. dk
-          record = '{"jobId":' .. cjson.encode(ARGV[1]) .. ',"at":' .. ARGV[2] .. '}'
+          local queue = string.match(ARGV[7], "^.*:([^:]*):$")
+          record = '{"jobId":' .. cjson.encode(ARGV[1]) .. ',"at":' .. ARGV[2]
+            .. ',"queue":' .. cjson.encode(queue) .. '}'
         end
       end
       if live then
@@ -123,6 +125,7 @@ export function passIdentityKeys(worker: Worker): void {
   const backend = worker.backend as unknown as { moveToFinishedArgs: FinishArgs; moveToFinishedKeys: string[] };
   const args: FinishArgs = backend.moveToFinishedArgs.bind(backend);
   const keys = keysFor(worker.opts.prefix ?? 'bull');
+  const queue = worker.name;
   backend.moveToFinishedArgs = (job, val, propVal, shouldRemove, target, token, timestamp, fetchNext, fieldsToUpdate) => {
     const out = args(job, val, propVal, shouldRemove, target, token, timestamp, fetchNext, fieldsToUpdate);
     const n = backend.moveToFinishedKeys.length;
@@ -133,7 +136,7 @@ export function passIdentityKeys(worker: Worker): void {
     if (!ids) out.push(...NONE_HANDED);
     else {
       // The record as Outcomes writes it; `at` is the finishing time BullMQ hands the script.
-      const record: Outcome = { jobId: out[n] as string, at: out[n + 1] as number };
+      const record: Outcome = { jobId: out[n] as string, at: out[n + 1] as number, queue };
       out.push(...([ids.task, ids.dependency, keys.live, keys.waiters(ids.dependency), JSON.stringify(record)] satisfies Handed));
     }
     return out;
