@@ -95,67 +95,59 @@ function heldCell(runner) {
   return h('span', {}, `${held.length} `, links);
 }
 
-function runnersTable(runners) {
-  const rows = runners.map((r) => ({
-    attrs: { 'data-runner': r.name ?? r.address },
-    cells: [
-      r.name ?? '(unnamed)',
-      r.address ?? '–',
-      r.version ?? '–',
-      String(r.slots ?? 1),
-      heldCell(r),
-      ago(r.since),
-      ago(r.lastSeen),
-    ],
+/** A table of `items` as `spec` says: a column per `[header, cell of an item]`, rows marked `data-<name>`. */
+function listTable(spec, items) {
+  const rows = items.map((item) => ({
+    attrs: { [`data-${spec.name}`]: spec.key(item) },
+    cells: spec.columns.map(([, cell]) => cell(item)),
   }));
-  return table(
-    'Connected remote runners',
-    ['name', 'address', 'client', 'slots', 'tasks held', 'connected', 'last seen'],
-    rows,
-    'No remote runner is connected.',
-  );
+  const headers = spec.columns.map(([header]) => header);
+  return table(spec.caption, headers, rows, spec.empty);
 }
 
-function feedersTable(feeders) {
-  const rows = feeders.map((f) => ({
-    attrs: { 'data-feeder': f.name ?? f.address },
-    cells: [
-      f.name ?? '(unnamed)',
-      f.address ?? '–',
-      f.version ?? '–',
-      String(f.added ?? 0),
-      ago(f.since),
-      ago(f.lastSeen),
-    ],
-  }));
-  return table(
-    'Connected feeders',
-    ['name', 'address', 'client', 'tasks added', 'connected', 'last seen'],
-    rows,
-    'No feeder is connected.',
-  );
-}
+const connected = [
+  ['name', (c) => c.name ?? '(unnamed)'],
+  ['address', (c) => c.address ?? '–'],
+  ['client', (c) => c.version ?? '–'],
+];
+const seen = [
+  ['connected', (c) => ago(c.since)],
+  ['last seen', (c) => ago(c.lastSeen)],
+];
+const byName = (c) => c.name ?? c.address;
 
-function workersTable(workers) {
-  const rows = workers.map((w) => ({
-    attrs: { 'data-worker': w.id },
-    cells: [
-      w.host ?? '–',
-      String(w.pid ?? '–'),
-      list(w.queues),
-      list(w.modules),
-      `${count(w.running)} / ${w.concurrency ?? 1}`,
-      ago(w.since),
-      ago(w.lastSeen),
+/** The lists of the overview: drawn in #<name>-table and counted in #<name>-count. */
+const LISTS = {
+  runners: {
+    name: 'runner',
+    caption: 'Connected remote runners',
+    key: byName,
+    columns: [...connected, ['slots', (r) => String(r.slots ?? 1)], ['tasks held', heldCell], ...seen],
+    empty: 'No remote runner is connected.',
+  },
+  feeders: {
+    name: 'feeder',
+    caption: 'Connected feeders',
+    key: byName,
+    columns: [...connected, ['tasks added', (f) => String(f.added ?? 0)], ...seen],
+    empty: 'No feeder is connected.',
+  },
+  workerProcesses: {
+    name: 'worker',
+    caption: 'Worker processes',
+    key: (w) => w.id,
+    columns: [
+      ['host', (w) => w.host ?? '–'],
+      ['pid', (w) => String(w.pid ?? '–')],
+      ['queues', (w) => list(w.queues)],
+      ['modules', (w) => list(w.modules)],
+      ['running', (w) => `${count(w.running)} / ${w.concurrency ?? 1}`],
+      ['started', (w) => ago(w.since)],
+      ['last seen', (w) => ago(w.lastSeen)],
     ],
-  }));
-  return table(
-    'Worker processes',
-    ['host', 'pid', 'queues', 'modules', 'running', 'started', 'last seen'],
-    rows,
-    'No worker process is running.',
-  );
-}
+    empty: 'No worker process is running.',
+  },
+};
 
 /** Replaces what `id` shows; the keyboard stays on the button or link it was on (see keepFocus). */
 function put(id, ...content) {
@@ -171,10 +163,9 @@ export function renderOverview(data, actions) {
   byId('alerts').classList.toggle('has-alerts', Boolean(data.alerts?.length));
   put('queue-table', queuesTable(data.queues ?? [], actions));
   put('archive-lag', archiveText(data.archive));
-  put('runner-table', runnersTable(data.runners ?? []));
-  put('feeder-table', feedersTable(data.feeders ?? []));
-  put('worker-table', workersTable(data.workerProcesses ?? []));
-  byId('runner-count').textContent = String((data.runners ?? []).length);
-  byId('feeder-count').textContent = String((data.feeders ?? []).length);
-  byId('worker-count').textContent = String((data.workerProcesses ?? []).length);
+  for (const [field, spec] of Object.entries(LISTS)) {
+    const items = data[field] ?? [];
+    put(`${spec.name}-table`, listTable(spec, items));
+    byId(`${spec.name}-count`).textContent = String(items.length);
+  }
 }
