@@ -24,6 +24,7 @@ export function attachStatusFeed(io: Server, ctx: RouteContext, opts: { everyMs?
   let timer: NodeJS.Timeout | undefined;
   let reading: Promise<void> | undefined;
   let closed = false;
+  let failing = false;
 
   nsp.use((socket, next) => {
     try {
@@ -37,12 +38,15 @@ export function attachStatusFeed(io: Server, ctx: RouteContext, opts: { everyMs?
   const poll = async () => {
     try {
       const overview = await reader.read();
+      failing = false;
       const key = changeKey(overview);
       if (key === last?.key) return;
       last = { key, overview };
       nsp.emit('overview', overview);
     } catch (err) {
-      log.warn({ err }, 'could not read the overview for the live status page');
+      // Once per failing spell (Redis away would otherwise log every second).
+      if (!failing) log.warn({ err }, 'could not read the overview for the live status page');
+      failing = true;
     }
   };
   const tick = () => {
