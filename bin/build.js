@@ -2,10 +2,20 @@
 // it) and tells bin/taskmaster.js whether dist/ is as new as src/. Type errors do not stop the
 // build: it only transpiles (`npm run typecheck` checks types), as tsx does in development.
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  copyFileSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, relative } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import process from 'node:process';
+import { fileURLToPath, pathToFileURL, URL } from 'node:url';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const SRC = join(ROOT, 'src');
@@ -71,7 +81,9 @@ export function build() {
     tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
   } catch {
     // An install without devDependencies (`npm install --omit=dev`): tsx, a dependency, runs src/.
-    process.stderr.write('taskmaster: TypeScript is not installed, so src/ is not compiled; commands run it through tsx\n');
+    process.stderr.write(
+      'taskmaster: TypeScript is not installed, so src/ is not compiled; commands run it through tsx\n',
+    );
     return 0;
   }
   const out = join(ROOT, `dist.building-${process.pid}`);

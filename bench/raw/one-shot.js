@@ -1,6 +1,7 @@
 // Raw BullMQ side of the bench's one-shot rows, plain JavaScript as a BullMQ script would be:
 // `node bench/raw/one-shot.js <redisUrl> <prefix> <queue> add|status` adds one job, or prints
 // the job counts per state, then closes its connection and exits.
+import process from 'node:process';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 

@@ -4,6 +4,7 @@
 // primary that keeps one such process and forks a new one at once when it dies. The worker
 // process tells its parent `{ ready: pid }` (IPC, when forked); SIGTERM stops it.
 import cluster from 'node:cluster';
+import process from 'node:process';
 import { Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 
