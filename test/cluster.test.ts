@@ -55,6 +55,26 @@ describe('a prefix on Redis Cluster', () => {
   });
 });
 
+describe('a one-server URL to a node of Redis Cluster', () => {
+  it('is refused by a command at start, which names the cluster URL to use instead', async () => {
+    const node = inject('redisUrl').replace(/^redis\+cluster:\/\/([^,]+).*$/, 'redis://$1');
+    const env = { PATH: process.env.PATH, REDIS_URL: node, TASKMASTER_PREFIX: '{taskmaster}' };
+    const child = spawn(process.execPath, [BIN, 'add', 'record', '{"n":1}'], {
+      cwd: ROOT,
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    expect(code).not.toBe(0);
+    const cluster = node.replace('redis://', 'redis+cluster://');
+    expect(stderr.trim()).toBe(
+      `taskmaster: REDIS_URL ${node} is a node of a Redis Cluster: use a cluster URL, ${cluster}`,
+    );
+  });
+});
+
 describe('a connection to Redis Cluster', () => {
   it('shows its name when serialised (a task result may hold one), not its password or its internals', async () => {
     const cluster = createRedis(inject('redisUrl').replace('://', '://default:hunter2secret@'), { name: 'shown' });

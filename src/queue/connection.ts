@@ -1,6 +1,6 @@
 import { Cluster, Redis, type ClusterNode, type ClusterOptions, type RedisOptions } from 'ioredis';
 import { redactUrl } from '../config/config.ts';
-import { RedisUnavailableError } from '../errors.ts';
+import { ConfigError, RedisUnavailableError } from '../errors.ts';
 import { processOutageLog } from './outage-log.ts';
 import { isClusterUrl, parseClusterUrl } from './redis-url.ts';
 
@@ -154,13 +154,18 @@ function closeClusterNow(cluster: Cluster): void {
   cluster.connect().catch(() => undefined);
 }
 
-/** Resolves once Redis answers PING, or throws a RedisUnavailableError naming the URL. */
+/**
+ * Resolves once Redis answers PING, or throws a RedisUnavailableError naming the URL. A one-server
+ * URL that reaches a node of Redis Cluster is a ConfigError: most keys would be answered MOVED.
+ */
 export async function assertRedisReachable(redis: Redis, redisUrl: string, timeoutMs = 3000): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
+  let info: string;
   try {
-    await Promise.race([
-      redis.ping(),
-      new Promise((_, reject) => {
+    [, info] = await Promise.race([
+      // A server that refuses INFO (renamed, or denied by an ACL) is taken for what its URL says.
+      Promise.all([redis.ping(), redis.info('cluster').catch(() => '')]),
+      new Promise<never>((_, reject) => {
         timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
       }),
     ]);
@@ -171,5 +176,11 @@ export async function assertRedisReachable(redis: Redis, redisUrl: string, timeo
     );
   } finally {
     clearTimeout(timer);
+  }
+  if (!redis.isCluster && /^cluster_enabled:1\b/m.test(info)) {
+    const cluster = redisUrl.replace(/^(rediss?):\/\//i, '$1+cluster://');
+    throw new ConfigError(
+      `REDIS_URL ${redactUrl(redisUrl)} is a node of a Redis Cluster: use a cluster URL, ${redactUrl(cluster)}`,
+    );
   }
 }
