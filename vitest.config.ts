@@ -1,6 +1,6 @@
 import { defineConfig } from 'vitest/config';
 
-/** Suites that also run on a three-master Redis Cluster (`--project cluster`), each test on its own hash-tagged prefix. */
+/** Suites that also run on a private three-master Redis Cluster (`--project cluster`), on hash-tagged prefixes. */
 const CLUSTER_SUITES = [
   'test/cluster.test.ts',
   'test/atomic-add.test.ts',
@@ -38,7 +38,10 @@ export default defineConfig({
           globalSetup: ['test/support/global-setup.ts'],
         },
       },
-      { extends: true, test: { name: 'cluster', include: CLUSTER_SUITES, globalSetup: ['test/support/cluster-setup.ts'] } },
+      {
+        extends: true,
+        test: { name: 'cluster', include: CLUSTER_SUITES, globalSetup: ['test/support/cluster-setup.ts'] },
+      },
     ],
   },
 });
