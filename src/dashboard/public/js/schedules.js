@@ -44,9 +44,9 @@ export async function loadSchedules() {
       h(
         'span',
         { class: 'runs' },
-        s.registered ? null : h('span', { class: 'warn' }, 'not registered yet (no master started with it) '),
-        s.overdue ? h('span', { class: 'warn' }, 'overdue: ', runTime(s.overdue), ' ') : null,
-        (s.next ?? []).map((r, i) => [i ? ', ' : '', runTime(r)]),
+        s.registered ? null : h('span', { class: 'run warn' }, 'not registered by a master yet'),
+        s.overdue ? h('span', { class: 'run warn' }, 'overdue: ', runTime(s.overdue)) : null,
+        (s.next ?? []).map((r) => h('span', { class: 'run' }, runTime(r))),
       ),
       lastFiring(s.last, s.queue),
     ],
