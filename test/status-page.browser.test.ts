@@ -243,6 +243,26 @@ describe('status page in a browser: a real master, workers and Redis', () => {
     expect(await queue.isPaused()).toBe(false);
   });
 
+  it('lists a schedule with its next runs in its own time zone', async () => {
+    const close = {
+      name: 'close',
+      cron: '30 16 * * 1-5',
+      tz: 'America/New_York',
+      module: 'record',
+      params: [],
+      tickers: ['AAPL', 'MSFT'],
+      summary: { module: 'record', params: ['summary'] },
+    };
+    const url = await master({ schedules: [close] });
+    const page = await load(url);
+    const row = await shown(page, '[data-schedule="close"] .runs time');
+    // Weekdays at 16:30 New York time, whatever the zone of the machine running the test.
+    expect(await row.textContent()).toMatch(/^\d{4}-\d{2}-\d{2} 16:30 -0[45]:00$/);
+    expect(await page.$$eval('[data-schedule="close"] .runs time', (t) => t.length)).toBe(3);
+    expect(await page.textContent('[data-schedule="close"]')).toContain('never');
+    await browser.screenshot(page, 'status-page-schedules', '#schedules');
+  });
+
   it('mounts bull-board at /queues, listing the tasks', async () => {
     const url = await master();
     const [task] = await h.client().add({ module: 'record', params: ['bull-board'] });
