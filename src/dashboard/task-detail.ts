@@ -15,7 +15,8 @@ export interface Dependency {
   id?: string;
   queue?: string;
   module: string;
-  params: unknown[];
+  /** Absent for a dependency on any completed task of the module. */
+  params?: unknown[];
   status: EdgeStatus;
 }
 
@@ -105,7 +106,8 @@ async function dependenciesOf(ctx: RouteContext, refs: readonly DependencyRef[],
     const child = children.get(keys[i]!);
     if (child) return child;
     const o = outcomes[next++];
-    return { ...(o ? { id: o.jobId } : {}), module: d.module, params: d.params, status: o?.state ?? 'pending' };
+    const params = d.params ? { params: d.params } : {};
+    return { ...(o ? { id: o.jobId } : {}), module: d.module, ...params, status: o?.state ?? 'pending' };
   });
 }
 
