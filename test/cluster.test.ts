@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { Cluster } from 'ioredis';
-import mongoose, { type Connection } from 'mongoose';
+import mongoose from 'mongoose';
 import { afterEach, beforeEach, describe, expect, inject, it } from 'vitest';
 import { startMaster } from '../src/app.ts';
 import type { TaskDocument } from '../src/archive/document.ts';
@@ -27,6 +27,15 @@ beforeEach(() => {
 });
 afterEach(() => Object.values(g.__tmHolds ?? {}).forEach((done) => done()));
 
+/** Runs the command line to its end with `env`: its exit code and what it wrote on stderr. */
+async function cli(env: Record<string, string | undefined>, ...args: string[]) {
+  const child = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, env, stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  return { code, stderr };
+}
+
 describe('a prefix on Redis Cluster', () => {
   it('is refused without a hash tag, saying why and what to use', () => {
     for (const prefix of ['taskmaster', '{}taskmaster', 'task{master']) {
@@ -45,10 +54,7 @@ describe('a prefix on Redis Cluster', () => {
 
   it('is refused by a command at start: a one-line error and a non-zero exit', async () => {
     const env = { PATH: process.env.PATH, REDIS_URL: inject('redisUrl'), TASKMASTER_PREFIX: 'taskmaster' };
-    const child = spawn(process.execPath, [BIN, 'status'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stderr = '';
-    child.stderr.on('data', (d) => (stderr += d));
-    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    const { code, stderr } = await cli(env, 'status');
     expect(code).not.toBe(0);
     expect(stderr.trim()).toMatch(/^taskmaster: TASKMASTER_PREFIX must hold a hash tag such as \{taskmaster\}/);
     expect(stderr).not.toMatch(/^\s+at /m);
@@ -59,14 +65,7 @@ describe('a one-server URL to a node of Redis Cluster', () => {
   it('is refused by a command at start, which names the cluster URL to use instead', async () => {
     const node = inject('redisUrl').replace(/^redis\+cluster:\/\/([^,]+).*$/, 'redis://$1');
     const env = { PATH: process.env.PATH, REDIS_URL: node, TASKMASTER_PREFIX: '{taskmaster}' };
-    const child = spawn(process.execPath, [BIN, 'add', 'record', '{"n":1}'], {
-      cwd: ROOT,
-      env,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stderr = '';
-    child.stderr.on('data', (d) => (stderr += d));
-    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    const { code, stderr } = await cli(env, 'add', 'record', '{"n":1}');
     expect(code).not.toBe(0);
     const cluster = node.replace('redis://', 'redis+cluster://');
     expect(stderr.trim()).toBe(
@@ -117,17 +116,6 @@ describe('a connection to Redis Cluster', () => {
 
 describe('tasks on Redis Cluster', () => {
   const h = useHarness({ TASKMASTER_ATTEMPTS: '1', TASKMASTER_KEEP_COMPLETED: '0', TASKMASTER_KEEP_FAILED: '0' });
-  let mongo: Awaited<ReturnType<typeof testMongo>>;
-  let db: Connection;
-
-  beforeEach(async () => {
-    mongo = await testMongo();
-    db = await mongoose.createConnection(mongo.url, { serverSelectionTimeoutMS: 5000 }).asPromise();
-  });
-  afterEach(async () => {
-    await db.close();
-    await mongo.close();
-  });
 
   /** The test's keys on every master: [node port, key]. */
   async function keysByNode(): Promise<[number, string][]> {
@@ -180,6 +168,10 @@ describe('tasks on Redis Cluster', () => {
     expect([...slots]).toEqual([await h.redis.cluster('KEYSLOT', `{${hashTagOf(h.prefix)}}`)]);
     expect(new Set(keys.map(([port]) => port)).size).toBe(1);
 
+    const mongo = await testMongo();
+    h.defer(() => mongo.close());
+    const db = await mongoose.createConnection(mongo.url, { serverSelectionTimeoutMS: 5000 }).asPromise();
+    h.defer(() => db.close());
     const config = Object.freeze({ ...h.config, mongoUrl: mongo.url, port: 0, host: '127.0.0.1' });
     const master = await startMaster(config, h.log);
     h.defer(() => master.close());
