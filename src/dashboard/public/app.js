@@ -10,6 +10,8 @@ import { TaskSearch } from './js/search.js';
 
 /** What an overview change reads again (chart, results, open task) is read at most this often. */
 const FOLLOW_MS = 3000;
+/** How often the overview is read while the live feed is down. */
+const POLL_MS = 5000;
 
 const chart = new ThroughputChart();
 let queueNames = [];
@@ -100,13 +102,28 @@ function connectLive() {
     live.textContent = text;
     live.dataset.state = state;
   };
+  // Until the live feed is up, and while it is down (a proxy without websockets, a master
+  // restarting), the overview is read every few seconds instead: the page never stands still.
+  let polling;
+  const poll = () => {
+    polling ??= setInterval(() => refreshOverview().catch(() => undefined), POLL_MS);
+  };
   // The HttpOnly auth cookie goes with the handshake (same origin); no token in the page.
   const socket = window.io('/status', { transports: ['websocket', 'polling'] });
-  socket.on('connect', () => say('live', 'live'));
-  socket.on('disconnect', () => say('reconnecting…', 'down'));
+  poll();
+  socket.on('connect', () => {
+    say('live', 'live');
+    clearInterval(polling);
+    polling = undefined;
+  });
+  socket.on('disconnect', () => {
+    say('reconnecting…', 'down');
+    poll();
+  });
   socket.on('connect_error', (err) => {
     say(`not connected: ${err.message}`, 'down');
     if (/auth|token|401|unauthori/i.test(err.message)) byId('login-banner').hidden = false;
+    else poll();
   });
   // The chart, the results and the open task move on with the tasks: read again, a few at a time.
   const follow = throttled(FOLLOW_MS, () => {
