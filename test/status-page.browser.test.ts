@@ -95,6 +95,19 @@ describe('status page in a browser: a real master, workers and Redis', () => {
     expect(await phone.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(PHONE.width);
   });
 
+  it('follows the counts by reading the overview while the live feed cannot connect', async () => {
+    const url = await master();
+    const page = await browser.page();
+    // As behind a proxy that lets neither websockets nor long-polling through.
+    await page.routeWebSocket(/\/socket\.io\//, (ws) => ws.close());
+    await page.route(/\/socket\.io\//, (route) => route.abort());
+    await page.goto(url);
+    await shown(page, '[data-queue="tasks"]');
+    await h.client().add([1, 2].map((n) => ({ module: 'record', params: [{ polled: n }] })));
+    await waitFor(async () => (await shownCounts(page, 'tasks')).waiting === 2, 'two waiting on the page', SHOWN_MS);
+    expect(await page.getAttribute('#live', 'data-state')).not.toBe('live');
+  });
+
   it('lists a remote runner while it is connected, and drops it when it disconnects', async () => {
     const url = await master();
     const page = await open(url);
