@@ -169,7 +169,9 @@ export class TaskDetail {
     ];
     keepFocus(this.body, () => {
       this.body.replaceChildren(...parts.filter(Boolean));
-      graphWrap.append(dependencyGraph(t, graphWrap.clientWidth || this.body.clientWidth || 700));
+      const alone = !t.dependencies?.length && !t.dependents?.length;
+      if (alone) graphWrap.append(h('p', { class: 'empty' }, 'It waits for no task, and no task waits for it.'));
+      else graphWrap.append(dependencyGraph(t, graphWrap.clientWidth || this.body.clientWidth || 700));
     });
   }
 }
