@@ -209,6 +209,7 @@ describe('status page in a browser: a real master, workers and Redis', () => {
     await page.goto(`${url}/#task/tasks/${task!.id}`);
     await shown(page, '#detail .badge:text-is("failed")');
     await shown(page, '#detail:has-text("first run fails")');
+    await browser.screenshot(page, 'status-page-failed-task', '#detail');
     await page.click('#detail button:text-is("Retry")');
     await waitFor(() => Boolean(holds()[name]), 'the retry to run', SHOWN_MS);
     holds()[name]!('second run');
