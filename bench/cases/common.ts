@@ -8,8 +8,9 @@ import type { Redis } from 'ioredis';
 import { Queue, Worker, type JobsOptions } from 'bullmq';
 import { startBridge, type Bridge } from '../../src/bridge/bridge.ts';
 import type { Config } from '../../src/config/config.ts';
-import { createLogger } from '../../src/logger.ts';
+import { createLogger, type Logger } from '../../src/logger.ts';
 import { TaskClient } from '../../src/tasks/task-client.ts';
+import { TaskWorker } from '../../src/workers/task-worker.ts';
 import { taskJobOptions } from '../../src/tasks/task-client.ts';
 import { toJobData, type Task } from '../../src/tasks/task.ts';
 import type { Scope } from '../run.ts';
@@ -76,6 +77,17 @@ export async function rawWorker(scope: Scope, concurrency: number): Promise<Work
   scope.defer(() => worker.close());
   await worker.waitUntilReady();
   return worker;
+}
+
+/** A TaskWorker in this process with a TaskClient of its own, ready but not started; closed with the scope. */
+export async function benchTaskWorker(scope: Scope, log: Logger, concurrency: number): Promise<TaskWorker> {
+  const { config } = scope;
+  const client = new TaskClient(config, await scope.connection('worker-client'));
+  scope.defer(() => client.close());
+  const tw = new TaskWorker({ config, connection: await scope.connection('worker'), client, log, concurrency });
+  scope.defer(() => tw.close());
+  await tw.worker.waitUntilReady();
+  return tw;
 }
 
 /** The 2016 client, socket.io-client 1.7.4, as far as the cases use it. */

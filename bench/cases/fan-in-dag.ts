@@ -9,9 +9,8 @@
 import { FlowProducer, type Job, type Worker } from 'bullmq';
 import { createLogger, type Logger } from '../../src/logger.ts';
 import { TaskClient } from '../../src/tasks/task-client.ts';
-import { TaskWorker } from '../../src/workers/task-worker.ts';
 import type { BenchCase, Scope } from '../run.ts';
-import { rate, rawJobs, rawWorker, type BenchTask } from './common.ts';
+import { benchTaskWorker, rate, rawJobs, rawWorker, type BenchTask } from './common.ts';
 
 const FAN_INS = 200;
 const WIDTH = 10;
@@ -65,17 +64,7 @@ function ours(log: Logger) {
     const { config } = scope;
     const client = new TaskClient(config, await scope.connection('client'));
     scope.defer(() => client.close());
-    const workerClient = new TaskClient(config, await scope.connection('worker-client'));
-    scope.defer(() => workerClient.close());
-    const tw = new TaskWorker({
-      config,
-      connection: await scope.connection('worker'),
-      client: workerClient,
-      log,
-      concurrency: CONCURRENCY,
-    });
-    scope.defer(() => tw.close());
-    await Promise.all([client.queue().waitUntilReady(), tw.worker.waitUntilReady()]);
+    const [tw] = await Promise.all([benchTaskWorker(scope, log, CONCURRENCY), client.queue().waitUntilReady()]);
     const batches = fanIns();
 
     const start = performance.now();

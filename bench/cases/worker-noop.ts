@@ -29,10 +29,9 @@ import { createLogger, type Logger } from '../../src/logger.ts';
 import { createRedis } from '../../src/queue/connection.ts';
 import { TaskClient } from '../../src/tasks/task-client.ts';
 import { ConsumerRegistry } from '../../src/workers/registry.ts';
-import { TaskWorker } from '../../src/workers/task-worker.ts';
 import { WorkerPool } from '../../src/workers/worker-pool.ts';
 import type { BenchCase, Ready, Scope } from '../run.ts';
-import { cpuPer, fmt, noopBatches, rate, rawWorker, withCpu, type CpuUse } from './common.ts';
+import { benchTaskWorker, cpuPer, fmt, noopBatches, rate, rawWorker, withCpu, type CpuUse } from './common.ts';
 
 const TASKS = 10_000;
 const BATCH = 1_000;
@@ -174,19 +173,8 @@ function release(
 
 function oursInProcess(log: Logger) {
   return async (scope: Scope) => {
-    const { config } = scope;
     const queue = await queued(scope);
-    const workerClient = new TaskClient(config, await scope.connection('worker-client'));
-    scope.defer(() => workerClient.close());
-    const tw = new TaskWorker({
-      config,
-      connection: await scope.connection('worker'),
-      client: workerClient,
-      log,
-      concurrency: CONCURRENCY,
-    });
-    scope.defer(() => tw.close());
-    await tw.worker.waitUntilReady();
+    const tw = await benchTaskWorker(scope, log, CONCURRENCY);
     const done = allCompleted(tw.worker, TASKS);
     tw.start();
     return release(scope, queue, [], () => done);
