@@ -1,6 +1,6 @@
 import { Queue, Worker } from 'bullmq';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { dependencyKey } from '../src/tasks/identity.ts';
+import { dependencyKey, moduleKey } from '../src/tasks/identity.ts';
 import { IdentityStore } from '../src/tasks/identity-store.ts';
 import type { TaskClient } from '../src/tasks/task-client.ts';
 import { finishScript, installFinishScript, passIdentityKeys } from '../src/workers/finish-script.ts';
@@ -106,7 +106,18 @@ describe("outcomes recorded by the worker's finishing script", () => {
     const at = Date.now();
     const args = backend.moveToFinishedArgs(job, 'null', 'returnvalue', false, 'completed', 'token', at, false);
     const keys = (job.data as { $taskmaster: { keys: { task: string; dependency: string } } }).$taskmaster.keys;
-    expect(args.slice(-5)).toEqual([keys.task, keys.dependency, c.keys.live, c.keys.waiters(keys.dependency), JSON.stringify({ jobId: a!.id, at, queue: h.config.queue })]);
+    const record = JSON.stringify({ jobId: a!.id, at, queue: h.config.queue });
+    const mk = moduleKey('record');
+    expect(args.slice(-8)).toEqual([
+      keys.task,
+      keys.dependency,
+      c.keys.live,
+      c.keys.waiters(keys.dependency),
+      record,
+      mk,
+      c.keys.waiters(mk),
+      c.keys.done,
+    ]);
 
     // A plain BullMQ worker on a connection with the script: no keys handed, still recorded.
     await w.close();
@@ -120,6 +131,8 @@ describe("outcomes recorded by the worker's finishing script", () => {
     expect((await c.store.outcomes([handed]))[0]).toMatchObject({ jobId: a!.id });
     expect((await c.queue().getJob(a!.id))!.returnvalue).toBe('plain');
     expect(JSON.parse((await h.redis.hget(c.keys.live, handed))!)).toMatchObject({ jobId: a!.id });
+    // Its module's completion too, under the key the script computes as moduleKey does.
+    expect(JSON.parse((await h.redis.hget(c.keys.done, moduleKey('record')))!)).toMatchObject({ jobId: a!.id });
   });
 
   it('records under the keys it is handed, without reading the job', async () => {

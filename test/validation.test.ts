@@ -215,7 +215,7 @@ const BAD: BadCase[] = [
   },
   {
     name: 'self-dependency at index 2 of a batch',
-    input: [ok, { module: 'x' }, { module: 'y', dependencies: [{ module: 'y' }] }],
+    input: [ok, { module: 'x' }, { module: 'y', dependencies: [{ module: 'y', params: [] }] }],
     index: 2,
     field: 'dependencies',
     message: /cannot depend on itself/,
@@ -355,8 +355,8 @@ describe('validateTasks: batches', () => {
 
   it('refuses a cycle of two tasks in one batch, naming a task of the cycle', () => {
     const problems = problemsOf([
-      { module: 'a', dependencies: [{ module: 'b' }] },
-      { module: 'b', dependencies: [{ module: 'a' }] },
+      { module: 'a', dependencies: [{ module: 'b', params: [] }] },
+      { module: 'b', dependencies: [{ module: 'a', params: [] }] },
     ]);
     expect(problems).toHaveLength(1);
     expect([0, 1]).toContain(problems[0]!.index);
@@ -383,7 +383,7 @@ describe('validateTasks: batches', () => {
   ])('refuses a cycle through a module+params that the batch holds twice, listed %s the plain copy', (_where, plainAt) => {
     // "a" waits for record(B); one copy of record(B) waits for "a". TaskClient makes the first
     // copy a flow child of "a" whose own gate waits for "a": neither could ever start.
-    const cyclic = { module: 'b', params: [1], dependencies: [{ module: 'a' }] };
+    const cyclic = { module: 'b', params: [1], dependencies: [{ module: 'a', params: [] }] };
     const plain = { module: 'b', params: [1] };
     const batch = [{ module: 'a', dependencies: [{ module: 'b', params: [1] }] }, plainAt === 2 ? cyclic : plain, plainAt === 2 ? plain : cyclic];
     const problems = problemsOf(batch);
@@ -395,8 +395,8 @@ describe('validateTasks: batches', () => {
   it('refuses a cycle given as JSON text', () => {
     const problems = problemsOf(
       JSON.stringify([
-        { module: 'a', dependencies: [{ module: 'b' }] },
-        { module: 'b', dependencies: [{ module: 'a' }] },
+        { module: 'a', dependencies: [{ module: 'b', params: [] }] },
+        { module: 'b', dependencies: [{ module: 'a', params: [] }] },
       ]),
     );
     expect(problems[0]!.message).toMatch(/cycle/);
@@ -478,12 +478,9 @@ describe('validateTasks: good inputs', () => {
     expect(t!.params).toEqual(expected);
   });
 
-  it('wraps a lone dependency params the same way', () => {
+  it('wraps a lone dependency params the same way, and keeps a dependency without params as any task of its module', () => {
     const [t] = validateTasks({ module: 'm', dependencies: [{ module: 'd', params: { x: 1 } }, { module: 'e' }] }, OPTS);
-    expect(t!.dependencies).toEqual([
-      { module: 'd', params: [{ x: 1 }] },
-      { module: 'e', params: [] },
-    ]);
+    expect(t!.dependencies).toEqual([{ module: 'd', params: [{ x: 1 }] }, { module: 'e' }]);
   });
 
   it('ignores legacy _id, assigned, __v and id on tasks and dependencies', () => {

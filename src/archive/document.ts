@@ -35,7 +35,10 @@ export interface TaskDocument {
   finished: Date;
   /** ms from the last start to the finish. */
   duration?: number;
-  /** `host:pid` of the worker process, or `runner:<name>` for a remote runner. */
+  /**
+   * `host:pid` of the worker process, or for a remote runner `runner:<name>@<address>`
+   * (`runner:<address>` when it gave no name; see bridge/presence.ts runnerLabel).
+   */
   ranBy?: string;
   /** Ids of the tasks `taskmaster retry` queued from this one. */
   retriedAs?: string[];

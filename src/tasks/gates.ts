@@ -42,6 +42,7 @@ export interface GateData {
 }
 
 export function describeDependency(dep: DependencyRef): string {
+  if (dep.params === undefined) return `any task of ${dep.module}`;
   const params = JSON.stringify(dep.params);
   const scope = dep.scope === undefined ? '' : ` in scope ${JSON.stringify(dep.scope)}`;
   return `${dep.module}(${params.length > 200 ? params.slice(0, 197) + '...' : params})${scope}`;

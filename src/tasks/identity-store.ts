@@ -152,15 +152,28 @@ end
 /**
  * Records the final outcomes of identities and returns, per identity, the gates waiting on it.
  * Most tasks have no waiters, and then this is the only round trip a completion costs — shared
- * by the tasks that finish in the same turn of the event loop.
+ * by the tasks that finish in the same turn of the event loop. A completion also records that
+ * its module completed (see moduleKey), and announces the gates of dependencies on any task of
+ * the module, if some wait, on the channel consumers listen to.
  * KEYS[1] live, KEYS[2] done, KEYS[3] failed, KEYS[4] opening, then per item its waiters set
- * ARGV per item: 'completed' | 'failed', taskKey, dependencyKey, jobKey, record JSON
+ * and the waiters set of its module
+ * ARGV[1] the gate opening channel, then per item: 'completed' | 'failed', taskKey,
+ * dependencyKey, jobKey, record JSON, module key
  */
 const SETTLE = `${SETTLE_ONE_LUA}
 local out = {}
-for n = 1, #KEYS - 4 do
-  local a = (n - 1) * 5
-  out[n] = settleOne(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[4 + n], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5])
+for n = 1, (#KEYS - 4) / 2 do
+  local a = 1 + (n - 1) * 6
+  local outcome, record, mk = ARGV[a + 1], ARGV[a + 5], ARGV[a + 6]
+  out[n] = settleOne(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[3 + 2 * n], outcome, ARGV[a + 2], ARGV[a + 3],
+    ARGV[a + 4], record)
+  if outcome == 'completed' then
+    redis.call('HSET', KEYS[2], mk, record)
+    if redis.call('EXISTS', KEYS[4 + 2 * n]) == 1 then
+      redis.call('SADD', KEYS[4], mk)
+      redis.call('PUBLISH', ARGV[1], mk)
+    end
+  end
 end
 return out
 `;
@@ -224,6 +237,9 @@ export interface ClaimItem {
   jobKey: string;
 }
 
+/** An identity whose outcome is recorded, with its module's key (see moduleKey). */
+export type SettleItem = ClaimItem & { moduleKey: string };
+
 export interface Outcome {
   jobId: string;
   at: number;
@@ -242,7 +258,7 @@ export interface IdentityArchive {
 
 interface PendingSettle {
   outcome: 'completed' | 'failed';
-  item: ClaimItem;
+  item: SettleItem;
   record: Outcome;
   sent(): void;
   resolve(waiters: string[]): void;
@@ -333,7 +349,11 @@ export class IdentityStore {
    * written at the end of the turn; `sent` resolves once it is written, ahead of whatever is
    * sent on this connection after that (Redis runs a connection's commands in order).
    */
-  settle(outcome: 'completed' | 'failed', item: ClaimItem, record: Outcome): { sent: Promise<void>; waiters: Promise<string[]> } {
+  settle(
+    outcome: 'completed' | 'failed',
+    item: SettleItem,
+    record: Outcome,
+  ): { sent: Promise<void>; waiters: Promise<string[]> } {
     let sent!: () => void;
     const sentP = new Promise<void>((r) => (sent = r));
     const waiters = new Promise<string[]>((resolve, reject) => {
@@ -348,10 +368,11 @@ export class IdentityStore {
     for (let i = 0; i < batch.length; i += CHUNK) {
       const part = batch.slice(i, i + CHUNK);
       const keys = [this.keys.live, this.keys.done, this.keys.failed, this.keys.opening];
-      const args: string[] = [];
+      const args: string[] = [this.keys.openingChannel];
       for (const { outcome, item, record } of part) {
-        keys.push(this.keys.waiters(item.dependencyKey));
-        args.push(outcome, item.taskKey, item.dependencyKey, item.jobKey, JSON.stringify(record));
+        keys.push(this.keys.waiters(item.dependencyKey), this.keys.waiters(item.moduleKey));
+        const { taskKey, dependencyKey, jobKey, moduleKey } = item;
+        args.push(outcome, taskKey, dependencyKey, jobKey, JSON.stringify(record), moduleKey);
       }
       this.redis.tmSettle(keys.length, ...keys, ...args).then(
         (out) => part.forEach((s, n) => s.resolve(out[n] ?? [])),

@@ -83,9 +83,30 @@ export function dependencyKey(module: string, params: readonly unknown[], scope?
   return hash(`[${JSON.stringify(module)},${paramsJson(params)}${tail}]`);
 }
 
-/** The key a dependency names (see dependencyKey). */
-export function dependencyRefKey(dep: { module: string; params: readonly unknown[]; scope?: string }): string {
-  return dependencyKey(dep.module, dep.params, dep.scope);
+/**
+ * What a dependency on any task of a module waits for: a record, kept up to date by every
+ * completion of a task of that module, under this key. `m:` and the SHA-1 of the name, which
+ * Redis scripts can compute too (redis.sha1hex), and which no other key (base64url, no ':')
+ * can be. Memoised: every completion asks for its module's.
+ */
+export function moduleKey(module: string): string {
+  let key = moduleKeys.get(module);
+  if (key === undefined) {
+    if (moduleKeys.size >= MODULE_KEYS_MAX) moduleKeys.clear();
+    moduleKeys.set(module, (key = `m:${createHash('sha1').update(module).digest('hex')}`));
+  }
+  return key;
+}
+
+const moduleKeys = new Map<string, string>();
+const MODULE_KEYS_MAX = 10_000;
+
+/**
+ * The key a dependency names: the identity of a task (see dependencyKey) when it gives params,
+ * or, without params, its module (any task of that module; see moduleKey).
+ */
+export function dependencyRefKey(dep: { module: string; params?: readonly unknown[]; scope?: string }): string {
+  return dep.params === undefined ? moduleKey(dep.module) : dependencyKey(dep.module, dep.params, dep.scope);
 }
 
 /**

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { Gates } from './gates.ts';
 import type { IdentityStore } from './identity-store.ts';
+import { moduleKey } from './identity.ts';
 import { taskFromJob, type JobLike, type JobTask } from './task.ts';
 
 type OutcomeJob = JobLike & { id: string; queueName: string };
@@ -68,7 +69,12 @@ export class Outcomes {
   private settle(outcome: 'completed' | 'failed', job: OutcomeJob, reason: string | undefined, task: OutcomeTask) {
     return this.store.settle(
       outcome,
-      { taskKey: task.taskKey, dependencyKey: task.dependencyKey, jobKey: this.store.keys.job(job.queueName, job.id) },
+      {
+        taskKey: task.taskKey,
+        dependencyKey: task.dependencyKey,
+        jobKey: this.store.keys.job(job.queueName, job.id),
+        moduleKey: moduleKey(job.name),
+      },
       outcome === 'completed'
         ? { jobId: job.id, at: Date.now(), queue: job.queueName }
         : { jobId: job.id, at: Date.now(), reason },

@@ -1,10 +1,13 @@
 import { dependencyKey, dependencyRefKey, taskKey } from './identity.ts';
 import { fromBullPriority } from './priority.ts';
 
-/** A dependency names a task by module and parameters (as in 2015), and its scope when it has one. */
+/**
+ * A dependency names a task by module and parameters (as in 2015), and its scope when it has
+ * one; without params it is satisfied by any task of the module that completed.
+ */
 export interface DependencyRef {
   module: string;
-  params: unknown[];
+  params?: unknown[];
   scope?: string;
 }
 

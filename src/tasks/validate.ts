@@ -246,7 +246,16 @@ function validateOne(raw: unknown, index: number, opts: ValidateOptions, now: nu
         if (dep.scope !== undefined && !isScope(dep.scope)) {
           return fail(`${field}.scope`, `must be ${SCOPE_RULE}, got ${typeName(dep.scope)}`);
         }
-        const ref: DependencyRef = { module: dep.module as string, params: normaliseParams(dep.params) };
+        // Without params: any task of the module (the 2016 master matched dependencies as
+        // patterns). Params, when given, name one task exactly; patterns on them are not matched.
+        const ref: DependencyRef = { module: dep.module as string };
+        if (dep.params !== undefined) ref.params = normaliseParams(dep.params);
+        else if (dep.scope !== undefined) {
+          return fail(
+            `${field}.scope`,
+            'a dependency without params waits for any task of its module, in any scope; give "params" to name a scoped task',
+          );
+        }
         if (dep.scope !== undefined) ref.scope = dep.scope as string;
         dependencies.push(ref);
       });

@@ -5,6 +5,7 @@ import type { Redis } from 'ioredis';
 import { encodeScriptCommands } from '../queue/command-encoding.ts';
 import { keysFor } from '../queue/keys.ts';
 import { SETTLE_ONE_LUA, type Outcome } from '../tasks/identity-store.ts';
+import { moduleKey } from '../tasks/identity.ts';
 import { storedKeys } from '../tasks/task.ts';
 
 /** The line of BullMQ's script right after it has checked and removed the job's lock. */
@@ -12,7 +13,7 @@ const ANCHOR = '    updateJobFields(jobIdKey, ARGV[9]);\n';
 /** BullMQ's own arguments end at ARGV[9] (the anchor's); what passIdentityKeys hands may follow. */
 const BULLMQ_ARGS = 9;
 /** What passIdentityKeys hands the script after BullMQ's arguments, in this order. */
-const HANDED = ['task', 'dependency', 'live', 'waiters', 'record'] as const;
+const HANDED = ['task', 'dependency', 'live', 'waiters', 'record', 'module', 'moduleWaiters', 'done'] as const;
 /** The ARGV index of a handed argument. */
 const arg = (name: (typeof HANDED)[number]) => BULLMQ_ARGS + 1 + HANDED.indexOf(name);
 /** One string per handed argument, in HANDED's order. */
@@ -45,7 +46,7 @@ export function finishScript(): string | undefined {
   const key = (suffix: string) => `pfx .. ${JSON.stringify(suffix)}`;
   const record = `
     do
-      local tk, dk, live, waitersKey, record
+      local tk, dk, live, waitersKey, record, mk, moduleWaiters, doneKey
       if #ARGV == ${BULLMQ_ARGS + HANDED.length} then
         -- Handed by passIdentityKeys, with the keys and the completion record built: strings
         -- made in Lua cost Redis more than the same strings sent as arguments. All empty when
@@ -53,6 +54,7 @@ export function finishScript(): string | undefined {
         if ARGV[${arg('dependency')}] ~= "" then
           tk, dk = ARGV[${arg('task')}], ARGV[${arg('dependency')}]
           live, waitersKey, record = ARGV[${arg('live')}], ARGV[${arg('waiters')}], ARGV[${arg('record')}]
+          mk, moduleWaiters, doneKey = ARGV[${arg('module')}], ARGV[${arg('moduleWaiters')}], ARGV[${arg('done')}]
         end
       else
         local ok, data = pcall(cjson.decode, rcall("HGET", jobIdKey, "data") or "")
@@ -65,6 +67,9 @@ export function finishScript(): string | undefined {
           local queue = string.match(ARGV[7], "^.*:([^:]*):$")
           record = '{"jobId":' .. cjson.encode(ARGV[1]) .. ',"at":' .. ARGV[2]
             .. ',"queue":' .. cjson.encode(queue) .. '}'
+          -- As moduleKey (tasks/identity.ts) makes it.
+          mk = "m:" .. redis.sha1hex(rcall("HGET", jobIdKey, "name") or "")
+          moduleWaiters, doneKey = ${key(k.waiters(''))} .. mk, ${key(k.done)}
         end
       end
       if live then
@@ -89,6 +94,15 @@ export function finishScript(): string | undefined {
             ARGV[5], tk, dk, jobIdKey, record)
           if #waiters > 0 then rcall("PUBLISH", ${key(k.openingChannel)}, dk) end
         end
+        -- Its module completed: what dependencies on any task of the module wait for.
+        if ARGV[5] == "completed" then
+          rcall("HSET", doneKey, mk, record)
+          if rcall("EXISTS", moduleWaiters) == 1 then
+            local pfx = string.match(ARGV[7], "^(.*):[^:]*:$")
+            rcall("SADD", ${key(k.opening)}, mk)
+            rcall("PUBLISH", ${key(k.openingChannel)}, mk)
+          end
+        end
       end
     end
 `;
@@ -111,7 +125,7 @@ export function installFinishScript(connection: Redis): boolean {
 }
 
 /** BullMQ's moveToFinishedArgs: (job, val, propVal, shouldRemove, target, token, timestamp, fetchNext, fieldsToUpdate). */
-type FinishArgs = (job: { id?: string; data: unknown }, val: unknown, propVal: unknown, shouldRemove: unknown, target: unknown, token: unknown, timestamp: unknown, fetchNext?: unknown, fieldsToUpdate?: unknown) => unknown[];
+type FinishArgs = (job: { id?: string; name: string; data: unknown }, val: unknown, propVal: unknown, shouldRemove: unknown, target: unknown, token: unknown, timestamp: unknown, fetchNext?: unknown, fieldsToUpdate?: unknown) => unknown[];
 
 /**
  * Makes `worker` hand the finishing script what it needs to record each job's outcome: the
@@ -137,7 +151,19 @@ export function passIdentityKeys(worker: Worker): void {
     else {
       // The record as Outcomes writes it; `at` is the finishing time BullMQ hands the script.
       const record: Outcome = { jobId: out[n] as string, at: out[n + 1] as number, queue };
-      out.push(...([ids.task, ids.dependency, keys.live, keys.waiters(ids.dependency), JSON.stringify(record)] satisfies Handed));
+      const mk = moduleKey(job.name);
+      out.push(
+        ...([
+          ids.task,
+          ids.dependency,
+          keys.live,
+          keys.waiters(ids.dependency),
+          JSON.stringify(record),
+          mk,
+          keys.waiters(mk),
+          keys.done,
+        ] satisfies Handed),
+      );
     }
     return out;
   };
