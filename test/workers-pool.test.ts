@@ -33,21 +33,6 @@ writeFileSync(
   };`,
 );
 writeFileSync(
-  join(TASKS, 'until-file.js'),
-  `// Runs until the file params.path exists, stopping on abort; reports {pid} as progress once running.
-  var fs = require('node:fs');
-  module.exports = function (params, ctx) {
-    var self = this;
-    var t = setInterval(function () {
-      if (!fs.existsSync(params.path)) return;
-      clearInterval(t);
-      self.done({ path: params.path });
-    }, 20);
-    ctx.signal.addEventListener('abort', function () { clearInterval(t); self.error(ctx.signal.reason); });
-    this.progress({ pid: process.pid });
-  };`,
-);
-writeFileSync(
   join(TASKS, 'spin-reported.js'),
   `// Reports {pid} as progress, then blocks the event loop forever like spin.js.
   module.exports = function () {
@@ -137,7 +122,7 @@ describe('worker pool (forked processes)', () => {
     return new Cancellations(h.redis, h.prefix, gates, new Outcomes(c.store, gates));
   }
 
-  /** A file-gated run's params, and what ends it (see until-file.js). */
+  /** A file-gated run's params, and what ends it (see the wait-file fixture). */
   function gated(): { params: [{ path: string }]; release(): void } {
     const path = join(TASKS, `release-${h.prefix}-${Math.random().toString(36).slice(2)}`);
     h.defer(() => rmSync(path, { force: true }));
@@ -230,7 +215,7 @@ describe('worker pool (forked processes)', () => {
     await events.waitUntilReady();
 
     const gate = gated();
-    const [s] = await c.add({ module: 'until-file', params: gate.params });
+    const [s] = await c.add({ module: 'wait-file', params: gate.params });
     const victim = await inBody(c, s!.id);
     expect(pool.pids()).toContain(victim);
     process.kill(victim, 'SIGKILL');
@@ -262,7 +247,7 @@ describe('worker pool (forked processes)', () => {
       delayed: 0,
       prioritized: 0,
     });
-    const [outcome] = await c.store.outcomes([dependencyKey('until-file', gate.params)]);
+    const [outcome] = await c.store.outcomes([dependencyKey('wait-file', gate.params)]);
     expect(outcome).toMatchObject({ state: 'completed', jobId: s!.id });
     await waitFor(() => pool.pids().length === 2 && !pool.pids().includes(victim), 'a replacement process');
     await ready(pool);
@@ -296,42 +281,42 @@ describe('worker pool (forked processes)', () => {
     expect(pool.pids()).toEqual(before);
   }, 120_000);
 
-  it('graceful stop lets a run in flight finish, then resolves', async () => {
-    // A stop that waited out the grace period instead of the run would time the test out.
+  /**
+   * Stops the pool while a run is in flight, which ends once the stop has begun; resolves with the
+   * job and the pids the pool had. A stop that waited out the grace period instead of the run
+   * would time the test out.
+   */
+  async function stopDuringRun(before?: (pool: WorkerPool) => void): Promise<{ j: Job; pids: number[]; path: string }> {
     const pool = await startPool({ graceMs: LONG_GRACE_MS });
     const c = h.client();
     const gate = gated();
-    const [s] = await c.add({ module: 'until-file', params: gate.params });
+    const [s] = await c.add({ module: 'wait-file', params: gate.params });
     await inBody(c, s!.id);
     const pids = pool.pids();
+    before?.(pool);
     const stopped = pool.stop();
     gate.release();
     await stopped;
-    const j = await job(c, s!.id);
-    expect(await j.getState(), j.failedReason).toBe('completed');
-    expect(j.returnvalue).toEqual({ path: gate.params[0].path });
-    expect(j.attemptsMade).toBe(1);
     expect(pool.pids()).toEqual([]);
+    return { j: await job(c, s!.id), pids, path: gate.params[0].path };
+  }
+
+  it('graceful stop lets a run in flight finish, then resolves', async () => {
+    const { j, pids, path } = await stopDuringRun();
+    expect(await j.getState(), j.failedReason).toBe('completed');
+    expect(j.returnvalue).toEqual({ path });
+    expect(j.attemptsMade).toBe(1);
     await waitFor(() => pids.every((pid) => !alive(pid)), 'the worker processes to be gone');
     // Still completed once its process is gone (nothing failed the run after it exited).
-    expect(await c.queue().getJobState(s!.id)).toBe('completed');
+    expect(await j.getState()).toBe('completed');
   });
 
   it('graceful stop also when every process got SIGTERM too (as a service manager sends it)', async () => {
     // systemd's default KillMode signals the whole group: each worker process gets SIGTERM
     // while the primary, on its own SIGTERM, stops the pool.
-    const pool = await startPool({ graceMs: LONG_GRACE_MS });
-    const c = h.client();
-    const gate = gated();
-    const [s] = await c.add({ module: 'until-file', params: gate.params });
-    await inBody(c, s!.id);
-    for (const pid of pool.pids()) process.kill(pid, 'SIGTERM');
-    const stopped = pool.stop();
-    gate.release();
-    await stopped;
-    const j = await job(c, s!.id);
+    const { j, path } = await stopDuringRun((pool) => pool.pids().forEach((pid) => process.kill(pid, 'SIGTERM')));
     expect(await j.getState(), j.failedReason).toBe('completed');
-    expect(j.returnvalue).toEqual({ path: gate.params[0].path });
+    expect(j.returnvalue).toEqual({ path });
     expect(j.attemptsMade).toBe(1);
   });
 
@@ -339,7 +324,7 @@ describe('worker pool (forked processes)', () => {
     const pool = await startPool({ graceMs: 300 });
     const c = h.client();
     const gate = gated();
-    const [s] = await c.add({ module: 'until-file', params: gate.params });
+    const [s] = await c.add({ module: 'wait-file', params: gate.params });
     await inBody(c, s!.id);
     await pool.stop();
     const handedBack = await job(c, s!.id);
@@ -410,7 +395,7 @@ describe('worker pool (forked processes)', () => {
     const cancel = cancellations();
     // Both processes busy (concurrency 1 each), so the third task waits.
     const gates = [gated(), gated()];
-    const busy = await c.add(gates.map((g) => ({ module: 'until-file', params: g.params })));
+    const busy = await c.add(gates.map((g) => ({ module: 'wait-file', params: g.params })));
     await Promise.all(busy.map((b) => inBody(c, b.id)));
     const params = [{ cancelled: 'before it ran' }];
     const [w] = await c.add({ module: 'record', params });
