@@ -215,7 +215,7 @@ describe('taskmaster add', () => {
     expect((await h.redis.keys(`${h.prefix}:*`)).filter((k) => !k.endsWith(':tasks:meta'))).toEqual([]);
   });
 
-  it('adds 100,000 tasks from an .ndjson file in chunks, and status counts them', { timeout: 300_000 }, async () => {
+  it('adds 100,000 tasks from an .ndjson file in chunks, and status counts them', { timeout: 600_000 }, async () => {
     const dir = tmpDir();
     h.defer(() => rmSync(dir, { recursive: true, force: true }));
     const file = join(dir, '100k.ndjson');
@@ -423,13 +423,13 @@ describe('local redis for start', () => {
       try {
         const [added] = await client.add({ module: 'record', params: [{ n: 'private' }] });
         const queue = client.queue();
-        await waitFor(async () => (await queue.getJobState(added!.id)) === 'completed', 'the task to complete on the private Redis');
+        await waitFor(async () => (await queue.getJobState(added!.id)) === 'completed', 'the task to complete on the private Redis', 120_000);
         // The master's port speaks the legacy protocol: a feeder adds, a worker runs it.
         const feeder = ioClient(`http://127.0.0.1:${running.port}`, { transports: ['websocket'] });
         try {
           const answer = (await feeder.timeout(5000).emitWithAck('task:add', { module: 'record', params: [{ n: 'socket' }] })) as { ok: boolean; tasks: { _id: string }[] };
           expect(answer.ok).toBe(true);
-          await waitFor(async () => (await queue.getJobState(answer.tasks[0]!._id)) === 'completed', 'the task added over Socket.IO to complete');
+          await waitFor(async () => (await queue.getJobState(answer.tasks[0]!._id)) === 'completed', 'the task added over Socket.IO to complete', 120_000);
         } finally {
           feeder.close();
         }

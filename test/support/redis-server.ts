@@ -42,7 +42,13 @@ export class TestRedisServer {
   async start(): Promise<void> {
     this.proc = spawn(
       'redis-server',
-      ['--port', String(this.port), '--bind', '127.0.0.1', '--dir', this.dir, '--appendonly', 'yes', '--save', '', '--protected-mode', 'no'],
+      [
+        ...['--port', String(this.port), '--bind', '127.0.0.1', '--dir', this.dir],
+        ...['--appendonly', 'yes', '--save', '', '--protected-mode', 'no'],
+        // On a busy machine a long script (a large batch) can run past the default 5 s: other
+        // clients then wait for it instead of getting BUSY errors.
+        ...['--busy-reply-threshold', '120000'],
+      ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     let output = '';
