@@ -29,12 +29,13 @@ export interface Running {
 /** How long a long-lived component waits for Redis at start-up before giving up. */
 const STARTUP_REDIS_TIMEOUT_MS = 5000;
 
-
 async function connect(config: Config, name: string, releasers: Releasers) {
   const connection = createRedis(config.redisUrl, { name });
   releasers.useRedis(connection);
   // QUIT would wait forever for a Redis that never answered (this connection retries forever).
-  releasers.add(() => (connection.status === 'ready' ? connection.quit().catch(() => connection.disconnect()) : connection.disconnect()));
+  releasers.add(() =>
+    connection.status === 'ready' ? connection.quit().catch(() => connection.disconnect()) : connection.disconnect(),
+  );
   await assertRedisReachable(connection, config.redisUrl, STARTUP_REDIS_TIMEOUT_MS);
   return connection;
 }
@@ -66,19 +67,40 @@ export async function startMaster(config: Config, rootLog: Logger): Promise<Mast
     gates.start(connection);
     releasers.add(() => gates.close());
     const outcomes = new Outcomes(client.store, gates);
-    const watcher = new OutcomeWatcher({ queue: config.queue, prefix: config.prefix, connection, client, outcomes, log });
+    const watcher = new OutcomeWatcher({
+      queue: config.queue,
+      prefix: config.prefix,
+      connection,
+      client,
+      outcomes,
+      log,
+    });
     releasers.add(() => watcher.close());
     // What finished while no master watched is read before the archiver may remove it.
     await watcher.caughtUp;
 
-    const archiver = new Archiver({ connection, prefix: config.prefix, queues: [client.queue()], store, keep: config.keep, batch: config.archiveBatch, log: rootLog }).start();
+    const archiver = new Archiver({
+      connection,
+      prefix: config.prefix,
+      queues: [client.queue()],
+      store,
+      keep: config.keep,
+      batch: config.archiveBatch,
+      log: rootLog,
+    }).start();
     releasers.add(() => archiver.close());
     if (config.identityRetentionMs !== undefined) {
       const oldestUnarchived = async () => {
         const lag = await archiver.lag();
         return lag.enabled && lag.oldestAgeMs !== undefined ? Date.now() - lag.oldestAgeMs : undefined;
       };
-      const retention = new IdentityRetention({ connection, keys: client.keys, retentionMs: config.identityRetentionMs, oldestUnarchived, log: rootLog }).start();
+      const retention = new IdentityRetention({
+        connection,
+        keys: client.keys,
+        retentionMs: config.identityRetentionMs,
+        oldestUnarchived,
+        log: rootLog,
+      }).start();
       releasers.add(() => retention.close());
     }
 
@@ -102,7 +124,10 @@ export async function startMaster(config: Config, rootLog: Logger): Promise<Mast
     releasers.add(attachStatusFeed(bridge.io, routeContext));
     return listen(http, config.port, config.host);
   });
-  log.info({ queue: config.queue, prefix: config.prefix, port, host: config.host, archive: Boolean(config.mongoUrl) }, 'master started');
+  log.info(
+    { queue: config.queue, prefix: config.prefix, port, host: config.host, archive: Boolean(config.mongoUrl) },
+    'master started',
+  );
   return {
     port,
     close: async () => {
@@ -128,7 +153,16 @@ export async function startWorkers(config: Config, rootLog: Logger): Promise<Run
     pool.start();
     releasers.add(() => pool.stop());
   });
-  log.info({ queue: config.queue, prefix: config.prefix, tasksDir: config.tasksDir, processes: config.workers, concurrency: config.concurrency }, 'workers started');
+  log.info(
+    {
+      queue: config.queue,
+      prefix: config.prefix,
+      tasksDir: config.tasksDir,
+      processes: config.workers,
+      concurrency: config.concurrency,
+    },
+    'workers started',
+  );
   return {
     close: async () => {
       log.info('workers stopping');
@@ -149,7 +183,8 @@ export async function start(
   const releasers = new Releasers(log);
   return releasers.guard(async () => {
     const redis = await ensureLocalRedis(config, { ...local, log });
-    if (redis) releasers.add(() => redis.stop().then(() => log.info({ dataDir: redis.dir }, 'private redis-server stopped')));
+    if (redis)
+      releasers.add(() => redis.stop().then(() => log.info({ dataDir: redis.dir }, 'private redis-server stopped')));
     const resolved: Config = redis ? Object.freeze({ ...config, redisUrl: redis.url }) : config;
     const master = await startMaster(resolved, log);
     releasers.add(() => master.close());

@@ -15,7 +15,15 @@ export { createLogger, type Logger } from './logger.ts';
 export { createRedis } from './queue/connection.ts';
 export { TaskClient, type AddedTask } from './tasks/task-client.ts';
 export { validateTasks, type ValidateOptions } from './tasks/validate.ts';
-export { ENVELOPE_KEY, taskFromJob, toJobData, type Task, type DependencyRef, type Envelope, type JobTask } from './tasks/task.ts';
+export {
+  ENVELOPE_KEY,
+  taskFromJob,
+  toJobData,
+  type Task,
+  type DependencyRef,
+  type Envelope,
+  type JobTask,
+} from './tasks/task.ts';
 export { toBullPriority, fromBullPriority, PRIORITY_MIN, PRIORITY_MAX } from './tasks/priority.ts';
 export { dependencyKey, taskKey, canonicalJson } from './tasks/identity.ts';
 export { TaskWorker, type TaskWorkerOptions } from './workers/task-worker.ts';

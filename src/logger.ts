@@ -9,15 +9,21 @@ export type { Logger };
  */
 export function createLogger(opts: { level: string; pretty?: boolean; destination?: number }): Logger {
   const pretty = opts.pretty ?? Boolean(process.stderr.isTTY);
-  return pino({
-    level: opts.level,
-    base: { pid: process.pid },
-    redact: {
-      paths: ['token', '*.token', 'auth.token', 'query.token', 'password', '*.password', 'redisUrl', 'mongoUrl'],
-      censor: '***',
+  return pino(
+    {
+      level: opts.level,
+      base: { pid: process.pid },
+      redact: {
+        paths: ['token', '*.token', 'auth.token', 'query.token', 'password', '*.password', 'redisUrl', 'mongoUrl'],
+        censor: '***',
+      },
+      transport: pretty
+        ? {
+            target: 'pino-pretty',
+            options: { destination: opts.destination ?? 2, translateTime: 'HH:MM:ss.l', ignore: 'pid,hostname' },
+          }
+        : undefined,
     },
-    transport: pretty
-      ? { target: 'pino-pretty', options: { destination: opts.destination ?? 2, translateTime: 'HH:MM:ss.l', ignore: 'pid,hostname' } }
-      : undefined,
-  }, pretty ? undefined : pino.destination({ fd: opts.destination ?? 2, sync: false }));
+    pretty ? undefined : pino.destination({ fd: opts.destination ?? 2, sync: false }),
+  );
 }

@@ -8,7 +8,8 @@ export interface TickerAnalysisParams {
 }
 
 export default async function tickerAnalysis({ ticker, workMs = 20 }: TickerAnalysisParams, ctx: TaskContext) {
-  if (typeof ticker !== 'string' || !ticker) throw new Error('tickerAnalysis: params[0].ticker must be a non-empty string');
+  if (typeof ticker !== 'string' || !ticker)
+    throw new Error('tickerAnalysis: params[0].ticker must be a non-empty string');
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(resolve, workMs);
     ctx.signal.addEventListener('abort', () => {

@@ -38,7 +38,8 @@ describe('archive', () => {
 
   const docs = () => db.collection<TaskDocument>('tasks');
   const count = () => docs().countDocuments({}, {});
-  const conf = (extra: Partial<Config> = {}): Config => Object.freeze({ ...h.config, mongoUrl: mongo.url, port: 0, host: '127.0.0.1', ...extra });
+  const conf = (extra: Partial<Config> = {}): Config =>
+    Object.freeze({ ...h.config, mongoUrl: mongo.url, port: 0, host: '127.0.0.1', ...extra });
 
   async function master(extra: Partial<Config> = {}): Promise<Master> {
     const m = await startMaster(conf(extra), h.log);
@@ -50,7 +51,10 @@ describe('archive', () => {
   async function addMany(client: TaskClient, n: number, tag: string): Promise<string[]> {
     const ids: string[] = [];
     for (let i = 0; i < n; i += 1000) {
-      const batch = Array.from({ length: Math.min(1000, n - i) }, (_, k) => ({ module: 'record', params: [{ tag, n: i + k }] }));
+      const batch = Array.from({ length: Math.min(1000, n - i) }, (_, k) => ({
+        module: 'record',
+        params: [{ tag, n: i + k }],
+      }));
       ids.push(...(await client.add(batch)).map((a) => a.id));
     }
     return ids;
@@ -58,7 +62,9 @@ describe('archive', () => {
 
   /** Every id has exactly one document, and there are no others. */
   async function expectArchivedOnce(ids: string[]) {
-    const all = await docs().find({}, { projection: { jobId: 1 } }).toArray();
+    const all = await docs()
+      .find({}, { projection: { jobId: 1 } })
+      .toArray();
     expect(all).toHaveLength(ids.length);
     expect(new Set(all.map((d) => d.jobId))).toEqual(new Set(ids));
   }
@@ -70,7 +76,11 @@ describe('archive', () => {
     const [bad] = await c.add({ module: 'fail', params: [{ n: 2 }] });
     const [held] = await c.add({ module: 'hold', params: [{ name: `archive-held-${h.prefix}` }] });
     // A waiting task cancelled before it ran: paused behind a dependency that never comes.
-    const [blocked] = await c.add({ module: 'record', params: [{ n: 3 }], dependencies: [{ module: 'record', params: ['never'] }] });
+    const [blocked] = await c.add({
+      module: 'record',
+      params: [{ n: 3 }],
+      dependencies: [{ module: 'record', params: ['never'] }],
+    });
     await waitFor(async () => (await c.queue().getJobState(held!.id)) === 'active', 'the held task to run');
     expect(await c.cancel(held!.id)).toMatchObject({ state: 'cancelling' });
     expect(await c.cancel(blocked!.id)).toMatchObject({ state: 'removed' });
@@ -81,18 +91,42 @@ describe('archive', () => {
     const byId = new Map((await docs().find().toArray()).map((d) => [d.jobId, d]));
 
     const done = byId.get(ok!.id)!;
-    expect(done).toMatchObject({ _id: `tasks:${ok!.id}`, queue: 'tasks', module: 'record', params: [{ n: 1 }], priority: 70, timeout: 5000, dependencies: [], status: 'completed', result: { params: { n: 1 } }, attempts: 1 });
+    expect(done).toMatchObject({
+      _id: `tasks:${ok!.id}`,
+      queue: 'tasks',
+      module: 'record',
+      params: [{ n: 1 }],
+      priority: 70,
+      timeout: 5000,
+      dependencies: [],
+      status: 'completed',
+      result: { params: { n: 1 } },
+      attempts: 1,
+    });
     expect(done.ranBy).toBe(`${hostname()}:${process.pid}`);
     for (const f of ['created', 'started', 'finished', 'archivedAt'] as const) expect(done[f]).toBeInstanceOf(Date);
     expect(done.duration).toBeGreaterThanOrEqual(0);
     expect(done.taskKey).toMatch(/^[\w-]{43}$/);
 
     const failed = byId.get(bad!.id)!;
-    expect(failed).toMatchObject({ status: 'failed', attempts: 1, error: { message: expect.stringContaining('fail fixture') } });
+    expect(failed).toMatchObject({
+      status: 'failed',
+      attempts: 1,
+      error: { message: expect.stringContaining('fail fixture') },
+    });
     expect(failed.error!.stack).toContain('fail fixture');
 
-    expect(byId.get(held!.id)).toMatchObject({ status: 'cancelled', error: { message: 'cancelled' }, started: expect.any(Date) });
-    expect(byId.get(blocked!.id)).toMatchObject({ status: 'cancelled', module: 'record', params: [{ n: 3 }], dependencies: [{ module: 'record', params: ['never'] }] });
+    expect(byId.get(held!.id)).toMatchObject({
+      status: 'cancelled',
+      error: { message: 'cancelled' },
+      started: expect.any(Date),
+    });
+    expect(byId.get(blocked!.id)).toMatchObject({
+      status: 'cancelled',
+      module: 'record',
+      params: [{ n: 3 }],
+      dependencies: [{ module: 'record', params: ['never'] }],
+    });
 
     // Keep 0: each archived job leaves Redis, and the cancelled snapshot list empties.
     await waitFor(async () => (await c.queue().getJobCounts('completed', 'failed')).completed === 0, 'Redis trimmed');
@@ -112,33 +146,47 @@ describe('archive', () => {
     const gone = (await docs().find().toArray()).filter((d) => !keptIds.has(d.jobId));
     expect(gone).toHaveLength(25);
     // The kept ones are the most recent (finish times can tie within a millisecond).
-    expect(Math.min(...kept.map((j) => j.finishedOn!))).toBeGreaterThanOrEqual(Math.max(...gone.map((d) => d.finished.getTime())));
+    expect(Math.min(...kept.map((j) => j.finishedOn!))).toBeGreaterThanOrEqual(
+      Math.max(...gone.map((d) => d.finished.getTime())),
+    );
     await expectArchivedOnce(ids);
   });
 
-  it.skipIf(!!process.env.TEST_MONGO_URL)('MongoDB stopped during a load of 5,000 tasks: Redis keeps them, and the archive catches up: 5,000 documents, none lost or doubled', async () => {
-    const server = mongo.server as MongoTestServer;
-    const c = h.client();
-    h.worker({ concurrency: 50 });
-    await master({ archiveBatch: 200 });
-    const adding = addMany(c, 5000, 'outage');
-    await waitFor(async () => (await count()) > 0, 'archiving to start', 120_000);
-    await server.stop();
-    const ids = await adding;
-    // The whole load is worked off while MongoDB is away, the archiver trying all along. Nothing
-    // is removed while MongoDB cannot acknowledge: what finished meanwhile is still in Redis, and
-    // every job is archived once it is back (a job removed unarchived would be missing there).
-    await waitFor(async () => {
-      const open = await c.queue().getJobCounts('wait', 'prioritized', 'active', 'delayed');
-      return Object.values(open).every((n) => n === 0);
-    }, 'the load to be worked off during the outage', 120_000);
-    expect(await c.queue().getCompletedCount()).toBeGreaterThan(0);
-    await server.start();
-    await waitFor(async () => (await count()) === 5000, '5,000 documents', 120_000);
-    await expectArchivedOnce(ids);
-    expect(await docs().countDocuments({ status: 'completed' })).toBe(5000);
-    await waitFor(async () => (await c.queue().getCompletedCount()) === 0, 'Redis trimmed after the catch-up', 30_000);
-  }, 480_000);
+  it.skipIf(!!process.env.TEST_MONGO_URL)(
+    'MongoDB stopped during a load of 5,000 tasks: Redis keeps them, and the archive catches up: 5,000 documents, none lost or doubled',
+    async () => {
+      const server = mongo.server as MongoTestServer;
+      const c = h.client();
+      h.worker({ concurrency: 50 });
+      await master({ archiveBatch: 200 });
+      const adding = addMany(c, 5000, 'outage');
+      await waitFor(async () => (await count()) > 0, 'archiving to start', 120_000);
+      await server.stop();
+      const ids = await adding;
+      // The whole load is worked off while MongoDB is away, the archiver trying all along. Nothing
+      // is removed while MongoDB cannot acknowledge: what finished meanwhile is still in Redis, and
+      // every job is archived once it is back (a job removed unarchived would be missing there).
+      await waitFor(
+        async () => {
+          const open = await c.queue().getJobCounts('wait', 'prioritized', 'active', 'delayed');
+          return Object.values(open).every((n) => n === 0);
+        },
+        'the load to be worked off during the outage',
+        120_000,
+      );
+      expect(await c.queue().getCompletedCount()).toBeGreaterThan(0);
+      await server.start();
+      await waitFor(async () => (await count()) === 5000, '5,000 documents', 120_000);
+      await expectArchivedOnce(ids);
+      expect(await docs().countDocuments({ status: 'completed' })).toBe(5000);
+      await waitFor(
+        async () => (await c.queue().getCompletedCount()) === 0,
+        'Redis trimmed after the catch-up',
+        30_000,
+      );
+    },
+    480_000,
+  );
 
   it('master killed (SIGKILL) mid-archive: a new master finishes it, nothing lost or doubled', async () => {
     const c = h.client();
@@ -188,9 +236,18 @@ describe('archive', () => {
       const res = await fetch(`${api}${path}`);
       return { status: res.status, body: (await res.json()) as Record<string, unknown> };
     };
-    expect(await get(`/tasks/${old!.id}`)).toMatchObject({ status: 200, body: { jobId: old!.id, status: 'completed', source: 'archive', params: [{ n: 'old' }] } });
-    expect(await get(`/tasks/${recent!.id}`)).toMatchObject({ status: 200, body: { jobId: recent!.id, status: 'completed', source: 'redis' } });
-    expect(await get(`/tasks/${live!.id}`)).toMatchObject({ status: 200, body: { jobId: live!.id, status: 'prioritized', source: 'redis' } });
+    expect(await get(`/tasks/${old!.id}`)).toMatchObject({
+      status: 200,
+      body: { jobId: old!.id, status: 'completed', source: 'archive', params: [{ n: 'old' }] },
+    });
+    expect(await get(`/tasks/${recent!.id}`)).toMatchObject({
+      status: 200,
+      body: { jobId: recent!.id, status: 'completed', source: 'redis' },
+    });
+    expect(await get(`/tasks/${live!.id}`)).toMatchObject({
+      status: 200,
+      body: { jobId: live!.id, status: 'prioritized', source: 'redis' },
+    });
     expect(await get('/tasks/nope')).toMatchObject({ status: 404, body: { code: 'TASK_NOT_FOUND' } });
 
     const all = await get('/history?module=record');
@@ -219,14 +276,22 @@ describe('archive', () => {
     expect(await get('/archive')).toMatchObject({ status: 200, body: { enabled: true, pending: expect.any(Number) } });
 
     // The CLI: the same search, and retry of the archived task.
-    const env = { REDIS_URL: h.config.redisUrl, TASKMASTER_PREFIX: h.prefix, MONGO_URL: mongo.url, LOG_LEVEL: 'silent', PATH: process.env.PATH };
+    const env = {
+      REDIS_URL: h.config.redisUrl,
+      TASKMASTER_PREFIX: h.prefix,
+      MONGO_URL: mongo.url,
+      LOG_LEVEL: 'silent',
+      PATH: process.env.PATH,
+    };
     const history = await cli(['history', 'record', '--json'], env);
     expect(history.code).toBe(0);
-    expect((JSON.parse(history.stdout) as { jobId: string; source: string }[]).map((t) => [t.jobId, t.source])).toEqual([
-      [live!.id, 'redis'],
-      [recent!.id, 'redis'],
-      [old!.id, 'archive'],
-    ]);
+    expect((JSON.parse(history.stdout) as { jobId: string; source: string }[]).map((t) => [t.jobId, t.source])).toEqual(
+      [
+        [live!.id, 'redis'],
+        [recent!.id, 'redis'],
+        [old!.id, 'archive'],
+      ],
+    );
     const badCli = await cli(['history', '--status', 'done'], env);
     expect(badCli).toMatchObject({ code: 2 });
     expect(badCli.stderr).toMatch(/^taskmaster: --status: must be one or more of/);
@@ -240,7 +305,10 @@ describe('archive', () => {
     const status = await cli(['status'], env);
     expect(status.stdout).toMatch(/archive: \d+ finished job\(s\) waiting to be archived/);
     h.worker();
-    await waitFor(async () => (await docs().countDocuments({ jobId: answer.task.id })) === 1, 'the retried task to finish and be archived');
+    await waitFor(
+      async () => (await docs().countDocuments({ jobId: answer.task.id })) === 1,
+      'the retried task to finish and be archived',
+    );
     expect((await docs().findOne({ jobId: old!.id }))!.retriedAs).toEqual([answer.task.id]);
     expect(await get(`/tasks/${live!.id}/retry`)).toMatchObject({ status: 405 });
     const notFinished = await fetch(`${api}/tasks/${answer.task.id}/retry`, { method: 'POST' });
@@ -252,12 +320,21 @@ describe('archive', () => {
     const url = `http://127.0.0.1:${m.port}`;
     const feeder = await connect(h, '4.8.1', url);
     const runner = await connect(h, '1.7.4', url);
-    const answer = (await feeder.ask('task:add', { module: 'record', params: [{ by: 'runner' }] })) as { tasks: { _id: string }[] };
+    const answer = (await feeder.ask('task:add', { module: 'record', params: [{ by: 'runner' }] })) as {
+      tasks: { _id: string }[];
+    };
     runner.emit('task:request', 'archive-runner');
     const [send] = await runner.next('task:send');
     runner.emit('task:done', send, { fine: true });
-    await waitFor(async () => (await docs().countDocuments({ jobId: answer.tasks[0]!._id })) === 1, 'the runner’s task archived');
-    expect(await docs().findOne({ jobId: answer.tasks[0]!._id })).toMatchObject({ status: 'completed', result: { fine: true }, ranBy: 'runner:archive-runner@127.0.0.1' });
+    await waitFor(
+      async () => (await docs().countDocuments({ jobId: answer.tasks[0]!._id })) === 1,
+      'the runner’s task archived',
+    );
+    expect(await docs().findOne({ jobId: answer.tasks[0]!._id })).toMatchObject({
+      status: 'completed',
+      result: { fine: true },
+      ranBy: 'runner:archive-runner@127.0.0.1',
+    });
     // Gone from Redis (keep 0), a watch is answered from the archive.
     await waitFor(async () => !(await h.client().queue().getJob(answer.tasks[0]!._id)), 'the job to leave Redis');
     feeder.emit('task:watch', answer.tasks[0]!._id);
@@ -271,10 +348,16 @@ describe('archive', () => {
     await master();
     const dep = { module: 'record', params: [{ n: 'ancient' }] };
     const [d] = await c.add(dep);
-    await waitFor(async () => (await count()) === 1 && !(await c.queue().getJob(d!.id)), 'the dependency archived and gone from Redis');
+    await waitFor(
+      async () => (await count()) === 1 && !(await c.queue().getJob(d!.id)),
+      'the dependency archived and gone from Redis',
+    );
     // Its record (kept in place of its claim, or in `done`) is gone too.
     const keys = c.keys;
-    expect((await c.store.outcomes([dependencyKey(dep.module, dep.params)]))[0]).toMatchObject({ state: 'completed', jobId: d!.id });
+    expect((await c.store.outcomes([dependencyKey(dep.module, dep.params)]))[0]).toMatchObject({
+      state: 'completed',
+      jobId: d!.id,
+    });
     await h.redis.del(keys.live, keys.done);
     expect(await c.store.outcomes([dependencyKey(dep.module, dep.params)])).toEqual([undefined]);
     const store = new ArchiveStore(mongo.url, h.log);
@@ -282,7 +365,10 @@ describe('archive', () => {
     const archived = new TaskClient(h.config, h.connection('archive-client'), { identityArchive: store });
     h.defer(() => archived.close());
     const [x] = await archived.add({ module: 'record', params: [{ n: 'late' }], dependencies: [dep] });
-    await waitFor(async () => (await docs().countDocuments({ jobId: x!.id, status: 'completed' })) === 1, 'the dependent to run and be archived');
+    await waitFor(
+      async () => (await docs().countDocuments({ jobId: x!.id, status: 'completed' })) === 1,
+      'the dependent to run and be archived',
+    );
   });
 });
 

@@ -23,7 +23,9 @@ describe('tasks written by the embedded BullMQ scripts', () => {
     const q = new Queue(h.config.queue, { connection: h.connection('native'), prefix: h.prefix });
     h.defer(() => q.close());
     const native = await q.add(job.name, job.data, { ...taskJobOptions(h.config, 70), jobId: 'native-1' });
-    expect(await stored(h.redis, c.keys.job(h.config.queue, ours!.id))).toEqual(await stored(h.redis, c.keys.job(h.config.queue, native.id!)));
+    expect(await stored(h.redis, c.keys.job(h.config.queue, ours!.id))).toEqual(
+      await stored(h.redis, c.keys.job(h.config.queue, native.id!)),
+    );
     expect(await c.queue().getJobState(ours!.id)).toBe('prioritized');
     // Both went through the one priority counter: ours first, FIFO.
     expect((await c.queue().getPrioritized()).map((j) => j.id)).toEqual([ours!.id, 'native-1']);
@@ -47,7 +49,10 @@ describe('tasks written by the embedded BullMQ scripts', () => {
     ]);
     expect(await c.queue().getJobCountByTypes('prioritized')).toBe(2);
     expect(await c.queue('other').getJobCountByTypes('prioritized')).toBe(1);
-    const again = await c.add([{ module: 'record', params: ['b'] }, { module: 'record', params: ['d'], queue: 'other' }]);
+    const again = await c.add([
+      { module: 'record', params: ['b'] },
+      { module: 'record', params: ['d'], queue: 'other' },
+    ]);
     expect(again[0]).toMatchObject({ id: added[1]!.id, queue: 'other', duplicate: true });
     expect(again[1]).toMatchObject({ queue: 'other', duplicate: false });
     expect(await c.queue('other').getJobCountByTypes('prioritized')).toBe(2);
@@ -60,7 +65,10 @@ describe('tasks written by the embedded BullMQ scripts', () => {
     const adder = (c as unknown as { adder: AtomicAdder }).adder;
     const free = { taskKey: 'free-identity', jobKey: c.keys.job(h.config.queue, 'tfree'), dependencyKey: 'free-dk' };
     const flows = [{ name: 'record', queueName: h.config.queue, data: {}, opts: { jobId: 'tfree', priority: 1 } }];
-    const out = await adder.add(flows, [free, { taskKey: held, jobKey: c.keys.job(h.config.queue, 'tother'), dependencyKey: 'x' }]);
+    const out = await adder.add(flows, [
+      free,
+      { taskKey: held, jobKey: c.keys.job(h.config.queue, 'tother'), dependencyKey: 'x' },
+    ]);
     expect(out).toEqual(['', c.keys.job(h.config.queue, b!.id)]);
     expect(await h.redis.hexists(c.keys.live, 'free-identity')).toBe(0);
     expect(await c.queue().getJob('tfree')).toBeUndefined();
@@ -76,8 +84,16 @@ describe('tasks written by the embedded BullMQ scripts', () => {
     expect(split.functions).not.toMatch(/\b(KEYS|ARGV)\b/);
     expect(split.body).toMatch(/^metaKey = KEYS\[2\]/);
     // A helper reading KEYS, or code between the helpers, would change meaning if split.
-    expect(splitBullmqScript(addPrioritizedJob.content.replace('local function storeJob(', 'local function storeJob(KEYS, '))).toBeUndefined();
-    expect(splitBullmqScript(addPrioritizedJob.content.replace('local function storeJob(', 'rcall("PING")\nlocal function storeJob('))).toBeUndefined();
+    expect(
+      splitBullmqScript(
+        addPrioritizedJob.content.replace('local function storeJob(', 'local function storeJob(KEYS, '),
+      ),
+    ).toBeUndefined();
+    expect(
+      splitBullmqScript(
+        addPrioritizedJob.content.replace('local function storeJob(', 'rcall("PING")\nlocal function storeJob('),
+      ),
+    ).toBeUndefined();
     // The parent release starts with code before its helpers: embedded whole.
     expect(splitBullmqScript(releaseParentIfNoPendingDependencies.content)).toBeUndefined();
   });

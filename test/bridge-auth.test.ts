@@ -30,7 +30,9 @@ describe('bridge: auth with TASKMASTER_TOKEN', () => {
       const wrong = await connect(h, version, b.url, { token: 'guess', wait: false });
       expect(await refused(wrong)).toBe('authentication failed: the token is not valid for this master');
       const none = await connect(h, version, b.url, { wait: false });
-      expect(await refused(none)).toMatch(/^authentication required: pass the token as auth.token .* or as the query parameter "token"/);
+      expect(await refused(none)).toMatch(
+        /^authentication required: pass the token as auth.token .* or as the query parameter "token"/,
+      );
       expect(wrong.count('connect')).toBe(0);
       expect(none.count('connect')).toBe(0);
       expect(b.peers()).toHaveLength(1);

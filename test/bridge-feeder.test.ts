@@ -3,7 +3,8 @@ import type { LegacyTask } from '../src/bridge/legacy-shape.ts';
 import { useHarness } from './support/harness.ts';
 import { ALL_CLIENTS, OLD_CLIENTS, bridge, connect } from './fixtures/bridge-clients.ts';
 
-const escapeAll = (text: string) => text.replace(/[\u0080-\uffff]/g, (c) => '\\u' + c.charCodeAt(0).toString(16).padStart(4, '0'));
+const escapeAll = (text: string) =>
+  text.replace(/[\u0080-\uffff]/g, (c) => '\\u' + c.charCodeAt(0).toString(16).padStart(4, '0'));
 
 describe('bridge: feeders', () => {
   const h = useHarness({ TASKMASTER_MAX_BATCH: '50', TASKMASTER_MAX_PAYLOAD_BYTES: '20000' });
@@ -21,7 +22,13 @@ describe('bridge: feeders', () => {
       expect(typeof confirm1).toBe('string');
       expect(JSON.parse(confirm1 as string)).toEqual(added1);
       expect(added1).toHaveLength(1);
-      expect(added1[0]).toMatchObject({ module: 'record', params: [{ n: 1 }], priority: 70, duplicate: false, queue: 'tasks' });
+      expect(added1[0]).toMatchObject({
+        module: 'record',
+        params: [{ n: 1 }],
+        priority: 70,
+        duplicate: false,
+        queue: 'tasks',
+      });
       const job = await c.queue().getJob(added1[0]!._id);
       expect(job?.name).toBe('record');
 
@@ -36,14 +43,20 @@ describe('bridge: feeders', () => {
       expect(await c.queue().getJobState(added2[1]!._id)).toBe('waiting-children');
 
       // 3. a JSON string of an array, with an acknowledgement: same answer
-      const answer = (await f.ask('task:add', JSON.stringify([{ module: 'record', params: [{ n: 4 }] }]))) as { ok: boolean; tasks: LegacyTask[] };
+      const answer = (await f.ask('task:add', JSON.stringify([{ module: 'record', params: [{ n: 4 }] }]))) as {
+        ok: boolean;
+        tasks: LegacyTask[];
+      };
       expect(answer.ok).toBe(true);
       const [added3] = (await f.next('task:added')) as [LegacyTask[]];
       expect(answer.tasks).toEqual(added3);
       expect(added3[0]!.params).toEqual([{ n: 4 }]);
 
       // 4. re-sending a batch (as after a reconnect) creates nothing new
-      const again = (await f.ask('task:add', [{ module: 'record', params: [{ n: 2 }] }])) as { ok: boolean; tasks: LegacyTask[] };
+      const again = (await f.ask('task:add', [{ module: 'record', params: [{ n: 2 }] }])) as {
+        ok: boolean;
+        tasks: LegacyTask[];
+      };
       expect(again.tasks[0]).toMatchObject({ _id: added2[0]!._id, duplicate: true });
       expect(await c.queue().count()).toBe(4); // n1..n4 (count includes n3, waiting for n2), no fifth
     });
@@ -75,7 +88,9 @@ describe('bridge: feeders', () => {
       // 40 KB of params against a 20,000-byte limit: over ours, under the transport's.
       const big = [{ module: 'record', params: ['x'.repeat(40_000)] }];
       f.emit('task:add', big);
-      const [failed] = (await f.next('task:add:failed')) as [{ code: string; message: string; problems: { index: number; field: string; message: string }[] }];
+      const [failed] = (await f.next('task:add:failed')) as [
+        { code: string; message: string; problems: { index: number; field: string; message: string }[] },
+      ];
       expect(failed.code).toBe('TASK_INVALID');
       expect(failed.problems[0]).toMatchObject({ index: -1, field: '(payload)' });
       expect(failed.problems[0]!.message).toMatch(/larger than 20000 bytes/);
@@ -86,7 +101,10 @@ describe('bridge: feeders', () => {
       expect(asString.ok).toBe(false);
       expect(asString.problems[0]!.field).toBe('(payload)');
       // Too many tasks in one batch.
-      const many = (await f.ask('task:add', Array.from({ length: 51 }, (_, i) => ({ module: 'record', params: [i] })))) as { ok: boolean; message: string };
+      const many = (await f.ask(
+        'task:add',
+        Array.from({ length: 51 }, (_, i) => ({ module: 'record', params: [i] })),
+      )) as { ok: boolean; message: string };
       expect(many.ok).toBe(false);
       expect(many.message).toMatch(/has 51 tasks; at most 50/);
       expect(f.socket.connected).toBe(true);

@@ -10,7 +10,7 @@ type Added = { ok: boolean; tasks: LegacyTask[] };
 describe('bridge: two masters on one Redis', () => {
   const h = useHarness({ TASKMASTER_ATTEMPTS: '1' });
 
-  it('share the work, list each other\'s clients, and deliver watch events whichever master saw the finish', async () => {
+  it("share the work, list each other's clients, and deliver watch events whichever master saw the finish", async () => {
     const a = await bridge(h);
     const b = await bridge(h);
     expect(a.port).not.toBe(b.port);
@@ -22,13 +22,29 @@ describe('bridge: two masters on one Redis', () => {
     const onA = autoRunner(runnerA, { slots: 2, name: 'runner-a', delayMs: 5 });
     const onB = autoRunner(runnerB, { slots: 2, name: 'runner-b', delayMs: 5 });
 
-    const added = ((await feederA.ask('task:add', Array.from({ length: 40 }, (_, i) => ({ module: 'record', params: [i] })))) as Added).tasks;
-    const watch = (await watcherB.ask('task:watch', added)) as { ok: boolean; watching: string[]; finished: string[]; unknown: string[] };
+    const added = (
+      (await feederA.ask(
+        'task:add',
+        Array.from({ length: 40 }, (_, i) => ({ module: 'record', params: [i] })),
+      )) as Added
+    ).tasks;
+    const watch = (await watcherB.ask('task:watch', added)) as {
+      ok: boolean;
+      watching: string[];
+      finished: string[];
+      unknown: string[];
+    };
     expect(watch.ok).toBe(true);
     expect(watch.watching.length + watch.finished.length).toBe(40);
 
-    await waitFor(() => watcherB.count('task:completed') === 40, 'a completion for each watched task on master B', 20_000);
-    const completed = watcherB.all('task:completed').map(([p]) => p as LegacyTask & { result: { ranBy: string; params: unknown[] } });
+    await waitFor(
+      () => watcherB.count('task:completed') === 40,
+      'a completion for each watched task on master B',
+      20_000,
+    );
+    const completed = watcherB
+      .all('task:completed')
+      .map(([p]) => p as LegacyTask & { result: { ranBy: string; params: unknown[] } });
     expect(new Set(completed.map((c) => c._id))).toEqual(new Set(added.map((t) => t._id)));
     for (const c of completed) expect(c.result.params).toEqual(c.params);
     // Both masters' runners did some of the work, none of it twice.
@@ -44,7 +60,9 @@ describe('bridge: two masters on one Redis', () => {
     let live: PeerInfo[] = [];
     await waitFor(async () => {
       live = (await registry.live()) as PeerInfo[];
-      return live.length === 4 && live.filter((c) => c.kind === 'runner' && c.idle === 2 && !c.running?.length).length === 2;
+      return (
+        live.length === 4 && live.filter((c) => c.kind === 'runner' && c.idle === 2 && !c.running?.length).length === 2
+      );
     }, 'four clients in the registry, the runners idle');
     const byName = Object.fromEntries(live.map((c) => [c.name, c]));
     expect(byName['feeder-a']).toMatchObject({ kind: 'feeder', bridge: a.id, added: 40, protocol: 3 });
@@ -58,7 +76,12 @@ describe('bridge: two masters on one Redis', () => {
     const b = await bridge(h);
     const feeder = await connect(h, '2.5.0', a.url);
     const runner = await connect(h, '4.8.1', b.url);
-    const [ok, bad] = ((await feeder.ask('task:add', [{ module: 'record', params: ['ok'] }, { module: 'record', params: ['bad'] }])) as Added).tasks;
+    const [ok, bad] = (
+      (await feeder.ask('task:add', [
+        { module: 'record', params: ['ok'] },
+        { module: 'record', params: ['bad'] },
+      ])) as Added
+    ).tasks;
 
     // Finished before anyone watches: answered at once from the job's state.
     runner.emit('task:request');
@@ -66,7 +89,11 @@ describe('bridge: two masters on one Redis', () => {
     runner.emit('task:done', first, { fine: true });
     await waitFor(async () => (await h.client().queue().getJobState(ok!._id)) === 'completed', 'completion');
     const watcher = await connect(h, '1.3.7', b.url);
-    const answer = (await watcher.ask('task:watch', JSON.stringify([ok!._id, bad!._id, 'tNoSuchTask12345']))) as { finished: string[]; watching: string[]; unknown: string[] };
+    const answer = (await watcher.ask('task:watch', JSON.stringify([ok!._id, bad!._id, 'tNoSuchTask12345']))) as {
+      finished: string[];
+      watching: string[];
+      unknown: string[];
+    };
     expect(answer).toMatchObject({ finished: [ok!._id], watching: [bad!._id], unknown: ['tNoSuchTask12345'] });
     const [done] = (await watcher.next('task:completed')) as [LegacyTask & { result: unknown }];
     expect(done).toMatchObject({ _id: ok!._id, module: 'record', params: ['ok'], result: { fine: true } });
@@ -86,23 +113,31 @@ describe('bridge: two masters on one Redis', () => {
     expect(failedA).toMatchObject({ _id: bad!._id, error: 'it went wrong: ünïcödé' });
 
     // Malformed watch requests are answered, not dropped.
-    const badWatch = (await watcher.ask('task:watch', [{ queue: 'a:b', _id: 'x' }])) as { ok: boolean; message: string };
+    const badWatch = (await watcher.ask('task:watch', [{ queue: 'a:b', _id: 'x' }])) as {
+      ok: boolean;
+      message: string;
+    };
     expect(badWatch.ok).toBe(false);
     expect(badWatch.message).toMatch(/queue must be a queue name/);
     expect((await watcher.next('task:watch:failed'))[0]).toEqual({ message: badWatch.message });
   });
 
-  it('reads a queue\'s events only while one of its tasks is watched', async () => {
+  it("reads a queue's events only while one of its tasks is watched", async () => {
     const m = await bridge(h, { watchReaderIdleMs: 300 });
     const feeder = await connect(h, '4.8.1', m.url);
     const runner = await connect(h, '4.8.1', m.url);
     autoRunner(runner, { slots: 1, name: 'runner', delayMs: 5 });
     const added = ((await feeder.ask('task:add', [{ module: 'record', params: ['unwatched'] }])) as Added).tasks;
-    await waitFor(async () => (await h.client().queue().getJobState(added[0]!._id)) === 'completed', 'the unwatched task to complete');
+    await waitFor(
+      async () => (await h.client().queue().getJobState(added[0]!._id)) === 'completed',
+      'the unwatched task to complete',
+    );
     expect(m.readingEvents()).toEqual([]);
 
     for (const round of [1, 2]) {
-      const [task] = ((await feeder.ask('task:add', [{ module: 'record', params: ['watched', round], timeout: 60_000 }])) as Added).tasks;
+      const [task] = (
+        (await feeder.ask('task:add', [{ module: 'record', params: ['watched', round], timeout: 60_000 }])) as Added
+      ).tasks;
       await feeder.ask('task:watch', task!._id);
       expect(m.readingEvents()).toEqual([h.config.queue]);
       const [done] = (await feeder.next('task:completed')) as [LegacyTask];

@@ -31,7 +31,8 @@ function resendingFeeder(client: Awaited<ReturnType<typeof connect>>) {
   };
 }
 
-const batch = (from: number, n: number) => Array.from({ length: n }, (_, i) => ({ module: 'record', params: [from + i] }));
+const batch = (from: number, n: number) =>
+  Array.from({ length: n }, (_, i) => ({ module: 'record', params: [from + i] }));
 
 describe('bridge: master restart', () => {
   const h = useHarness();
@@ -78,7 +79,9 @@ describe('bridge: master restart', () => {
 
   it('refuses to start on a port in use, with the error and nothing left open', async () => {
     const first = await bridge(h);
-    const err = await bridge(h, { config: { ...h.config, port: first.port, host: '127.0.0.1' } }).catch((e: NodeJS.ErrnoException) => e);
+    const err = await bridge(h, { config: { ...h.config, port: first.port, host: '127.0.0.1' } }).catch(
+      (e: NodeJS.ErrnoException) => e,
+    );
     expect((err as NodeJS.ErrnoException).code).toBe('EADDRINUSE');
     const feeder = await connect(h, '4.8.1', first.url);
     expect(((await feeder.ask('task:add', { module: 'record', params: [1] })) as { ok: boolean }).ok).toBe(true);
@@ -88,7 +91,8 @@ describe('bridge: master restart', () => {
     const first = await bridge(h);
     const port = first.port;
     const feeder = await connect(h, '4.8.1', first.url);
-    const [added] = ((await feeder.ask('task:add', { module: 'record', params: ['held'] })) as { tasks: LegacyTask[] }).tasks;
+    const [added] = ((await feeder.ask('task:add', { module: 'record', params: ['held'] })) as { tasks: LegacyTask[] })
+      .tasks;
     const runner = await connect(h, '1.7.4', first.url, { reconnection: true });
     runner.emit('task:request', 'survivor');
     const [json] = await runner.next('task:send');

@@ -22,13 +22,10 @@ describe('bridge: remote runners', () => {
    * and found nothing it could hand out.
    */
   const fetcherWaits = () =>
-    waitFor(
-      async () => {
-        const workers = await queueWorkers(h.redis, h.prefix, h.config.queue);
-        return workers.some((w) => w.cmd === 'bzpopmin' && w.flags?.includes('b'));
-      },
-      'the fetcher to wait for a job',
-    );
+    waitFor(async () => {
+      const workers = await queueWorkers(h.redis, h.prefix, h.config.queue);
+      return workers.some((w) => w.cmd === 'bzpopmin' && w.flags?.includes('b'));
+    }, 'the fetcher to wait for a job');
   /** How many of a flow parent's children BullMQ has seen complete. */
   const childrenDone = async (id: string) => (await (await job(id))!.getDependenciesCount()).processed;
 
@@ -37,7 +34,9 @@ describe('bridge: remote runners', () => {
       const b = await bridge(h);
       const feeder = await connect(h, '4.8.1', b.url);
       const runner = await connect(h, version, b.url);
-      const [added] = ((await feeder.ask('task:add', { module: 'record', params: [{ v: version }], timeout: 60_000 })) as Answer).tasks;
+      const [added] = (
+        (await feeder.ask('task:add', { module: 'record', params: [{ v: version }], timeout: 60_000 })) as Answer
+      ).tasks;
       const asked = Math.floor(Date.now() / 1000);
       runner.emit('task:request', `runner-${version}`);
       const [send] = await runner.next('task:send');
@@ -45,16 +44,31 @@ describe('bridge: remote runners', () => {
       const [run] = await runner.next('task:run');
       expect(run).toBe(send);
       const task = parseTask([send]);
-      expect(task).toMatchObject({ _id: added!._id, module: 'record', params: [{ v: version }], priority: 50, timeout: 60_000, dependencies: [], attempt: 1 });
+      expect(task).toMatchObject({
+        _id: added!._id,
+        module: 'record',
+        params: [{ v: version }],
+        priority: 50,
+        timeout: 60_000,
+        dependencies: [],
+        attempt: 1,
+      });
       expect(task.assigned.who).toBe(`runner-${version}`);
       expect(task.assigned.when).toBeGreaterThanOrEqual(asked);
       expect(task.assigned.when).toBeLessThanOrEqual(got);
       expect(await state(task._id)).toBe('active');
 
       // The registry (any master's status page) lists the runner with what it holds.
-      await waitFor(async () => (await new ConsumerRegistry(h.redis, h.prefix).live()).some((c) => c.running?.includes(task._id)), 'the runner in the registry');
+      await waitFor(
+        async () => (await new ConsumerRegistry(h.redis, h.prefix).live()).some((c) => c.running?.includes(task._id)),
+        'the runner in the registry',
+      );
       const entry = (await new ConsumerRegistry(h.redis, h.prefix).live()).find((c) => c.kind === 'runner')!;
-      expect(entry).toMatchObject({ name: `runner-${version}`, queues: ['tasks'], protocol: version === '4.8.1' ? 4 : 3 });
+      expect(entry).toMatchObject({
+        name: `runner-${version}`,
+        queues: ['tasks'],
+        protocol: version === '4.8.1' ? 4 : 3,
+      });
 
       runner.emit('task:done', send, { answer: 42 });
       await waitFor(async () => (await state(task._id)) === 'completed', 'the job to complete');
@@ -71,7 +85,10 @@ describe('bridge: remote runners', () => {
     const b = await bridge(h);
     const feeder = await connect(h, '2.5.0', b.url);
     const prios = [10, 90, 50, 90, 50, 70];
-    await feeder.ask('task:add', prios.map((p, i) => ({ module: 'record', params: [i], priority: p })));
+    await feeder.ask(
+      'task:add',
+      prios.map((p, i) => ({ module: 'record', params: [i], priority: p })),
+    );
     const runner = await connect(h, '1.7.4', b.url);
     const seen: [number, number][] = [];
     for (let i = 0; i < prios.length; i++) {
@@ -81,13 +98,24 @@ describe('bridge: remote runners', () => {
       seen.push([t.priority, t.params[0] as number]);
       runner.emit('task:done', json);
     }
-    expect(seen).toEqual([[90, 1], [90, 3], [70, 5], [50, 2], [50, 4], [10, 0]]);
+    expect(seen).toEqual([
+      [90, 1],
+      [90, 3],
+      [70, 5],
+      [50, 2],
+      [50, 4],
+      [10, 0],
+    ]);
   });
 
   it('hands a dependent out only after its dependencies are done', async () => {
     const b = await bridge(h);
     const feeder = await connect(h, '4.8.1', b.url);
-    const t = (name: string, deps: string[] = []) => ({ module: 'record', params: [name], dependencies: deps.map((d) => ({ module: 'record', params: [d] })) });
+    const t = (name: string, deps: string[] = []) => ({
+      module: 'record',
+      params: [name],
+      dependencies: deps.map((d) => ({ module: 'record', params: [d] })),
+    });
     // One batch (flow children) plus one dependent added on its own (a gate), before its dependency.
     const [d] = ((await feeder.ask('task:add', t('d', ['c']))) as Answer).tasks;
     const [c] = ((await feeder.ask('task:add', [t('c', ['a', 'b']), t('a'), t('b')])) as Answer).tasks;
@@ -140,7 +168,8 @@ describe('bridge: remote runners', () => {
   it('a timeout sends task:cancel and retries; the late task:done of the first run is ignored', async () => {
     const b = await bridge(h);
     const feeder = await connect(h, '4.8.1', b.url);
-    const [added] = ((await feeder.ask('task:add', { module: 'record', params: ['slow'], timeout: 1000 })) as Answer).tasks;
+    const [added] = ((await feeder.ask('task:add', { module: 'record', params: ['slow'], timeout: 1000 })) as Answer)
+      .tasks;
     const runner = await connect(h, '2.5.0', b.url);
     // The second attempt is answered as soon as it arrives: its own timeout runs too.
     runner.socket.on('task:send', (json: unknown) => {
@@ -216,7 +245,10 @@ describe('bridge: remote runners', () => {
     const registry = new ConsumerRegistry(h.redis, h.prefix);
     await waitFor(async () => (await registry.live()).some((c) => c.name === 'patient'), 'the runner in the registry');
     runner.close();
-    await waitFor(async () => !(await registry.live()).some((c) => c.name === 'patient'), 'the runner to leave the registry');
+    await waitFor(
+      async () => !(await registry.live()).some((c) => c.name === 'patient'),
+      'the runner to leave the registry',
+    );
   });
 
   it('takes back a job whose holder died without a word (its lock expired) and hands it to a runner', async () => {
@@ -224,7 +256,12 @@ describe('bridge: remote runners', () => {
     const feeder = await connect(h, '4.8.1', b.url);
     const [added] = ((await feeder.ask('task:add', { module: 'record', params: ['abandoned'] })) as Answer).tasks;
     // Another master that crashed while a runner held the job: a manual fetch whose lock is never renewed.
-    const crashed = new Worker(h.config.queue, null, { connection: h.connection('crashed'), prefix: h.prefix, lockDuration: 500, autorun: false });
+    const crashed = new Worker(h.config.queue, null, {
+      connection: h.connection('crashed'),
+      prefix: h.prefix,
+      lockDuration: 500,
+      autorun: false,
+    });
     crashed.on('error', () => {});
     h.defer(() => crashed.close(true));
     const taken = await crashed.getNextJob('dead-token');
@@ -307,7 +344,11 @@ describe('bridge: remote runners, one attempt', () => {
   it('a task that fails for good fails its dependents, which never reach a runner', async () => {
     const b = await bridge(h);
     const feeder = await connect(h, '4.8.1', b.url);
-    const t = (name: string, deps: string[] = []) => ({ module: 'record', params: [name], dependencies: deps.map((d) => ({ module: 'record', params: [d] })) });
+    const t = (name: string, deps: string[] = []) => ({
+      module: 'record',
+      params: [name],
+      dependencies: deps.map((d) => ({ module: 'record', params: [d] })),
+    });
     const [dependent, base] = ((await feeder.ask('task:add', [t('dependent', ['base']), t('base')])) as Answer).tasks;
     const runner = await connect(h, '2.5.0', b.url);
     // Two slots: the second waits, and the dependent must not reach it.
@@ -317,7 +358,9 @@ describe('bridge: remote runners, one attempt', () => {
     runner.emit('task:error', 'disk full', json);
     const q = h.client().queue();
     await waitFor(async () => (await q.getJobState(dependent!._id)) === 'failed', 'the dependent to fail');
-    expect((await q.getJob(dependent!._id))!.failedReason).toMatch(/dependency record\(\["base"\]\) \(job \w+\) failed for good: disk full/);
+    expect((await q.getJob(dependent!._id))!.failedReason).toMatch(
+      /dependency record\(\["base"\]\) \(job \w+\) failed for good: disk full/,
+    );
     expect((await q.getJob(base!._id))!.failedReason).toBe('disk full');
     // The slot is still free: the next task goes to it.
     const [other] = ((await feeder.ask('task:add', { module: 'record', params: ['next'] })) as Answer).tasks;
@@ -337,7 +380,11 @@ describe('bridge: remote runners, outcomes', () => {
     try {
       const b = await bridge(h);
       const feeder = await connect(h, '4.8.1', b.url);
-      const t = (name: string, deps: string[] = []) => ({ module: 'record', params: [name], dependencies: deps.map((d) => ({ module: 'record', params: [d] })) });
+      const t = (name: string, deps: string[] = []) => ({
+        module: 'record',
+        params: [name],
+        dependencies: deps.map((d) => ({ module: 'record', params: [d] })),
+      });
       // A dependent added on its own waits behind a gate, which the announcement opens (the
       // reconciler, which looks every 15 s, must find nothing left to open).
       await feeder.ask('task:add', t('after', ['first']));
@@ -355,10 +402,17 @@ describe('bridge: remote runners, outcomes', () => {
       const [after] = await runner.next('task:run');
       expect(parseTask([after]).params[0]).toBe('after');
       const reopened = await Promise.all(reconcile.mock.results.map((r) => r.value as Promise<number>));
-      expect(reopened.every((n) => n === 0), `reconciler passes reopened ${reopened.join(', ')}`).toBe(true);
+      expect(
+        reopened.every((n) => n === 0),
+        `reconciler passes reopened ${reopened.join(', ')}`,
+      ).toBe(true);
       const keys = h.client().keys;
-      expect(JSON.parse((await h.redis.hget(keys.done, dependencyKey('record', ['first'])))!)).toMatchObject({ jobId: parseTask([byName.get('first')])._id });
-      expect(JSON.parse((await h.redis.hget(keys.failed, dependencyKey('record', ['doomed'])))!)).toMatchObject({ reason: 'doomed for good' });
+      expect(JSON.parse((await h.redis.hget(keys.done, dependencyKey('record', ['first'])))!)).toMatchObject({
+        jobId: parseTask([byName.get('first')])._id,
+      });
+      expect(JSON.parse((await h.redis.hget(keys.failed, dependencyKey('record', ['doomed'])))!)).toMatchObject({
+        reason: 'doomed for good',
+      });
       // Neither outcome took a command of its own; the failed identity is free again, the
       // completed one keeps its record in place of its claim (the dedup window).
       expect(settle).not.toHaveBeenCalled();

@@ -112,7 +112,23 @@ describe('taskmaster add', () => {
 
   it('adds a task with JSON params, priority, timeout and --after dependencies', async () => {
     const r = await run(
-      ['add', 'record', '{"n":1}', '2', '"x"', '--priority', '80', '--timeout', '5000', '--after', 'record {"n":0}', '--after', 'other [1, 2]', '--after', 'bare'],
+      [
+        'add',
+        'record',
+        '{"n":1}',
+        '2',
+        '"x"',
+        '--priority',
+        '80',
+        '--timeout',
+        '5000',
+        '--after',
+        'record {"n":0}',
+        '--after',
+        'other [1, 2]',
+        '--after',
+        'bare',
+      ],
       cliEnv(h),
     );
     expect(r.stderr).toBe('');
@@ -136,7 +152,11 @@ describe('taskmaster add', () => {
     const plain = await run(['add', 'record', '--json'], cliEnv(h));
     expect(plain.code).toBe(0);
     const added = JSON.parse(plain.stdout);
-    expect(added).toMatchObject({ duplicate: false, queue: 'tasks', task: { module: 'record', params: [], priority: 50 } });
+    expect(added).toMatchObject({
+      duplicate: false,
+      queue: 'tasks',
+      task: { module: 'record', params: [], priority: 50 },
+    });
     const plainJob = (await queue.getJob(added.id))!;
     expect(plainJob.opts.priority).toBe(toBullPriority(50));
     expect(await plainJob.getState()).toBe('prioritized');
@@ -157,11 +177,27 @@ describe('taskmaster add', () => {
     const dir = tmpDir();
     h.defer(() => rmSync(dir, { recursive: true, force: true }));
     const json = join(dir, 'batch.json');
-    writeFileSync(json, JSON.stringify([{ module: 'record', params: [{ n: 1 }] }, { module: 'record', params: [{ n: 2 }], priority: 90 }, { module: 'modern', params: { value: 3 } }]));
+    writeFileSync(
+      json,
+      JSON.stringify([
+        { module: 'record', params: [{ n: 1 }] },
+        { module: 'record', params: [{ n: 2 }], priority: 90 },
+        { module: 'modern', params: { value: 3 } },
+      ]),
+    );
     const one = join(dir, 'one.json');
     writeFileSync(one, JSON.stringify({ module: 'record', params: [{ n: 1 }] }));
     const nd = join(dir, 'batch.ndjson');
-    writeFileSync(nd, ['{"module":"record","params":[{"n":10}]}', '', '{"module":"record","params":[{"n":11}],"dependencies":[{"module":"record","params":[{"n":10}]}]}', '  ', ''].join('\n'));
+    writeFileSync(
+      nd,
+      [
+        '{"module":"record","params":[{"n":10}]}',
+        '',
+        '{"module":"record","params":[{"n":11}],"dependencies":[{"module":"record","params":[{"n":10}]}]}',
+        '  ',
+        '',
+      ].join('\n'),
+    );
 
     const r1 = await run(['add', '--file', json], cliEnv(h));
     expect(r1.code).toBe(0);
@@ -188,7 +224,14 @@ describe('taskmaster add', () => {
     const nd = join(dir, 'bad.ndjson');
     writeFileSync(
       nd,
-      ['{"module":"record","params":[1]}', '', '{"module":"record","priority":"high"}', '{"module":"record","params":[2]}', '{not json', '{"module":"../x"}'].join('\n'),
+      [
+        '{"module":"record","params":[1]}',
+        '',
+        '{"module":"record","priority":"high"}',
+        '{"module":"record","params":[2]}',
+        '{not json',
+        '{"module":"../x"}',
+      ].join('\n'),
     );
     const r = await run(['add', '--file', nd], cliEnv(h));
     expect(r.code).toBe(1);
@@ -220,7 +263,8 @@ describe('taskmaster add', () => {
     h.defer(() => rmSync(dir, { recursive: true, force: true }));
     const file = join(dir, '100k.ndjson');
     const lines: string[] = [];
-    for (let i = 0; i < 100_000; i++) lines.push(JSON.stringify({ module: 'record', params: [{ i }], priority: i % 7 }));
+    for (let i = 0; i < 100_000; i++)
+      lines.push(JSON.stringify({ module: 'record', params: [{ i }], priority: i % 7 }));
     writeFileSync(file, lines.join('\n') + '\n');
 
     const r = await run(['add', '--file', file], cliEnv(h));
@@ -257,14 +301,20 @@ describe('taskmaster status', () => {
     const native = new Queue(h.config.queue, { connection: h.connection('native'), prefix: h.prefix });
     h.defer(() => native.close());
     // One completed and one failed job first, then the worker goes away.
-    await client.add([{ module: 'record', params: [{ n: 'done' }] }, { module: 'fail', params: [1] }]);
+    await client.add([
+      { module: 'record', params: [{ n: 'done' }] },
+      { module: 'fail', params: [1] },
+    ]);
     const worker = h.worker();
     await waitFor(async () => {
       const c = await native.getJobCounts('completed', 'failed');
       return c.completed === 1 && c.failed === 1;
     }, 'one completed and one failed job');
     await worker.close();
-    await client.add([{ module: 'record', params: [{ n: 1 }] }, { module: 'record', params: [{ n: 2 }] }]);
+    await client.add([
+      { module: 'record', params: [{ n: 1 }] },
+      { module: 'record', params: [{ n: 2 }] },
+    ]);
     await client.add({ module: 'modern', params: [{ value: 1 }], dependencies: [{ module: 'never', params: [] }] });
     await native.add('record', { n: 'later' }, { delay: 600_000 });
     await native.add('native', { plain: true });
@@ -279,7 +329,15 @@ describe('taskmaster status', () => {
       paused: false,
       counts: { waiting: 1, prioritized: 2, delayed: 1, 'waiting-children': 1, active: 0, completed: 1, failed: 1 },
     });
-    expect(status.modules.record).toEqual({ waiting: 0, prioritized: 2, delayed: 1, 'waiting-children': 0, active: 0, completed: 1, failed: 0 });
+    expect(status.modules.record).toEqual({
+      waiting: 0,
+      prioritized: 2,
+      delayed: 1,
+      'waiting-children': 0,
+      active: 0,
+      completed: 1,
+      failed: 0,
+    });
     expect(status.modules.fail).toMatchObject({ failed: 1 });
     expect(status.modules.modern).toMatchObject({ 'waiting-children': 1 });
     expect(status.modules.native).toMatchObject({ waiting: 1 });
@@ -288,7 +346,9 @@ describe('taskmaster status', () => {
     expect(text.code).toBe(0);
     expect(text.stdout).toContain(`queue tasks (prefix ${h.prefix}): 7 job(s) in Redis`);
     expect(text.stdout).toMatch(/^prioritized\s+2$/m);
-    expect(text.stdout).toMatch(/^module\s+waiting\s+prioritized\s+delayed\s+waiting-children\s+active\s+completed\s+failed$/m);
+    expect(text.stdout).toMatch(
+      /^module\s+waiting\s+prioritized\s+delayed\s+waiting-children\s+active\s+completed\s+failed$/m,
+    );
     expect(text.stdout).toMatch(/^record\s+0\s+2\s+1\s+0\s+0\s+1\s+0$/m);
     expect(text.stdout).toMatch(/^native\s+1\s+0\s+0\s+0\s+0\s+0\s+0$/m);
   });
@@ -349,7 +409,11 @@ describe('taskmaster start', () => {
     h.defer(() => {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     });
-    await waitFor(() => stderr.includes('"msg":"workers started"') && stderr.includes('"msg":"master started"'), 'start-up log lines', 60_000);
+    await waitFor(
+      () => stderr.includes('"msg":"workers started"') && stderr.includes('"msg":"master started"'),
+      'start-up log lines',
+      60_000,
+    );
 
     const add = await run(['add', 'record', '{"n":42}'], cliEnv(h));
     expect(add.code).toBe(0);
@@ -375,10 +439,20 @@ describe('local redis for start', () => {
   });
   afterEach(() => rmSync(dataDir, { recursive: true, force: true }));
 
-  const unset = () => loadConfig({ TASKMASTER_DATA_DIR: dataDir, TASKMASTER_TASKS_DIR: FIXTURE_TASKS, TASKMASTER_PORT: '0', LOG_LEVEL: 'silent' });
+  const unset = () =>
+    loadConfig({
+      TASKMASTER_DATA_DIR: dataDir,
+      TASKMASTER_TASKS_DIR: FIXTURE_TASKS,
+      TASKMASTER_PORT: '0',
+      LOG_LEVEL: 'silent',
+    });
 
   it('starts a private redis-server on a free port when 6379 is taken, append-only under the data dir', async () => {
-    const local = await ensureLocalRedis(unset(), { log, redisAnswers: async () => false, portFree: async () => false });
+    const local = await ensureLocalRedis(unset(), {
+      log,
+      redisAnswers: async () => false,
+      portFree: async () => false,
+    });
     expect(local).toBeDefined();
     try {
       expect(local!.port).not.toBe(6379);
@@ -423,13 +497,26 @@ describe('local redis for start', () => {
       try {
         const [added] = await client.add({ module: 'record', params: [{ n: 'private' }] });
         const queue = client.queue();
-        await waitFor(async () => (await queue.getJobState(added!.id)) === 'completed', 'the task to complete on the private Redis', 120_000);
+        await waitFor(
+          async () => (await queue.getJobState(added!.id)) === 'completed',
+          'the task to complete on the private Redis',
+          120_000,
+        );
         // The master's port speaks the legacy protocol: a feeder adds, a worker runs it.
         const feeder = ioClient(`http://127.0.0.1:${running.port}`, { transports: ['websocket'] });
         try {
-          const answer = (await feeder.timeout(5000).emitWithAck('task:add', { module: 'record', params: [{ n: 'socket' }] })) as { ok: boolean; tasks: { _id: string }[] };
+          const answer = (await feeder
+            .timeout(5000)
+            .emitWithAck('task:add', { module: 'record', params: [{ n: 'socket' }] })) as {
+            ok: boolean;
+            tasks: { _id: string }[];
+          };
           expect(answer.ok).toBe(true);
-          await waitFor(async () => (await queue.getJobState(answer.tasks[0]!._id)) === 'completed', 'the task added over Socket.IO to complete', 120_000);
+          await waitFor(
+            async () => (await queue.getJobState(answer.tasks[0]!._id)) === 'completed',
+            'the task added over Socket.IO to complete',
+            120_000,
+          );
         } finally {
           feeder.close();
         }
@@ -475,7 +562,11 @@ describe('taskmaster cancel', () => {
     const cancelled = await run(['cancel', runningId, '--json'], cliEnv(h));
     expect(cancelled.code).toBe(0);
     expect(JSON.parse(cancelled.stdout)).toEqual({ id: runningId, state: 'cancelling' });
-    await waitFor(async () => (await queue.getJobState(runningId)) === 'failed', 'the task to end as cancelled', 60_000);
+    await waitFor(
+      async () => (await queue.getJobState(runningId)) === 'failed',
+      'the task to end as cancelled',
+      60_000,
+    );
     const job = (await queue.getJob(runningId))!;
     expect(job.failedReason).toBe('cancelled');
     expect(job.attemptsMade).toBe(1);

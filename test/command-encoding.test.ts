@@ -37,11 +37,14 @@ describe('command encoding', () => {
     expect(encodeScriptCommands(redis, 'fastEcho')).toBe(true);
     expect(encodeScriptCommands(redis, 'notDefined')).toBe(false);
 
-    const scripts = (redis as unknown as { scriptsSet: Record<string, { Command: { prototype: { toWritable: unknown } } }> }).scriptsSet;
+    const scripts = (
+      redis as unknown as { scriptsSet: Record<string, { Command: { prototype: { toWritable: unknown } } }> }
+    ).scriptsSet;
     expect(scripts.fastEcho!.Command.prototype.toWritable).not.toBe(scripts.plainEcho!.Command.prototype.toWritable);
     expect(Object.getPrototypeOf(scripts.plainEcho!.Command.prototype)).toBe(Command.prototype);
 
-    const call = (name: string, ...args: unknown[]) => (redis as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>)[name]!(...args);
+    const call = (name: string, ...args: unknown[]) =>
+      (redis as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>)[name]!(...args);
     const args = [`${h.prefix}:k`, 'héllo ☃', Buffer.from([0x93, 0xff]), 42];
     // The first call goes as EVAL, the next as EVALSHA; both through the new encoding.
     for (let i = 0; i < 2; i++) {

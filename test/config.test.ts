@@ -51,8 +51,17 @@ describe('loadConfig: defaults', () => {
   });
 
   it('treats empty variables as unset', () => {
-    const c = loadConfig({ REDIS_URL: '', TASKMASTER_PORT: '', LOG_LEVEL: '', TASKMASTER_QUEUE: '', MONGO_URL: '' }, '/srv/app');
-    expect(c).toMatchObject({ redisUrl: 'redis://127.0.0.1:6379', redisUrlExplicit: false, port: 3232, logLevel: 'info', queue: 'tasks' });
+    const c = loadConfig(
+      { REDIS_URL: '', TASKMASTER_PORT: '', LOG_LEVEL: '', TASKMASTER_QUEUE: '', MONGO_URL: '' },
+      '/srv/app',
+    );
+    expect(c).toMatchObject({
+      redisUrl: 'redis://127.0.0.1:6379',
+      redisUrlExplicit: false,
+      port: 3232,
+      logLevel: 'info',
+      queue: 'tasks',
+    });
     expect(c.mongoUrl).toBeUndefined();
   });
 
@@ -182,12 +191,33 @@ describe('loadConfig: frozen result', () => {
       writeFileSync(
         join(dir, 'tm.json'),
         JSON.stringify({
-          schedules: [{ name: 'daily', cron: '0 6 * * *', module: 'analyse', params: [{ deep: { x: 1 } }], tickers: ['A'], summary: { module: 'sum' } }],
+          schedules: [
+            {
+              name: 'daily',
+              cron: '0 6 * * *',
+              module: 'analyse',
+              params: [{ deep: { x: 1 } }],
+              tickers: ['A'],
+              summary: { module: 'sum' },
+            },
+          ],
         }),
       );
       const c = loadConfig({ TASKMASTER_CONFIG: 'tm.json' }, dir);
       const s = c.schedules[0]!;
-      for (const obj of [c, c.defaults, c.retry, c.limits, c.keep, c.schedules, s, s.params, s.params![0], s.tickers, s.summary]) {
+      for (const obj of [
+        c,
+        c.defaults,
+        c.retry,
+        c.limits,
+        c.keep,
+        c.schedules,
+        s,
+        s.params,
+        s.params![0],
+        s.tickers,
+        s.summary,
+      ]) {
         expect(Object.isFrozen(obj)).toBe(true);
       }
       expect(() => {
@@ -235,7 +265,16 @@ describe('loadConfig: config file', () => {
     };
     const path = write(
       JSON.stringify({
-        defaults: { priority: 70, timeout: 60_000, attempts: 5, backoffMs: 10, maxBatch: 20, maxPayloadBytes: 2048, keepCompleted: 1, keepFailed: 2 },
+        defaults: {
+          priority: 70,
+          timeout: 60_000,
+          attempts: 5,
+          backoffMs: 10,
+          maxBatch: 20,
+          maxPayloadBytes: 2048,
+          keepCompleted: 1,
+          keepFailed: 2,
+        },
         schedules: [schedule],
       }),
     );
@@ -247,7 +286,10 @@ describe('loadConfig: config file', () => {
     expect(c.keep).toEqual({ completed: 1, failed: 2 });
     expect(c.schedules).toEqual([schedule]);
 
-    const overridden = loadConfig({ TASKMASTER_CONFIG: path, TASKMASTER_DEFAULT_PRIORITY: '10', TASKMASTER_ATTEMPTS: '1' }, dir);
+    const overridden = loadConfig(
+      { TASKMASTER_CONFIG: path, TASKMASTER_DEFAULT_PRIORITY: '10', TASKMASTER_ATTEMPTS: '1' },
+      dir,
+    );
     expect(overridden.defaults).toEqual({ priority: 10, timeout: 60_000 });
     expect(overridden.retry.attempts).toBe(1);
   });
@@ -301,12 +343,42 @@ describe('loadConfig: config file', () => {
       'schedules.0.name',
       /letters, digits, "_", "\." or "-" \(1-64 characters\)/,
     ],
-    ['a schedule with an unknown key', '{"schedules": [{"name": "a", "crontab": "0 6 * * *", "cron": "0 6 * * *", "module": "m"}]}', 'schedules.0', /Unrecognized key: "crontab"/],
-    ['a schedule with an empty cron', '{"schedules": [{"name": "a", "cron": "", "module": "m"}]}', 'schedules.0.cron', />=1 characters/],
-    ['a schedule with a float priority', '{"schedules": [{"name": "a", "cron": "0 6 * * *", "module": "m", "priority": 1.5}]}', 'schedules.0.priority', /expected int/],
-    ['a schedule with params not an array', '{"schedules": [{"name": "a", "cron": "0 6 * * *", "module": "m", "params": {"x": 1}}]}', 'schedules.0.params', /expected array/],
-    ['a schedule with an empty ticker', '{"schedules": [{"name": "a", "cron": "0 6 * * *", "module": "m", "tickers": ["A", ""]}]}', 'schedules.0.tickers.1', />=1 characters/],
-    ['a summary with an unknown key', '{"schedules": [{"name": "a", "cron": "0 6 * * *", "module": "m", "summary": {"module": "s", "x": 1}}]}', 'schedules.0.summary', /Unrecognized key: "x"/],
+    [
+      'a schedule with an unknown key',
+      '{"schedules": [{"name": "a", "crontab": "0 6 * * *", "cron": "0 6 * * *", "module": "m"}]}',
+      'schedules.0',
+      /Unrecognized key: "crontab"/,
+    ],
+    [
+      'a schedule with an empty cron',
+      '{"schedules": [{"name": "a", "cron": "", "module": "m"}]}',
+      'schedules.0.cron',
+      />=1 characters/,
+    ],
+    [
+      'a schedule with a float priority',
+      '{"schedules": [{"name": "a", "cron": "0 6 * * *", "module": "m", "priority": 1.5}]}',
+      'schedules.0.priority',
+      /expected int/,
+    ],
+    [
+      'a schedule with params not an array',
+      '{"schedules": [{"name": "a", "cron": "0 6 * * *", "module": "m", "params": {"x": 1}}]}',
+      'schedules.0.params',
+      /expected array/,
+    ],
+    [
+      'a schedule with an empty ticker',
+      '{"schedules": [{"name": "a", "cron": "0 6 * * *", "module": "m", "tickers": ["A", ""]}]}',
+      'schedules.0.tickers.1',
+      />=1 characters/,
+    ],
+    [
+      'a summary with an unknown key',
+      '{"schedules": [{"name": "a", "cron": "0 6 * * *", "module": "m", "summary": {"module": "s", "x": 1}}]}',
+      'schedules.0.summary',
+      /Unrecognized key: "x"/,
+    ],
   ];
 
   it.each(BAD_FILES)('%s names the file and the path', (_what, text, where, fragment) => {

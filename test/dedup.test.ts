@@ -109,7 +109,7 @@ describe('dedup', () => {
     const c = h.client();
     const variants = [
       { module: 'record', params: params1 },
-      { module: 'record', params: [{ ...params1[0] as object, a: 2 }, 'two'] },
+      { module: 'record', params: [{ ...(params1[0] as object), a: 2 }, 'two'] },
       { module: 'record', params: [...params1, 'three'] },
       { module: 'modern', params: params1 },
       { module: 'record', params: params1, dependencies: [depA] },
@@ -117,7 +117,9 @@ describe('dedup', () => {
       { module: 'record', params: params1, dependencies: [depA, depB] },
       { module: 'record', params: params1, dependencies: [{ module: 'record', params: [{ k: 'A', n: 2 }] }] },
     ];
-    const added = (await c.add(variants)).concat(await Promise.all(variants.map(async (v) => (await h.client().add(v))[0]!)));
+    const added = (await c.add(variants)).concat(
+      await Promise.all(variants.map(async (v) => (await h.client().add(v))[0]!)),
+    );
     const ids = added.slice(0, variants.length).map((a) => a.id);
     expect(new Set(ids).size).toBe(variants.length);
     expect(added.slice(0, variants.length).every((a) => !a.duplicate)).toBe(true);
@@ -134,7 +136,9 @@ describe('dedup', () => {
     expect(() => (pending = c.add([good, { module: 'record' }, { module: '../escape', params: [] }]))).not.toThrow();
     await expect(pending).rejects.toBeInstanceOf(InvalidTaskError);
     await expect(c.add([good, { ...good, priority: 'high' }])).rejects.toThrow(/priority/);
-    await expect(c.add(`[${JSON.stringify(good)}, {"module": "record", "params": [1], "bogus": 1}]`)).rejects.toThrow(/bogus/);
+    await expect(c.add(`[${JSON.stringify(good)}, {"module": "record", "params": [1], "bogus": 1}]`)).rejects.toThrow(
+      /bogus/,
+    );
     expect(await jobCount(c)).toBe(0);
     expect(await jobCount(c, '_gates')).toBe(0);
     expect(await h.redis.hlen(c.keys.live)).toBe(0);
@@ -164,7 +168,9 @@ describe('dedup', () => {
 
   it('lets exactly one of many clients adding the same task at once create it', async () => {
     const clients = Array.from({ length: 10 }, () => h.client());
-    const added = await Promise.all(clients.map((c, i) => c.add({ module: 'record', params: i % 2 ? params1 : params2 })));
+    const added = await Promise.all(
+      clients.map((c, i) => c.add({ module: 'record', params: i % 2 ? params1 : params2 })),
+    );
     const ids = new Set(added.map(([a]) => a!.id));
     expect(ids.size).toBe(1);
     expect(added.filter(([a]) => !a!.duplicate)).toHaveLength(1);

@@ -28,7 +28,8 @@ const state = (c: TaskClient, id: string) => c.queue().getJobState(id);
 const settled = (c: TaskClient, id: string, want: 'completed' | 'failed' = 'completed', ms?: number) =>
   waitFor(async () => (await state(c, id)) === want, `job ${id} to be ${want}`, ms);
 /** How many of a dependent's children (flow children and gates) BullMQ has seen complete. */
-const childrenDone = async (c: TaskClient, id: string) => (await (await Job.fromId(c.queue(), id))!.getDependenciesCount()).processed;
+const childrenDone = async (c: TaskClient, id: string) =>
+  (await (await Job.fromId(c.queue(), id))!.getDependenciesCount()).processed;
 
 /**
  * Resolves once the dependent waits on exactly `n` gates, each asleep (delayed until an outcome
@@ -116,9 +117,16 @@ describe('dependencies', () => {
     const c1 = h.client();
     const c2 = h.client();
     const deps = [hold('shared')];
-    const [, x1, x2] = await c1.add([hold('shared'), { ...step('x1'), dependencies: deps }, { ...step('x2'), dependencies: deps }]);
+    const [, x1, x2] = await c1.add([
+      hold('shared'),
+      { ...step('x1'), dependencies: deps },
+      { ...step('x2'), dependencies: deps },
+    ]);
     const [x3] = await c2.add({ ...step('x3'), dependencies: deps });
-    const later = await c2.add([{ ...step('x4'), dependencies: deps }, { ...step('x5'), dependencies: deps }]);
+    const later = await c2.add([
+      { ...step('x4'), dependencies: deps },
+      { ...step('x5'), dependencies: deps },
+    ]);
     const ids = [x1!, x2!, x3!, ...later].map((t) => t.id);
     h.worker({ concurrency: 8 });
     await running('shared');
@@ -143,7 +151,10 @@ describe('dependencies', () => {
     await Promise.all([running('d1'), running('d2'), running('d3')]);
     // Once BullMQ has seen `done` of its children complete, x is still blocked.
     const stillBlocked = async (done: number) => {
-      await waitFor(async () => (await childrenDone(c1, x!.id)) === done, `${done} of the children of x to be seen done`);
+      await waitFor(
+        async () => (await childrenDone(c1, x!.id)) === done,
+        `${done} of the children of x to be seen done`,
+      );
       expect(await state(c1, x!.id)).toBe('waiting-children');
       expect(at('start', 'x')).toBe(-1);
     };
@@ -185,21 +196,30 @@ describe('dependencies', () => {
           const dep = { module: 'record', params: [{ round: i, delay: Math.floor(Math.random() * 3) }] };
           // Every 20th round the dependent waits until the dependency has settled, so that this
           // order happens however slow the machine is; the others are left to chance.
-          const settledFirst = () => waitFor(async () => !!(await c1.store.outcomes([dependencyKey(dep.module, dep.params)]))[0], 'settle');
+          const settledFirst = () =>
+            waitFor(async () => !!(await c1.store.outcomes([dependencyKey(dep.module, dep.params)]))[0], 'settle');
           let first: 'dependency' | 'dependent' | undefined;
           const [, [x]] = await Promise.all([
             sleep(Math.random() * 10).then(() => c1.add((first ??= 'dependency') && dep)),
-            (i % 20 ? sleep(Math.random() * 80) : settledFirst()).then(() => c2.add((first ??= 'dependent') && { module: 'record', params: [{ x: i }], dependencies: [dep] })),
+            (i % 20 ? sleep(Math.random() * 80) : settledFirst()).then(() =>
+              c2.add((first ??= 'dependent') && { module: 'record', params: [{ x: i }], dependencies: [dep] }),
+            ),
           ]);
           addedFirst[first!]++;
           ids.push(x!.id);
         }),
       );
     }
-    await waitFor(() => ids.every((id) => done.has(id)), `all ${ROUNDS} dependents to complete`, 120_000).catch(async (err) => {
-      const stuck = (await Promise.all(ids.map(async (id) => [id, await state(c1, id)]))).filter(([, s]) => s !== 'completed');
-      throw new Error(`${err.message}; not completed: ${JSON.stringify(stuck.slice(0, 10))} (${stuck.length} in all)`);
-    });
+    await waitFor(() => ids.every((id) => done.has(id)), `all ${ROUNDS} dependents to complete`, 120_000).catch(
+      async (err) => {
+        const stuck = (await Promise.all(ids.map(async (id) => [id, await state(c1, id)]))).filter(
+          ([, s]) => s !== 'completed',
+        );
+        throw new Error(
+          `${err.message}; not completed: ${JSON.stringify(stuck.slice(0, 10))} (${stuck.length} in all)`,
+        );
+      },
+    );
     expect(await c1.queue().getJobCountByTypes('waiting-children')).toBe(0);
     expect(await c1.queue(GATE_QUEUE).getJobCountByTypes('delayed', 'waiting', 'active')).toBe(0);
     const seen = { settledBeforeAdd: 0, settledDuringAdd: 0, settledAfterAdd: 0 };
@@ -208,7 +228,9 @@ describe('dependencies', () => {
       else if (r[1]) seen.settledDuringAdd++;
       else seen.settledAfterAdd++;
     }
-    console.info(`race: ${ROUNDS} rounds in ${Date.now() - started} ms; add started first: ${JSON.stringify(addedFirst)}; dependency ${JSON.stringify(seen)}`);
+    console.info(
+      `race: ${ROUNDS} rounds in ${Date.now() - started} ms; add started first: ${JSON.stringify(addedFirst)}; dependency ${JSON.stringify(seen)}`,
+    );
     expect(seen.settledBeforeAdd + seen.settledDuringAdd + seen.settledAfterAdd).toBe(ROUNDS);
     // Both orders must actually have happened, or the test proved nothing about the race.
     expect(seen.settledBeforeAdd).toBeGreaterThan(0);
@@ -238,7 +260,8 @@ describe('dependencies whose jobs are gone from Redis', () => {
 describe('failing dependencies', () => {
   const h = useHarness({ TASKMASTER_ATTEMPTS: '1' });
   const F = { module: 'fail', params: [{ name: 'F' }] };
-  const failedFor = (reason: string | undefined) => expect(reason).toMatch(/^dependency fail\(\[\{"name":"F"\}\]\) \(job t\w+\) failed for good: fail fixture/);
+  const failedFor = (reason: string | undefined) =>
+    expect(reason).toMatch(/^dependency fail\(\[\{"name":"F"\}\]\) \(job t\w+\) failed for good: fail fixture/);
 
   async function failed(c: TaskClient, id: string, ms?: number) {
     await settled(c, id, 'failed', ms);
@@ -272,7 +295,11 @@ describe('failing dependencies', () => {
     const [x2] = await c2.add({ ...step('x2'), dependencies: [F] }); // gate
     const [b] = await c2.add({ ...step('B'), dependencies: [F] });
     const [cc] = await c2.add({ ...step('C'), dependencies: [step('B')] }); // C -> B -> F, all gates
-    const [, b2, c3] = await c1.add([F, { ...step('B2'), dependencies: [F] }, { ...step('C2'), dependencies: [step('B2')] }]);
+    const [, b2, c3] = await c1.add([
+      F,
+      { ...step('B2'), dependencies: [F] },
+      { ...step('C2'), dependencies: [step('B2')] },
+    ]);
     expect(b2!.id).not.toBe(f!.id);
     h.worker({ concurrency: 4 });
     await settled(c1, f!.id, 'failed');
@@ -304,6 +331,8 @@ describe('failing dependencies', () => {
     const c = h.client();
     const [, , cc] = await c.add([F, { ...step('B'), dependencies: [F] }, { ...step('C'), dependencies: [step('B')] }]);
     h.worker({ concurrency: 2 });
-    expect(await failed(c, cc!.id)).toMatch(/^dependency step\(\[\{"name":"B","delay":0\}\]\) \(job t\w+\) failed for good: dependency fail\(/);
+    expect(await failed(c, cc!.id)).toMatch(
+      /^dependency step\(\[\{"name":"B","delay":0\}\]\) \(job t\w+\) failed for good: dependency fail\(/,
+    );
   });
 });

@@ -28,12 +28,22 @@ describe("outcomes recorded by the worker's finishing script", () => {
       { module: 'record', params: ['ok'] },
       { module: 'fail', params: ['bad'] },
     ]);
-    await waitFor(async () => (await c.queue().getJobState(bad!.id)) === 'failed' && (await c.queue().getJobState(ok!.id)) === 'completed', 'both to finish');
+    await waitFor(
+      async () =>
+        (await c.queue().getJobState(bad!.id)) === 'failed' && (await c.queue().getJobState(ok!.id)) === 'completed',
+      'both to finish',
+    );
     const [done, failed] = await c.store.outcomes([dependencyKey('record', ['ok']), dependencyKey('fail', ['bad'])]);
     expect(done).toMatchObject({ state: 'completed', jobId: ok!.id });
     expect(done!.at).toBe((await c.queue().getJob(ok!.id))!.finishedOn);
-    expect(failed).toMatchObject({ state: 'failed', jobId: bad!.id, reason: (await c.queue().getJob(bad!.id))!.failedReason });
-    expect(JSON.parse((await h.redis.hget(c.keys.failed, dependencyKey('fail', ['bad'])))!)).toMatchObject({ jobId: bad!.id });
+    expect(failed).toMatchObject({
+      state: 'failed',
+      jobId: bad!.id,
+      reason: (await c.queue().getJob(bad!.id))!.failedReason,
+    });
+    expect(JSON.parse((await h.redis.hget(c.keys.failed, dependencyKey('fail', ['bad'])))!)).toMatchObject({
+      jobId: bad!.id,
+    });
     // The completion (no dependencies, no gates waiting) is kept in place of its claim.
     const kept = { jobId: ok!.id, at: done!.at, queue: h.config.queue };
     expect(JSON.parse((await h.redis.hget(c.keys.live, dependencyKey('record', ['ok'])))!)).toEqual(kept);
@@ -91,9 +101,14 @@ describe("outcomes recorded by the worker's finishing script", () => {
     const native = new Queue(h.config.queue, { connection: h.connection('native'), prefix: h.prefix });
     h.defer(() => native.close());
     const job = await native.add('record', { n: 1 });
-    await waitFor(async () => (await h.redis.hexists(c.keys.done, dependencyKey('record', [{ n: 1 }]))) === 1, 'the native task to be recorded');
+    await waitFor(
+      async () => (await h.redis.hexists(c.keys.done, dependencyKey('record', [{ n: 1 }]))) === 1,
+      'the native task to be recorded',
+    );
     expect(settle).toHaveBeenCalledTimes(1);
-    expect(JSON.parse((await h.redis.hget(c.keys.done, dependencyKey('record', [{ n: 1 }])))!)).toMatchObject({ jobId: job.id });
+    expect(JSON.parse((await h.redis.hget(c.keys.done, dependencyKey('record', [{ n: 1 }])))!)).toMatchObject({
+      jobId: job.id,
+    });
   });
 
   it('is handed the identity keys by the task worker, and reads them from the job where a caller does not', async () => {
@@ -127,7 +142,10 @@ describe("outcomes recorded by the worker's finishing script", () => {
     h.defer(() => plain.close());
     await c.queue().resume();
     const handed = dependencyKey('record', ['handed']);
-    await waitFor(async () => (await c.store.outcomes([handed]))[0]?.state === 'completed', 'the plain worker to record it');
+    await waitFor(
+      async () => (await c.store.outcomes([handed]))[0]?.state === 'completed',
+      'the plain worker to record it',
+    );
     expect((await c.store.outcomes([handed]))[0]).toMatchObject({ jobId: a!.id });
     expect((await c.queue().getJob(a!.id))!.returnvalue).toBe('plain');
     expect(JSON.parse((await h.redis.hget(c.keys.live, handed))!)).toMatchObject({ jobId: a!.id });

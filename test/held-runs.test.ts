@@ -16,7 +16,11 @@ describe('held runs (read from Redis by lock token)', () => {
       { module: 'record', params: [3] },
     ]);
     // Taken by hand, with tokens as BullMQ workers make them: `<worker id>:<n>`.
-    const worker = new Worker(h.config.queue, null, { connection: h.connection('manual'), prefix: h.prefix, autorun: false });
+    const worker = new Worker(h.config.queue, null, {
+      connection: h.connection('manual'),
+      prefix: h.prefix,
+      autorun: false,
+    });
     h.defer(() => worker.close(true));
     const before = Date.now();
     const jobs = [await worker.getNextJob('wA:1'), await worker.getNextJob('wA:2'), await worker.getNextJob('wB:1')];

@@ -281,7 +281,11 @@ describe('the MongoDB test server refuses what MongoDB refuses', () => {
     clients.push(client);
     return client.db('limits').collection<Record<string, unknown>>('t');
   }
-  const refusal = (p: Promise<unknown>) => p.then(() => undefined, (e: { code?: number; message: string }) => e);
+  const refusal = (p: Promise<unknown>) =>
+    p.then(
+      () => undefined,
+      (e: { code?: number; message: string }) => e,
+    );
 
   it('7.0: $-prefixed and dotted names but at the top level of a changed document; 16 MiB; 180 levels', async () => {
     const c = await collection('7.0');

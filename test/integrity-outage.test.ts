@@ -66,7 +66,10 @@ class Started {
 
   private raw(): string[] {
     // The last line may be partly written yet.
-    return this.stderr.split('\n').slice(0, -1).filter((l) => l.trim());
+    return this.stderr
+      .split('\n')
+      .slice(0, -1)
+      .filter((l) => l.trim());
   }
 
   with(msg: string | RegExp): LogLine[] {
@@ -258,7 +261,11 @@ describe('abandonRedis', () => {
     await redis.stop();
     const reconnecting = () => connection.status === 'reconnecting' && duplicate.status === 'reconnecting';
     await waitFor(reconnecting, 'both to be reconnecting');
-    const answer = (p: Promise<unknown>) => p.then(() => 'answered', (e: Error) => e.message);
+    const answer = (p: Promise<unknown>) =>
+      p.then(
+        () => 'answered',
+        (e: Error) => e.message,
+      );
     const pending = [answer(connection.get('k')), answer(duplicate.get('k'))];
 
     abandonRedis(connection);
@@ -288,7 +295,10 @@ describe('OutageLog', () => {
     outages.ready(a);
     expect(outages.unreachable).toBe(true);
     outages.ready(b);
-    expect(lines).toMatchObject([{ level: 40, msg: UNREACHABLE }, { level: 30, msg: BACK }]);
+    expect(lines).toMatchObject([
+      { level: 40, msg: UNREACHABLE },
+      { level: 30, msg: BACK },
+    ]);
     expect(outages.unreachable).toBe(false);
   });
 

@@ -49,7 +49,11 @@ describe('identity retention', () => {
     // left of earlier waves is swept while later ones run.
     expect(peaks[4]!).toBeLessThan(peaks[0]! * 1.5);
     // And once nothing is added, the records leave Redis altogether.
-    await waitFor(async () => (await h.redis.hlen(c.keys.live)) + (await h.redis.hlen(c.keys.done)) === 0, 'every record swept', 30_000);
+    await waitFor(
+      async () => (await h.redis.hlen(c.keys.live)) + (await h.redis.hlen(c.keys.done)) === 0,
+      'every record swept',
+      30_000,
+    );
   }, 300_000);
 
   it('without an archive, a dependency on an identity past the retention waits until that task runs again', async () => {
@@ -64,7 +68,10 @@ describe('identity retention', () => {
     const [d] = await c.add({ module: 'record', params: [{ n: 'late' }], dependencies: [dep] });
     expect(await c.queue().getJobState(d!.id)).toBe('waiting-children');
     await c.add(dep);
-    await waitFor(async () => (await c.queue().getJobState(d!.id)) === 'completed', 'the dependent to run after the new run');
+    await waitFor(
+      async () => (await c.queue().getJobState(d!.id)) === 'completed',
+      'the dependent to run after the new run',
+    );
   });
 
   it('keeps the records of finished jobs that are not archived yet, whatever their age', async () => {
@@ -72,7 +79,13 @@ describe('identity retention', () => {
     const dk = dependencyKey('record', [1]);
     await h.redis.hset(c.keys.done, dk, JSON.stringify({ jobId: 'a', at: 1000 }));
     await h.redis.hset(c.keys.failed, 'other', JSON.stringify({ jobId: 'b', at: 5000, reason: 'x' }));
-    const retention = new IdentityRetention({ connection: h.redis, keys: c.keys, retentionMs: 1000, oldestUnarchived: async () => 2000, log: h.log });
+    const retention = new IdentityRetention({
+      connection: h.redis,
+      keys: c.keys,
+      retentionMs: 1000,
+      oldestUnarchived: async () => 2000,
+      log: h.log,
+    });
     expect(await retention.sweep(1_000_000)).toBe(1);
     expect(await h.redis.hget(c.keys.done, dk)).toBeNull();
     expect(await h.redis.hget(c.keys.failed, 'other')).not.toBeNull();
@@ -80,7 +93,13 @@ describe('identity retention', () => {
 
   it('removes a claim left by a crashed producer once it is past the retention and its job does not exist', async () => {
     const c = h.client();
-    await h.redis.hset(c.keys.live, 'crashed', `1000|${c.keys.job(h.config.queue, 'gone')}`, 'young', `${Date.now()}|${c.keys.job(h.config.queue, 'x')}`);
+    await h.redis.hset(
+      c.keys.live,
+      'crashed',
+      `1000|${c.keys.job(h.config.queue, 'gone')}`,
+      'young',
+      `${Date.now()}|${c.keys.job(h.config.queue, 'x')}`,
+    );
     const retention = new IdentityRetention({ connection: h.redis, keys: c.keys, retentionMs: 60_000, log: h.log });
     expect(await retention.sweep()).toBe(1);
     expect(await h.redis.hkeys(c.keys.live)).toEqual(['young']);
@@ -88,7 +107,11 @@ describe('identity retention', () => {
 });
 
 describe('identity retention with an archive', () => {
-  const h = useHarness({ TASKMASTER_IDENTITY_RETENTION: '1s', TASKMASTER_KEEP_COMPLETED: '0', TASKMASTER_ATTEMPTS: '1' });
+  const h = useHarness({
+    TASKMASTER_IDENTITY_RETENTION: '1s',
+    TASKMASTER_KEEP_COMPLETED: '0',
+    TASKMASTER_ATTEMPTS: '1',
+  });
   let mongo: Awaited<ReturnType<typeof testMongo>>;
   let db: Connection;
   beforeEach(async () => {
@@ -110,13 +133,19 @@ describe('identity retention with an archive', () => {
     const dk = dependencyKey(dep.module, dep.params);
     const [d] = await c.add(dep);
     await waitFor(async () => (await docs().countDocuments({ jobId: d!.id })) === 1, 'the dependency archived');
-    await waitFor(async () => (await c.store.outcomes([dk]))[0] === undefined, 'its record in Redis to pass the retention');
+    await waitFor(
+      async () => (await c.store.outcomes([dk]))[0] === undefined,
+      'its record in Redis to pass the retention',
+    );
     const store = new ArchiveStore(mongo.url, h.log);
     h.defer(() => store.close());
     const archived = new TaskClient(h.config, h.connection('archive-client'), { identityArchive: store });
     h.defer(() => archived.close());
     const [x] = await archived.add({ module: 'record', params: [{ n: 'late' }], dependencies: [dep] });
-    await waitFor(async () => (await docs().countDocuments({ jobId: x!.id, status: 'completed' })) === 1, 'the dependent to run and be archived');
+    await waitFor(
+      async () => (await docs().countDocuments({ jobId: x!.id, status: 'completed' })) === 1,
+      'the dependent to run and be archived',
+    );
   });
 });
 
@@ -128,7 +157,9 @@ describe('TASKMASTER_IDENTITY_RETENTION', () => {
     expect(loadConfig({ TASKMASTER_IDENTITY_RETENTION: 'forever' }).identityRetentionMs).toBeUndefined();
     for (const bad of ['7', '-1d', '1.5h', '0s', '3 weeks']) {
       expect(() => loadConfig({ TASKMASTER_IDENTITY_RETENTION: bad })).toThrow(ConfigError);
-      expect(() => loadConfig({ TASKMASTER_IDENTITY_RETENTION: bad })).toThrow(/TASKMASTER_IDENTITY_RETENTION must be a duration/);
+      expect(() => loadConfig({ TASKMASTER_IDENTITY_RETENTION: bad })).toThrow(
+        /TASKMASTER_IDENTITY_RETENTION must be a duration/,
+      );
     }
   });
 });

@@ -53,7 +53,11 @@ describe('dedup window for completed tasks', () => {
     const [again] = await c.add({ ...task, created: 2000, priority: 60 });
     expect(again).toMatchObject({ id: first!.id, duplicate: true, task: { created: 1000, priority: 50 } });
     // A dependent that needs it: the identity is unchanged, so it is a new task, and may run.
-    const [dependent] = await c.add({ module: 'record', params: [{ n: 2 }], dependencies: [{ module: 'record', params: [{ n: 1 }] }] });
+    const [dependent] = await c.add({
+      module: 'record',
+      params: [{ n: 2 }],
+      dependencies: [{ module: 'record', params: [{ n: 1 }] }],
+    });
     await completed(c, dependent!.id);
 
     const [rerun] = await c.add({ ...task, rerun: true });

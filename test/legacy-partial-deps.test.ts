@@ -84,7 +84,7 @@ describe('dependencies on any task of a module (no params)', () => {
     const c = h.client();
     h.worker({ concurrency: 2 });
     const f = await connect(h, '1.7.4', b.url);
-    const ask = async (batch: unknown) => ((await f.ask('task:add', batch)) as { ok: boolean; tasks: LegacyTask[] });
+    const ask = async (batch: unknown) => (await f.ask('task:add', batch)) as { ok: boolean; tasks: LegacyTask[] };
     const answer = await ask([{ module: 'record', params: [{ report: 1 }], dependencies: [{ module: 'hold' }] }]);
     expect(answer.ok).toBe(true);
     expect(answer.tasks[0]!.dependencies).toEqual([{ module: 'hold' }]);

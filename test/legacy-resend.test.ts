@@ -43,7 +43,11 @@ async function startMaster(h: Harness, port: number): Promise<ChildProcess> {
   let stderr = '';
   child.stdout!.resume();
   child.stderr!.on('data', (d) => (stderr += d));
-  await waitFor(() => stderr.includes('"msg":"master started"') || child.exitCode !== null, 'the master to start', 60_000);
+  await waitFor(
+    () => stderr.includes('"msg":"master started"') || child.exitCode !== null,
+    'the master to start',
+    60_000,
+  );
   if (child.exitCode !== null) throw new Error(`the master exited with ${child.exitCode}: ${stderr}`);
   return child;
 }

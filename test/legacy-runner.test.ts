@@ -81,7 +81,10 @@ describe('legacy fidelity: the 2016 worker', () => {
       const [a] = await add([{ module: 'record', params: ['A'], priority: 90 }]);
       const worker = await legacyWorker(h, version, url, behave);
       await waitFor(() => worker.processes.length === 1, 'the worker to start A');
-      const rest = await add([{ module: 'record', params: ['B'] }, { module: 'record', params: ['C'] }]);
+      const rest = await add([
+        { module: 'record', params: ['B'] },
+        { module: 'record', params: ['C'] },
+      ]);
 
       await first.close();
       await waitFor(() => !worker.client.socket.connected, 'the worker to notice the master is gone');

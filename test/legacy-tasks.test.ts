@@ -58,14 +58,25 @@ describe('task modules in the 2016 runner convention (this.emit)', () => {
   });
 
   it('runs in a worker pool process: an emitted error does not crash the process, and it takes the next task', async () => {
-    const pool = new WorkerPool({ config: h.config, connection: h.connection('pool'), client: h.client(), log: h.log, processes: 1, graceMs: 5_000 });
+    const pool = new WorkerPool({
+      config: h.config,
+      connection: h.connection('pool'),
+      client: h.client(),
+      log: h.log,
+      processes: 1,
+      graceMs: 5_000,
+    });
     pool.start();
     h.defer(() => pool.stop());
     const registry = new ConsumerRegistry(h.redis, h.prefix);
-    await waitFor(async () => {
-      const pids = pool.pids();
-      return pids.length === 1 && (await registry.live()).some((r) => r.pid === pids[0]);
-    }, 'the worker process to be ready', 30_000);
+    await waitFor(
+      async () => {
+        const pids = pool.pids();
+        return pids.length === 1 && (await registry.live()).some((r) => r.pid === pids[0]);
+      },
+      'the worker process to be ready',
+      30_000,
+    );
     const [pid] = pool.pids();
     const c = h.client();
 
@@ -79,7 +90,10 @@ describe('task modules in the 2016 runner convention (this.emit)', () => {
     const done = await finished(c, d!.id, 'completed');
     expect(done.returnvalue).toEqual({ emitted: { in: 'pool' } });
     await finished(c, a!.id, 'completed');
-    await waitFor(async () => (await c.queue().getJobs(['completed'])).some((j) => j.name === 'record'), 'the added task to run');
+    await waitFor(
+      async () => (await c.queue().getJobs(['completed'])).some((j) => j.name === 'record'),
+      'the added task to run',
+    );
     // The same process ran all of them: none crashed and none was replaced.
     for (const j of [failed, done]) expect(Number(j.processedBy!.split(':').pop())).toBe(pid);
     expect(pool.pids()).toEqual([pid]);
@@ -89,7 +103,7 @@ describe('task modules in the 2016 runner convention (this.emit)', () => {
     const ctx = { log: pino({ level: 'silent' }), module: 'inline' } as unknown as TaskContext;
     const run = (fn: (this: EventEmitter) => unknown) => runTask(fn as never, [], ctx, 5_000, new RunAbort());
 
-    it('the task\'s own listeners hear done and error, and removing them all changes nothing for the run', async () => {
+    it("the task's own listeners hear done and error, and removing them all changes nothing for the run", async () => {
       const heard: unknown[] = [];
       let self: EventEmitter | undefined;
       const result = await run(function () {
@@ -105,7 +119,10 @@ describe('task modules in the 2016 runner convention (this.emit)', () => {
       });
       expect(self).toBeInstanceOf(EventEmitter);
       expect(result).toEqual({ ok: 1 });
-      expect(heard).toEqual([['custom', 1], ['done', { ok: 1 }]]);
+      expect(heard).toEqual([
+        ['custom', 1],
+        ['done', { ok: 1 }],
+      ]);
       expect(self!.listenerCount('done')).toBe(0);
     });
 
@@ -135,7 +152,10 @@ describe('task modules in the 2016 runner convention (this.emit)', () => {
         }),
       ).toThrow('sync emit');
       expect(returned).toBe(true);
-      const err = await (async () => run(function () { setTimeout(() => this.emit('error'), 5); }))().catch((e: unknown) => e);
+      const err = await (async () =>
+        run(function () {
+          setTimeout(() => this.emit('error'), 5);
+        }))().catch((e: unknown) => e);
       expect((err as Error).message).toMatch(/emitted 'error' without an error/);
     });
   });
@@ -159,7 +179,11 @@ describe('numbers as strings, as the 2016 Mongoose schema cast them', () => {
   };
 
   it('converts numeric strings for priority, timeout and created', () => {
-    expect(one({ priority: '70', timeout: '5000', created: '1500000000' })).toMatchObject({ priority: 70, timeout: 5000, created: 1_500_000_000 });
+    expect(one({ priority: '70', timeout: '5000', created: '1500000000' })).toMatchObject({
+      priority: 70,
+      timeout: 5000,
+      created: 1_500_000_000,
+    });
     // What JavaScript's Number() reads, as Mongoose cast: signs, padding, exponents, hex.
     expect(one({ priority: '-20' }).priority).toBe(-20);
     expect(one({ priority: ' 7 ' }).priority).toBe(7);
@@ -188,7 +212,9 @@ describe('numbers as strings, as the 2016 Mongoose schema cast them', () => {
         { index: 0, field, message: expect.stringContaining(`got string ${JSON.stringify(value)}`) },
       ]);
     }
-    expect(problems({ priority: 'high' })[0]!.message).toMatch(/must be an integer from -1000000 to 1000000 \(higher runs sooner\) or a string of one such as "70", got string "high"$/);
+    expect(problems({ priority: 'high' })[0]!.message).toMatch(
+      /must be an integer from -1000000 to 1000000 \(higher runs sooner\) or a string of one such as "70", got string "high"$/,
+    );
   });
 
   it('a task added with priority "70" runs before the 50s and is stored as 70, timeout "5000" as 5000', async () => {
@@ -215,17 +241,24 @@ describe('the 2016 README feeder example: {task: "doTask", params: {…}}', () =
   it('is refused once, saying to use "module", with the value printed once', async () => {
     const err = (() => {
       try {
-        validateTasks({ task: 'doTask', params: { paramA: 1, paramB: 2 } }, {
-          defaults: { priority: 50, timeout: 300_000 },
-          limits: { maxBatch: 100, maxPayloadBytes: 1024 * 1024 },
-        });
+        validateTasks(
+          { task: 'doTask', params: { paramA: 1, paramB: 2 } },
+          {
+            defaults: { priority: 50, timeout: 300_000 },
+            limits: { maxBatch: 100, maxPayloadBytes: 1024 * 1024 },
+          },
+        );
       } catch (e) {
         return e as InvalidTaskError;
       }
       throw new Error('accepted');
     })();
     expect(err.problems).toEqual([
-      { index: 0, field: 'task', message: 'unknown field: use "module" for the task\'s module name, e.g. {"module": "doTask", ...}' },
+      {
+        index: 0,
+        field: 'task',
+        message: 'unknown field: use "module" for the task\'s module name, e.g. {"module": "doTask", ...}',
+      },
     ]);
     expect(err.message).not.toMatch(/undefined undefined/);
   });
@@ -240,7 +273,13 @@ describe('the 2016 README feeder example: {task: "doTask", params: {…}}', () =
       }
       throw new Error('accepted');
     })();
-    expect(err.problems).toEqual([{ index: 0, field: 'module', message: expect.stringMatching(/^must be a string \(letters, .*\), got undefined$/) }]);
+    expect(err.problems).toEqual([
+      {
+        index: 0,
+        field: 'module',
+        message: expect.stringMatching(/^must be a string \(letters, .*\), got undefined$/),
+      },
+    ]);
     expect(err.message).not.toMatch(/undefined undefined/);
   });
 
@@ -252,11 +291,21 @@ describe('the 2016 README feeder example: {task: "doTask", params: {…}}', () =
       { task: 'doTask', params: { paramA: 1, paramB: 2 } },
       { task: 'doOtherTask', timeout: 20000, priority: 100, params: { paramA: 1, paramB: 2 } },
     ]);
-    const [failed] = (await f.next('task:add:failed')) as [{ code: string; message: string; problems: { index: number; field: string; message: string }[] }];
+    const [failed] = (await f.next('task:add:failed')) as [
+      { code: string; message: string; problems: { index: number; field: string; message: string }[] },
+    ];
     expect(failed.code).toBe('TASK_INVALID');
     expect(failed.problems).toEqual([
-      { index: 0, field: 'task', message: 'unknown field: use "module" for the task\'s module name, e.g. {"module": "doTask", ...}' },
-      { index: 1, field: 'task', message: 'unknown field: use "module" for the task\'s module name, e.g. {"module": "doOtherTask", ...}' },
+      {
+        index: 0,
+        field: 'task',
+        message: 'unknown field: use "module" for the task\'s module name, e.g. {"module": "doTask", ...}',
+      },
+      {
+        index: 1,
+        field: 'task',
+        message: 'unknown field: use "module" for the task\'s module name, e.g. {"module": "doOtherTask", ...}',
+      },
     ]);
     expect(failed.message.match(/use "module"/g)).toHaveLength(2);
     expect(failed.message).not.toMatch(/undefined/);

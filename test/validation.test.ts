@@ -52,28 +52,88 @@ const ok = { module: 'ok', params: [1] };
 
 const BAD: BadCase[] = [
   // ── module names ──────────────────────────────────────────────────────────────────────────
-  { name: 'module missing', input: { params: [] }, index: 0, field: 'module', message: /must be a string \(letters, digits/ },
-  { name: 'module a number', input: { module: 42 }, index: 0, field: 'module', message: /must be a string .*got number 42/ },
+  {
+    name: 'module missing',
+    input: { params: [] },
+    index: 0,
+    field: 'module',
+    message: /must be a string \(letters, digits/,
+  },
+  {
+    name: 'module a number',
+    input: { module: 42 },
+    index: 0,
+    field: 'module',
+    message: /must be a string .*got number 42/,
+  },
   { name: 'module null', input: { module: null }, index: 0, field: 'module', message: /must be a string .*got null/ },
   { name: 'module an array', input: { module: ['m'] }, index: 0, field: 'module', message: /must be a string/ },
   { name: 'module empty', input: { module: '' }, index: 0, field: 'module', message: /must be 1 to 200 characters/ },
-  { name: 'module 201 characters', input: { module: 'm'.repeat(201) }, index: 0, field: 'module', message: /must be 1 to 200 characters/ },
+  {
+    name: 'module 201 characters',
+    input: { module: 'm'.repeat(201) },
+    index: 0,
+    field: 'module',
+    message: /must be 1 to 200 characters/,
+  },
   { name: 'module ".."', input: { module: '..' }, index: 0, field: 'module', message: MODULE_ALLOWED },
-  { name: 'module "../etc/passwd"', input: { module: '../etc/passwd' }, index: 0, field: 'module', message: MODULE_ALLOWED },
-  { name: 'module ".." in the middle', input: { module: 'a/../../b' }, index: 0, field: 'module', message: MODULE_ALLOWED },
+  {
+    name: 'module "../etc/passwd"',
+    input: { module: '../etc/passwd' },
+    index: 0,
+    field: 'module',
+    message: MODULE_ALLOWED,
+  },
+  {
+    name: 'module ".." in the middle',
+    input: { module: 'a/../../b' },
+    index: 0,
+    field: 'module',
+    message: MODULE_ALLOWED,
+  },
   { name: 'module "." segment', input: { module: 'a/./b' }, index: 0, field: 'module', message: MODULE_ALLOWED },
-  { name: 'module absolute path', input: { module: '/etc/passwd' }, index: 0, field: 'module', message: MODULE_ALLOWED },
+  {
+    name: 'module absolute path',
+    input: { module: '/etc/passwd' },
+    index: 0,
+    field: 'module',
+    message: MODULE_ALLOWED,
+  },
   { name: 'module with NUL', input: { module: 'ok\0.js' }, index: 0, field: 'module', message: MODULE_ALLOWED },
   { name: 'module with backslash', input: { module: 'sub\\name' }, index: 0, field: 'module', message: MODULE_ALLOWED },
-  { name: 'module Windows absolute', input: { module: 'C:\\tasks\\m' }, index: 0, field: 'module', message: MODULE_ALLOWED },
+  {
+    name: 'module Windows absolute',
+    input: { module: 'C:\\tasks\\m' },
+    index: 0,
+    field: 'module',
+    message: MODULE_ALLOWED,
+  },
   { name: 'module Windows ".." ', input: { module: '..\\..\\m' }, index: 0, field: 'module', message: MODULE_ALLOWED },
   { name: 'module leading "."', input: { module: '.env' }, index: 0, field: 'module', message: MODULE_ALLOWED },
   { name: 'module empty segment', input: { module: 'a//b' }, index: 0, field: 'module', message: MODULE_ALLOWED },
   { name: 'module trailing "/"', input: { module: 'a/' }, index: 0, field: 'module', message: MODULE_ALLOWED },
   { name: 'module with space', input: { module: 'my task' }, index: 0, field: 'module', message: MODULE_ALLOWED },
-  { name: 'module with shell characters', input: { module: 'm;rm -rf' }, index: 0, field: 'module', message: MODULE_ALLOWED },
-  { name: 'module percent-encoded ".."', input: { module: '%2e%2e/m' }, index: 0, field: 'module', message: MODULE_ALLOWED },
-  { name: 'module file URL', input: { module: 'file:///etc/passwd' }, index: 0, field: 'module', message: MODULE_ALLOWED },
+  {
+    name: 'module with shell characters',
+    input: { module: 'm;rm -rf' },
+    index: 0,
+    field: 'module',
+    message: MODULE_ALLOWED,
+  },
+  {
+    name: 'module percent-encoded ".."',
+    input: { module: '%2e%2e/m' },
+    index: 0,
+    field: 'module',
+    message: MODULE_ALLOWED,
+  },
+  {
+    name: 'module file URL',
+    input: { module: 'file:///etc/passwd' },
+    index: 0,
+    field: 'module',
+    message: MODULE_ALLOWED,
+  },
   { name: 'module non-ASCII', input: { module: 'tâche' }, index: 0, field: 'module', message: MODULE_ALLOWED },
 
   // ── params: prototype pollution and nesting ──────────────────────────────────────────────
@@ -112,7 +172,13 @@ const BAD: BadCase[] = [
     field: 'params[0].note: x.__proto__',
     message: POISON('__proto__'),
   },
-  { name: 'params nested 100 deep', input: { module: 'm', params: [nested(100)] }, index: 0, field: /^params(\[0\]){60,}$/, message: DEPTH },
+  {
+    name: 'params nested 100 deep',
+    input: { module: 'm', params: [nested(100)] },
+    index: 0,
+    field: /^params(\[0\]){60,}$/,
+    message: DEPTH,
+  },
   {
     name: 'params nested 10000 deep (JSON text)',
     input: `{"module":"m","params":${'['.repeat(10_000)}${']'.repeat(10_000)}}`,
@@ -133,41 +199,215 @@ const BAD: BadCase[] = [
   },
 
   // ── priority ─────────────────────────────────────────────────────────────────────────────
-  { name: 'priority a string of a float', input: { module: 'm', priority: '50.5' }, index: 0, field: 'priority', message: /must be an integer from -1000000 to 1000000.*got string "50.5"/ },
-  { name: 'priority a word', input: { module: 'm', priority: 'high' }, index: 0, field: 'priority', message: PRIORITY_ALLOWED },
-  { name: 'priority a float', input: { module: 'm', priority: 50.5 }, index: 0, field: 'priority', message: PRIORITY_ALLOWED },
-  { name: 'priority NaN', input: { module: 'm', priority: Number.NaN }, index: 0, field: 'priority', message: PRIORITY_ALLOWED },
-  { name: 'priority Infinity', input: { module: 'm', priority: Number.POSITIVE_INFINITY }, index: 0, field: 'priority', message: PRIORITY_ALLOWED },
-  { name: 'priority -Infinity', input: { module: 'm', priority: Number.NEGATIVE_INFINITY }, index: 0, field: 'priority', message: PRIORITY_ALLOWED },
-  { name: 'priority above range', input: { module: 'm', priority: 1_000_001 }, index: 0, field: 'priority', message: PRIORITY_ALLOWED },
-  { name: 'priority below range', input: { module: 'm', priority: -1_000_001 }, index: 0, field: 'priority', message: PRIORITY_ALLOWED },
-  { name: 'priority 1e300', input: '{"module":"m","priority":1e300}', index: 0, field: 'priority', message: PRIORITY_ALLOWED },
-  { name: 'priority null', input: { module: 'm', priority: null }, index: 0, field: 'priority', message: /must be an integer.*got null/ },
-  { name: 'priority boolean', input: { module: 'm', priority: true }, index: 0, field: 'priority', message: PRIORITY_ALLOWED },
-  { name: 'priority an object', input: { module: 'm', priority: { valueOf: 1 } }, index: 0, field: 'priority', message: /got an object/ },
+  {
+    name: 'priority a string of a float',
+    input: { module: 'm', priority: '50.5' },
+    index: 0,
+    field: 'priority',
+    message: /must be an integer from -1000000 to 1000000.*got string "50.5"/,
+  },
+  {
+    name: 'priority a word',
+    input: { module: 'm', priority: 'high' },
+    index: 0,
+    field: 'priority',
+    message: PRIORITY_ALLOWED,
+  },
+  {
+    name: 'priority a float',
+    input: { module: 'm', priority: 50.5 },
+    index: 0,
+    field: 'priority',
+    message: PRIORITY_ALLOWED,
+  },
+  {
+    name: 'priority NaN',
+    input: { module: 'm', priority: Number.NaN },
+    index: 0,
+    field: 'priority',
+    message: PRIORITY_ALLOWED,
+  },
+  {
+    name: 'priority Infinity',
+    input: { module: 'm', priority: Number.POSITIVE_INFINITY },
+    index: 0,
+    field: 'priority',
+    message: PRIORITY_ALLOWED,
+  },
+  {
+    name: 'priority -Infinity',
+    input: { module: 'm', priority: Number.NEGATIVE_INFINITY },
+    index: 0,
+    field: 'priority',
+    message: PRIORITY_ALLOWED,
+  },
+  {
+    name: 'priority above range',
+    input: { module: 'm', priority: 1_000_001 },
+    index: 0,
+    field: 'priority',
+    message: PRIORITY_ALLOWED,
+  },
+  {
+    name: 'priority below range',
+    input: { module: 'm', priority: -1_000_001 },
+    index: 0,
+    field: 'priority',
+    message: PRIORITY_ALLOWED,
+  },
+  {
+    name: 'priority 1e300',
+    input: '{"module":"m","priority":1e300}',
+    index: 0,
+    field: 'priority',
+    message: PRIORITY_ALLOWED,
+  },
+  {
+    name: 'priority null',
+    input: { module: 'm', priority: null },
+    index: 0,
+    field: 'priority',
+    message: /must be an integer.*got null/,
+  },
+  {
+    name: 'priority boolean',
+    input: { module: 'm', priority: true },
+    index: 0,
+    field: 'priority',
+    message: PRIORITY_ALLOWED,
+  },
+  {
+    name: 'priority an object',
+    input: { module: 'm', priority: { valueOf: 1 } },
+    index: 0,
+    field: 'priority',
+    message: /got an object/,
+  },
 
   // ── timeout ──────────────────────────────────────────────────────────────────────────────
   { name: 'timeout 0', input: { module: 'm', timeout: 0 }, index: 0, field: 'timeout', message: TIMEOUT_ALLOWED },
-  { name: 'timeout negative', input: { module: 'm', timeout: -1000 }, index: 0, field: 'timeout', message: TIMEOUT_ALLOWED },
-  { name: 'timeout a float', input: { module: 'm', timeout: 1500.5 }, index: 0, field: 'timeout', message: TIMEOUT_ALLOWED },
-  { name: 'timeout 2^31', input: { module: 'm', timeout: MAX_TIMEOUT + 1 }, index: 0, field: 'timeout', message: TIMEOUT_ALLOWED },
+  {
+    name: 'timeout negative',
+    input: { module: 'm', timeout: -1000 },
+    index: 0,
+    field: 'timeout',
+    message: TIMEOUT_ALLOWED,
+  },
+  {
+    name: 'timeout a float',
+    input: { module: 'm', timeout: 1500.5 },
+    index: 0,
+    field: 'timeout',
+    message: TIMEOUT_ALLOWED,
+  },
+  {
+    name: 'timeout 2^31',
+    input: { module: 'm', timeout: MAX_TIMEOUT + 1 },
+    index: 0,
+    field: 'timeout',
+    message: TIMEOUT_ALLOWED,
+  },
   { name: 'timeout huge', input: { module: 'm', timeout: 1e20 }, index: 0, field: 'timeout', message: TIMEOUT_ALLOWED },
-  { name: 'timeout Infinity', input: { module: 'm', timeout: Number.POSITIVE_INFINITY }, index: 0, field: 'timeout', message: TIMEOUT_ALLOWED },
-  { name: 'timeout NaN', input: { module: 'm', timeout: Number.NaN }, index: 0, field: 'timeout', message: TIMEOUT_ALLOWED },
-  { name: 'timeout a string', input: { module: 'm', timeout: '1000ms' }, index: 0, field: 'timeout', message: /from 1 to 2147483647 or a string of one such as "5000", got string "1000ms"/ },
+  {
+    name: 'timeout Infinity',
+    input: { module: 'm', timeout: Number.POSITIVE_INFINITY },
+    index: 0,
+    field: 'timeout',
+    message: TIMEOUT_ALLOWED,
+  },
+  {
+    name: 'timeout NaN',
+    input: { module: 'm', timeout: Number.NaN },
+    index: 0,
+    field: 'timeout',
+    message: TIMEOUT_ALLOWED,
+  },
+  {
+    name: 'timeout a string',
+    input: { module: 'm', timeout: '1000ms' },
+    index: 0,
+    field: 'timeout',
+    message: /from 1 to 2147483647 or a string of one such as "5000", got string "1000ms"/,
+  },
 
   // ── dependencies ─────────────────────────────────────────────────────────────────────────
-  { name: 'dependencies an object', input: { module: 'm', dependencies: { module: 'd' } }, index: 0, field: 'dependencies', message: /must be an array of \{"module", "params"\}, got an object/ },
-  { name: 'dependencies a string', input: { module: 'm', dependencies: 'd' }, index: 0, field: 'dependencies', message: /must be an array of \{"module", "params"\}/ },
-  { name: 'dependencies a number', input: { module: 'm', dependencies: 3 }, index: 0, field: 'dependencies', message: /must be an array/ },
-  { name: 'dependency null', input: { module: 'm', dependencies: [null] }, index: 0, field: 'dependencies[0]', message: /must be an object \{"module", "params"\}, got null/ },
-  { name: 'dependency a bare name', input: { module: 'm', dependencies: ['d'] }, index: 0, field: 'dependencies[0]', message: /must be an object \{"module", "params"\}/ },
-  { name: 'dependency an array', input: { module: 'm', dependencies: [['d', []]] }, index: 0, field: 'dependencies[0]', message: /must be an object/ },
-  { name: 'dependency without module', input: { module: 'm', dependencies: [{ params: [] }] }, index: 0, field: 'dependencies[0].module', message: /must be a string \(letters, digits/ },
-  { name: 'dependency module ".."', input: { module: 'm', dependencies: [{ module: '../x' }] }, index: 0, field: 'dependencies[0].module', message: MODULE_ALLOWED },
-  { name: 'dependency module absolute', input: { module: 'm', dependencies: [{ module: 'ok' }, { module: 'ok2' }, { module: '/bin/sh' }] }, index: 0, field: 'dependencies[2].module', message: MODULE_ALLOWED },
-  { name: 'dependency unknown field', input: { module: 'm', dependencies: [{ module: 'd', priority: 5 }] }, index: 0, field: 'dependencies[0].priority', message: /unknown field; allowed: module, params/ },
-  { name: 'dependency with its own dependencies', input: { module: 'm', dependencies: [{ module: 'd', dependencies: [] }] }, index: 0, field: 'dependencies[0].dependencies', message: /unknown field; allowed: module, params/ },
+  {
+    name: 'dependencies an object',
+    input: { module: 'm', dependencies: { module: 'd' } },
+    index: 0,
+    field: 'dependencies',
+    message: /must be an array of \{"module", "params"\}, got an object/,
+  },
+  {
+    name: 'dependencies a string',
+    input: { module: 'm', dependencies: 'd' },
+    index: 0,
+    field: 'dependencies',
+    message: /must be an array of \{"module", "params"\}/,
+  },
+  {
+    name: 'dependencies a number',
+    input: { module: 'm', dependencies: 3 },
+    index: 0,
+    field: 'dependencies',
+    message: /must be an array/,
+  },
+  {
+    name: 'dependency null',
+    input: { module: 'm', dependencies: [null] },
+    index: 0,
+    field: 'dependencies[0]',
+    message: /must be an object \{"module", "params"\}, got null/,
+  },
+  {
+    name: 'dependency a bare name',
+    input: { module: 'm', dependencies: ['d'] },
+    index: 0,
+    field: 'dependencies[0]',
+    message: /must be an object \{"module", "params"\}/,
+  },
+  {
+    name: 'dependency an array',
+    input: { module: 'm', dependencies: [['d', []]] },
+    index: 0,
+    field: 'dependencies[0]',
+    message: /must be an object/,
+  },
+  {
+    name: 'dependency without module',
+    input: { module: 'm', dependencies: [{ params: [] }] },
+    index: 0,
+    field: 'dependencies[0].module',
+    message: /must be a string \(letters, digits/,
+  },
+  {
+    name: 'dependency module ".."',
+    input: { module: 'm', dependencies: [{ module: '../x' }] },
+    index: 0,
+    field: 'dependencies[0].module',
+    message: MODULE_ALLOWED,
+  },
+  {
+    name: 'dependency module absolute',
+    input: { module: 'm', dependencies: [{ module: 'ok' }, { module: 'ok2' }, { module: '/bin/sh' }] },
+    index: 0,
+    field: 'dependencies[2].module',
+    message: MODULE_ALLOWED,
+  },
+  {
+    name: 'dependency unknown field',
+    input: { module: 'm', dependencies: [{ module: 'd', priority: 5 }] },
+    index: 0,
+    field: 'dependencies[0].priority',
+    message: /unknown field; allowed: module, params/,
+  },
+  {
+    name: 'dependency with its own dependencies',
+    input: { module: 'm', dependencies: [{ module: 'd', dependencies: [] }] },
+    index: 0,
+    field: 'dependencies[0].dependencies',
+    message: /unknown field; allowed: module, params/,
+  },
   {
     name: '__proto__ in a dependency (JSON text)',
     input: () => JSON.parse('{"module":"m","dependencies":[{"module":"d","__proto__":{"polluted":1}}]}'),
@@ -198,7 +438,13 @@ const BAD: BadCase[] = [
   },
 
   // ── self-dependency and cycles ───────────────────────────────────────────────────────────
-  { name: 'self-dependency', input: { module: 'm', params: [1], dependencies: [{ module: 'm', params: [1] }] }, index: 0, field: 'dependencies', message: /cannot depend on itself/ },
+  {
+    name: 'self-dependency',
+    input: { module: 'm', params: [1], dependencies: [{ module: 'm', params: [1] }] },
+    index: 0,
+    field: 'dependencies',
+    message: /cannot depend on itself/,
+  },
   {
     name: 'self-dependency, lone param vs array',
     input: { module: 'm', params: 'x', dependencies: [{ module: 'm', params: ['x'] }] },
@@ -208,7 +454,11 @@ const BAD: BadCase[] = [
   },
   {
     name: 'self-dependency, object keys in another order',
-    input: { module: 'm', params: [{ a: 1, b: 2 }], dependencies: [{ module: 'other' }, { module: 'm', params: [{ b: 2, a: 1 }] }] },
+    input: {
+      module: 'm',
+      params: [{ a: 1, b: 2 }],
+      dependencies: [{ module: 'other' }, { module: 'm', params: [{ b: 2, a: 1 }] }],
+    },
     index: 0,
     field: 'dependencies',
     message: /cannot depend on itself/,
@@ -222,23 +472,96 @@ const BAD: BadCase[] = [
   },
 
   // ── unknown fields and task shape ────────────────────────────────────────────────────────
-  { name: 'unknown field', input: { module: 'm', prio: 5 }, index: 0, field: 'prio', message: /unknown field; allowed: module, params, priority, timeout, dependencies/ },
-  { name: 'misspelt params', input: { module: 'm', parmas: [] }, index: 0, field: 'parmas', message: /unknown field; allowed: module, params/ },
-  { name: 'top-level __proto__ (JSON text)', input: () => JSON.parse('{"module":"m","__proto__":{"polluted":1}}'), index: 0, field: '__proto__', message: /unknown field/ },
-  { name: 'top-level constructor', input: { module: 'm', constructor: { prototype: { polluted: 1 } } }, index: 0, field: 'constructor', message: /unknown field/ },
-  { name: 'task null', input: [ok, null], index: 1, field: '(task)', message: /must be an object like \{"module": "name", "params": \[\.\.\.\]\}, got null/ },
+  {
+    name: 'unknown field',
+    input: { module: 'm', prio: 5 },
+    index: 0,
+    field: 'prio',
+    message: /unknown field; allowed: module, params, priority, timeout, dependencies/,
+  },
+  {
+    name: 'misspelt params',
+    input: { module: 'm', parmas: [] },
+    index: 0,
+    field: 'parmas',
+    message: /unknown field; allowed: module, params/,
+  },
+  {
+    name: 'top-level __proto__ (JSON text)',
+    input: () => JSON.parse('{"module":"m","__proto__":{"polluted":1}}'),
+    index: 0,
+    field: '__proto__',
+    message: /unknown field/,
+  },
+  {
+    name: 'top-level constructor',
+    input: { module: 'm', constructor: { prototype: { polluted: 1 } } },
+    index: 0,
+    field: 'constructor',
+    message: /unknown field/,
+  },
+  {
+    name: 'task null',
+    input: [ok, null],
+    index: 1,
+    field: '(task)',
+    message: /must be an object like \{"module": "name", "params": \[\.\.\.\]\}, got null/,
+  },
   { name: 'task a number', input: 42, index: 0, field: '(task)', message: /must be an object like.*got number 42/ },
-  { name: 'task a bare module name in a batch', input: [ok, ok, 'm'], index: 2, field: '(task)', message: /must be an object like/ },
-  { name: 'task a nested array', input: [[ok]], index: 0, field: '(task)', message: /must be an object like.*got an array/ },
+  {
+    name: 'task a bare module name in a batch',
+    input: [ok, ok, 'm'],
+    index: 2,
+    field: '(task)',
+    message: /must be an object like/,
+  },
+  {
+    name: 'task a nested array',
+    input: [[ok]],
+    index: 0,
+    field: '(task)',
+    message: /must be an object like.*got an array/,
+  },
   { name: 'JSON text of a bare string', input: '"m"', index: 0, field: '(task)', message: /must be an object like/ },
-  { name: 'created negative', input: { module: 'm', created: -1 }, index: 0, field: 'created', message: /must be unix seconds \(a non-negative number\)/ },
-  { name: 'created a date string', input: { module: 'm', created: '2015-06-01' }, index: 0, field: 'created', message: /must be unix seconds/ },
-  { name: 'queue with ":"', input: { module: 'm', queue: 'a:b' }, index: 0, field: 'queue', message: /must be a queue name of letters, digits/ },
+  {
+    name: 'created negative',
+    input: { module: 'm', created: -1 },
+    index: 0,
+    field: 'created',
+    message: /must be unix seconds \(a non-negative number\)/,
+  },
+  {
+    name: 'created a date string',
+    input: { module: 'm', created: '2015-06-01' },
+    index: 0,
+    field: 'created',
+    message: /must be unix seconds/,
+  },
+  {
+    name: 'queue with ":"',
+    input: { module: 'm', queue: 'a:b' },
+    index: 0,
+    field: 'queue',
+    message: /must be a queue name of letters, digits/,
+  },
 
   // ── batch, payload and JSON text ─────────────────────────────────────────────────────────
   { name: 'empty batch', input: [], index: -1, field: '(batch)', message: /is empty: send at least one task/ },
-  { name: 'empty batch as JSON text', input: '[]', index: -1, field: '(batch)', message: /is empty: send at least one task/ },
-  { name: 'too many tasks', input: [ok, ok, ok, ok], opts: { limits: { maxBatch: 3, maxPayloadBytes: 1e6 } }, index: -1, field: '(batch)', message: /has 4 tasks; at most 3 are allowed in one batch/ },
+  {
+    name: 'empty batch as JSON text',
+    input: '[]',
+    index: -1,
+    field: '(batch)',
+    message: /is empty: send at least one task/,
+  },
+  {
+    name: 'too many tasks',
+    input: [ok, ok, ok, ok],
+    opts: { limits: { maxBatch: 3, maxPayloadBytes: 1e6 } },
+    index: -1,
+    field: '(batch)',
+    message: /has 4 tasks; at most 3 are allowed in one batch/,
+  },
   {
     name: 'too many tasks as JSON text',
     input: JSON.stringify(Array.from({ length: 11 }, (_, i) => ({ module: 'm', params: [i] }))),
@@ -247,8 +570,22 @@ const BAD: BadCase[] = [
     field: '(batch)',
     message: /at most 10 are allowed/,
   },
-  { name: 'oversize payload (object)', input: { module: 'm', params: ['x'.repeat(300)] }, opts: { limits: { maxBatch: 10, maxPayloadBytes: 256 } }, index: -1, field: '(payload)', message: /larger than 256 bytes/ },
-  { name: 'oversize payload (JSON text)', input: JSON.stringify({ module: 'm', params: ['x'.repeat(300)] }), opts: { limits: { maxBatch: 10, maxPayloadBytes: 256 } }, index: -1, field: '(payload)', message: /larger than 256 bytes/ },
+  {
+    name: 'oversize payload (object)',
+    input: { module: 'm', params: ['x'.repeat(300)] },
+    opts: { limits: { maxBatch: 10, maxPayloadBytes: 256 } },
+    index: -1,
+    field: '(payload)',
+    message: /larger than 256 bytes/,
+  },
+  {
+    name: 'oversize payload (JSON text)',
+    input: JSON.stringify({ module: 'm', params: ['x'.repeat(300)] }),
+    opts: { limits: { maxBatch: 10, maxPayloadBytes: 256 } },
+    index: -1,
+    field: '(payload)',
+    message: /larger than 256 bytes/,
+  },
   {
     name: 'oversize payload counted in bytes, not characters',
     input: JSON.stringify({ module: 'm', params: ['é'.repeat(200)] }), // ~230 characters, ~430 bytes
@@ -258,14 +595,38 @@ const BAD: BadCase[] = [
     message: /larger than 256 bytes/,
   },
   { name: 'invalid JSON text', input: '{"module": "m",', index: -1, field: '(payload)', message: /not valid JSON/ },
-  { name: 'JSON text with a trailing comma', input: '[{"module":"m"},]', index: -1, field: '(payload)', message: /not valid JSON/ },
+  {
+    name: 'JSON text with a trailing comma',
+    input: '[{"module":"m"},]',
+    index: -1,
+    field: '(payload)',
+    message: /not valid JSON/,
+  },
   { name: 'empty string', input: '', index: -1, field: '(payload)', message: /not valid JSON/ },
   { name: 'circular object', input: circular, index: -1, field: '(payload)', message: /cannot be serialised as JSON/ },
-  { name: 'BigInt param', input: { module: 'm', params: [10n] }, index: -1, field: '(payload)', message: /cannot be serialised as JSON/ },
+  {
+    name: 'BigInt param',
+    input: { module: 'm', params: [10n] },
+    index: -1,
+    field: '(payload)',
+    message: /cannot be serialised as JSON/,
+  },
 
   // ── one bad task among good ones ─────────────────────────────────────────────────────────
-  { name: 'bad priority at index 2 of 4', input: [ok, { module: 'b' }, { module: 'c', priority: 'nine' }, { module: 'd' }], index: 2, field: 'priority', message: PRIORITY_ALLOWED },
-  { name: 'bad module at index 3 of 4', input: [ok, { module: 'b' }, { module: 'c' }, { module: '../d' }], index: 3, field: 'module', message: MODULE_ALLOWED },
+  {
+    name: 'bad priority at index 2 of 4',
+    input: [ok, { module: 'b' }, { module: 'c', priority: 'nine' }, { module: 'd' }],
+    index: 2,
+    field: 'priority',
+    message: PRIORITY_ALLOWED,
+  },
+  {
+    name: 'bad module at index 3 of 4',
+    input: [ok, { module: 'b' }, { module: 'c' }, { module: '../d' }],
+    index: 3,
+    field: 'module',
+    message: MODULE_ALLOWED,
+  },
   {
     name: 'bad task at index 1 of JSON text',
     input: JSON.stringify([ok, { module: 'b', timeout: 0 }, { module: 'c' }]),
@@ -314,7 +675,10 @@ describe('validateTasks: bad inputs', () => {
     const hit = problems.find(
       (p) => p.index === c.index && (typeof c.field === 'string' ? p.field === c.field : c.field.test(p.field)),
     );
-    expect(hit, `no problem at index ${c.index} field ${String(c.field)} in ${JSON.stringify(problems).slice(0, 500)}`).toBeDefined();
+    expect(
+      hit,
+      `no problem at index ${c.index} field ${String(c.field)} in ${JSON.stringify(problems).slice(0, 500)}`,
+    ).toBeDefined();
     expect(hit!.message).toMatch(c.message);
     // The error's own message carries the same answer for callers that only log it.
     const err = (() => {
@@ -337,11 +701,7 @@ describe('validateTasks: batches', () => {
   });
 
   it('collects every problem of every task, each with its index and field', () => {
-    const problems = problemsOf([
-      { module: '../a', priority: 1.5 },
-      ok,
-      { module: 'c', timeout: 0, extra: true },
-    ]);
+    const problems = problemsOf([{ module: '../a', priority: 1.5 }, ok, { module: 'c', timeout: 0, extra: true }]);
     expect(problems.map((p) => [p.index, p.field])).toEqual(
       expect.arrayContaining([
         [0, 'module'],
@@ -369,7 +729,14 @@ describe('validateTasks: batches', () => {
       ok,
       { module: 'a', params: [1], dependencies: [{ module: 'b', params: 2 }] },
       { module: 'b', params: [2], dependencies: [{ module: 'c', params: [{ k: 3 }] }] },
-      { module: 'c', params: { k: 3 }, dependencies: [{ module: 'a', params: [1] }, { module: 'ok', params: [1] }] },
+      {
+        module: 'c',
+        params: { k: 3 },
+        dependencies: [
+          { module: 'a', params: [1] },
+          { module: 'ok', params: [1] },
+        ],
+      },
     ]);
     expect(problems).toHaveLength(1);
     expect([1, 2, 3]).toContain(problems[0]!.index);
@@ -380,17 +747,24 @@ describe('validateTasks: batches', () => {
   it.each([
     ['before', 2],
     ['after', 1],
-  ])('refuses a cycle through a module+params that the batch holds twice, listed %s the plain copy', (_where, plainAt) => {
-    // "a" waits for record(B); one copy of record(B) waits for "a". TaskClient makes the first
-    // copy a flow child of "a" whose own gate waits for "a": neither could ever start.
-    const cyclic = { module: 'b', params: [1], dependencies: [{ module: 'a', params: [] }] };
-    const plain = { module: 'b', params: [1] };
-    const batch = [{ module: 'a', dependencies: [{ module: 'b', params: [1] }] }, plainAt === 2 ? cyclic : plain, plainAt === 2 ? plain : cyclic];
-    const problems = problemsOf(batch);
-    expect(problems).toHaveLength(1);
-    expect(problems[0]!.field).toBe('dependencies');
-    expect(problems[0]!.message).toMatch(/forms a cycle with task\[\d\] in the same batch/);
-  });
+  ])(
+    'refuses a cycle through a module+params that the batch holds twice, listed %s the plain copy',
+    (_where, plainAt) => {
+      // "a" waits for record(B); one copy of record(B) waits for "a". TaskClient makes the first
+      // copy a flow child of "a" whose own gate waits for "a": neither could ever start.
+      const cyclic = { module: 'b', params: [1], dependencies: [{ module: 'a', params: [] }] };
+      const plain = { module: 'b', params: [1] };
+      const batch = [
+        { module: 'a', dependencies: [{ module: 'b', params: [1] }] },
+        plainAt === 2 ? cyclic : plain,
+        plainAt === 2 ? plain : cyclic,
+      ];
+      const problems = problemsOf(batch);
+      expect(problems).toHaveLength(1);
+      expect(problems[0]!.field).toBe('dependencies');
+      expect(problems[0]!.message).toMatch(/forms a cycle with task\[\d\] in the same batch/);
+    },
+  );
 
   it('refuses a cycle given as JSON text', () => {
     const problems = problemsOf(
@@ -439,7 +813,10 @@ describe('validateTasks: prototype pollution', () => {
   });
 
   it('does not mistake harmless look-alike keys for poison', () => {
-    const [t] = validateTasks({ module: 'm', params: [{ proto: 1, __proto: 2, constructorName: 3, prototypes: 4, _id: 5 }] }, OPTS);
+    const [t] = validateTasks(
+      { module: 'm', params: [{ proto: 1, __proto: 2, constructorName: 3, prototypes: 4, _id: 5 }] },
+      OPTS,
+    );
     expect(t!.params).toEqual([{ proto: 1, __proto: 2, constructorName: 3, prototypes: 4, _id: 5 }]);
   });
 
@@ -479,7 +856,10 @@ describe('validateTasks: good inputs', () => {
   });
 
   it('wraps a lone dependency params the same way, and keeps a dependency without params as any task of its module', () => {
-    const [t] = validateTasks({ module: 'm', dependencies: [{ module: 'd', params: { x: 1 } }, { module: 'e' }] }, OPTS);
+    const [t] = validateTasks(
+      { module: 'm', dependencies: [{ module: 'd', params: { x: 1 } }, { module: 'e' }] },
+      OPTS,
+    );
     expect(t!.dependencies).toEqual([{ module: 'd', params: [{ x: 1 }] }, { module: 'e' }]);
   });
 
@@ -496,7 +876,14 @@ describe('validateTasks: good inputs', () => {
       },
       OPTS,
     );
-    expect(t).toEqual({ module: 'm', params: [1], priority: 50, timeout: 300_000, dependencies: [{ module: 'd', params: [] }], created: NOW });
+    expect(t).toEqual({
+      module: 'm',
+      params: [1],
+      priority: 50,
+      timeout: 300_000,
+      dependencies: [{ module: 'd', params: [] }],
+      created: NOW,
+    });
   });
 
   it('keeps given values: boundaries, created, queue, nested module names', () => {
@@ -509,7 +896,12 @@ describe('validateTasks: good inputs', () => {
       OPTS,
     );
     expect(tasks[0]).toMatchObject({ module: 'sub/dir/name-1_v2.js', priority: 1_000_000, timeout: 1 });
-    expect(tasks[1]).toMatchObject({ priority: -1_000_000, timeout: MAX_TIMEOUT, created: 1433160000, queue: 'gpu.jobs-1' });
+    expect(tasks[1]).toMatchObject({
+      priority: -1_000_000,
+      timeout: MAX_TIMEOUT,
+      created: 1433160000,
+      queue: 'gpu.jobs-1',
+    });
     expect(tasks[2]).toMatchObject({ priority: 0, dependencies: [] });
     expect(tasks[0]).not.toHaveProperty('queue');
   });
@@ -553,7 +945,9 @@ describe('TaskClient.add on Redis: a bad batch adds nothing', () => {
     ];
     const err = await (async () => client.add(batch))().catch((e: unknown) => e);
     expect(err).toBeInstanceOf(InvalidTaskError);
-    expect((err as InvalidTaskError).problems).toEqual([{ index: 2, field: 'priority', message: expect.stringMatching(PRIORITY_ALLOWED) }]);
+    expect((err as InvalidTaskError).problems).toEqual([
+      { index: 2, field: 'priority', message: expect.stringMatching(PRIORITY_ALLOWED) },
+    ]);
     // Keys first: the Queue object that counts jobs writes its own meta key.
     expect(await h.redis.keys(`${h.prefix}:*`)).toEqual([]);
     expect(await jobCount(client)).toBe(0);
@@ -590,7 +984,10 @@ describe('TaskClient.add on Redis: a bad batch adds nothing', () => {
         { module: 'record', params: [8], dependencies: [{ module: 'record', params: [9] }] },
       ]),
       '[{"module":"record","params":[5]},{"module":"record","params":[{"__proto__":{"polluted":1}}]}]',
-      [{ module: 'record', params: [6] }, { module: 'record', params: [7], timeout: 0 }],
+      [
+        { module: 'record', params: [6] },
+        { module: 'record', params: [7], timeout: 0 },
+      ],
       [],
     ];
     for (const input of bad) {

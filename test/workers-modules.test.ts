@@ -80,7 +80,11 @@ afterAll(() => rmSync(TASKS, { recursive: true, force: true }));
 type Final = 'completed' | 'failed';
 /** Waits until the job has finished for good; returns it. */
 async function finished(c: TaskClient, id: string, ms = 10_000): Promise<Job> {
-  await waitFor(async () => ['completed', 'failed'].includes(await c.queue().getJobState(id)), `job ${id} to finish`, ms);
+  await waitFor(
+    async () => ['completed', 'failed'].includes(await c.queue().getJobState(id)),
+    `job ${id} to finish`,
+    ms,
+  );
   return (await Job.fromId(c.queue(), id))!;
 }
 async function run(c: TaskClient, task: object, want?: Final, ms?: number): Promise<Job> {
@@ -111,7 +115,12 @@ describe('task modules', () => {
       },
     });
     const log = pino({ level: 'warn' }, sink);
-    const worker = new TaskWorker({ config: h.config, connection: h.connection('worker'), client: h.client(), log }).start();
+    const worker = new TaskWorker({
+      config: h.config,
+      connection: h.connection('worker'),
+      client: h.client(),
+      log,
+    }).start();
     h.defer(() => worker.close());
     return { worker, lines };
   }
@@ -154,7 +163,15 @@ describe('task modules', () => {
       h.worker();
       const job = await run(c, { module: 'ctx', params: { x: 7 } }, 'completed');
       const r = job.returnvalue as Record<string, unknown> & { added: string[] };
-      expect(r).toMatchObject({ x: 7, jobId: job.id, module: 'ctx', attempt: 1, aborted: false, isSignal: true, hasLog: true });
+      expect(r).toMatchObject({
+        x: 7,
+        jobId: job.id,
+        module: 'ctx',
+        attempt: 1,
+        aborted: false,
+        isSignal: true,
+        hasLog: true,
+      });
       expect(job.progress).toBe(42);
       const added = await finished(c, r.added[0]!);
       expect(added.returnvalue).toEqual({ params: { from: job.id } });
@@ -216,8 +233,14 @@ describe('task modules', () => {
       const job = await run(c, { module: 'done-twice' }, 'completed');
       expect(job.returnvalue).toEqual({ first: true });
       expect(job.attemptsMade).toBe(1);
-      await waitFor(() => lines.some((l) => /this\.done\(\) after it had already finished/.test(String(l.msg))), 'the warning');
-      expect(lines.find((l) => /already finished/.test(String(l.msg)))).toMatchObject({ jobId: job.id, module: 'done-twice' });
+      await waitFor(
+        () => lines.some((l) => /this\.done\(\) after it had already finished/.test(String(l.msg))),
+        'the warning',
+      );
+      expect(lines.find((l) => /already finished/.test(String(l.msg)))).toMatchObject({
+        jobId: job.id,
+        module: 'done-twice',
+      });
     });
 
     it('error after done: the result stands, the late error is ignored with a warning', async () => {
@@ -225,7 +248,10 @@ describe('task modules', () => {
       const { lines } = loggedWorker();
       const job = await run(c, { module: 'done-then-error' }, 'completed');
       expect(job.returnvalue).toEqual({ first: true });
-      await waitFor(() => lines.some((l) => /this\.error\(\) after it had already finished/.test(String(l.msg))), 'the warning');
+      await waitFor(
+        () => lines.some((l) => /this\.error\(\) after it had already finished/.test(String(l.msg))),
+        'the warning',
+      );
     });
 
     it('done never called: the run lasts until its timeout, then fails with a timeout error and is retried', async () => {
@@ -243,10 +269,29 @@ describe('task modules', () => {
       const ctx = { module: 'never', log: pino({ level: 'silent' }) } as unknown as TaskContext;
       // Runs that finish meanwhile leave the sweep's list from its head, middle and tail.
       const finishers: { done(v: unknown): void }[] = [];
-      const others = [0, 1, 2].map(() => runTask(function (this: { done(v: unknown): void }) { finishers.push(this); }, [], ctx, 5_100, new RunAbort()) as Promise<unknown>);
+      const others = [0, 1, 2].map(
+        () =>
+          runTask(
+            function (this: { done(v: unknown): void }) {
+              finishers.push(this);
+            },
+            [],
+            ctx,
+            5_100,
+            new RunAbort(),
+          ) as Promise<unknown>,
+      );
       const started = Date.now();
       const outcome = (async () => runTask(function () {}, [], ctx, 5_100, abort))().catch((err: unknown) => err);
-      const later = runTask(function (this: { done(v: unknown): void }) { finishers.push(this); }, [], ctx, 5_100, new RunAbort()) as Promise<unknown>;
+      const later = runTask(
+        function (this: { done(v: unknown): void }) {
+          finishers.push(this);
+        },
+        [],
+        ctx,
+        5_100,
+        new RunAbort(),
+      ) as Promise<unknown>;
       finishers[1]!.done('middle');
       finishers[3]!.done('head');
       finishers[0]!.done('tail');
@@ -264,10 +309,22 @@ describe('task modules', () => {
     it('gives the result of a run that settles while it starts at once, and a promise for any other', async () => {
       const ctx = { module: 'm', log: pino({ level: 'silent' }) } as unknown as TaskContext;
       const now = (fn: (...a: unknown[]) => unknown) => runTask(fn as never, [], ctx, 1000, new RunAbort());
-      expect(now(function (this: { done(v: unknown): void }) { this.done({ n: 1 }); })).toEqual({ n: 1 });
+      expect(
+        now(function (this: { done(v: unknown): void }) {
+          this.done({ n: 1 });
+        }),
+      ).toEqual({ n: 1 });
       expect(now(() => 'returned')).toBe('returned');
-      expect(() => now(() => { throw new Error('sync boom'); })).toThrow('sync boom');
-      expect(() => now(function (this: { done(v: unknown): void }) { this.done({ big: 1n }); })).toThrow(ResultNotSerialisableError);
+      expect(() =>
+        now(() => {
+          throw new Error('sync boom');
+        }),
+      ).toThrow('sync boom');
+      expect(() =>
+        now(function (this: { done(v: unknown): void }) {
+          this.done({ big: 1n });
+        }),
+      ).toThrow(ResultNotSerialisableError);
       const later = now(async () => 'later');
       expect(later).toBeInstanceOf(Promise);
       await expect(later).resolves.toBe('later');
@@ -312,12 +369,14 @@ describe('task modules', () => {
       expect(job.attemptsMade).toBe(1);
       expect(job.failedReason).toContain('unknown module "no-such-task"');
       expect(job.failedReason).toContain(TASKS);
-      const listed = job.failedReason.slice(job.failedReason.indexOf('modules there: ') + 'modules there: '.length).split(', ');
+      const listed = job.failedReason
+        .slice(job.failedReason.indexOf('modules there: ') + 'modules there: '.length)
+        .split(', ');
       expect(listed).toEqual(await w.loader.list());
       expect(listed).toEqual(expect.arrayContaining(['record', 'sleep', 'modern', 'ctx', 'version-ts']));
     });
 
-    it('a syntax error fails that module\'s runs only; another module in the same worker completes', async () => {
+    it("a syntax error fails that module's runs only; another module in the same worker completes", async () => {
       const c = h.client();
       h.worker({ concurrency: 2 });
       const [b, r] = await c.add([{ module: 'broken' }, { module: 'record', params: [{ ok: true }] }]);
@@ -329,7 +388,9 @@ describe('task modules', () => {
       expect(await fine.getState()).toBe('completed');
       expect(fine.returnvalue).toEqual({ params: { ok: true } });
       // The same worker keeps running other work afterwards, and runs the module once fixed.
-      expect((await run(c, { module: 'modern', params: { value: 1 } }, 'completed')).returnvalue).toMatchObject({ value: 1 });
+      expect((await run(c, { module: 'modern', params: { value: 1 } }, 'completed')).returnvalue).toMatchObject({
+        value: 1,
+      });
       await edit('broken.js', 'module.exports = function () { this.done({ fixed: true }); };');
       expect((await run(c, { module: 'broken', params: ['again'] }, 'completed')).returnvalue).toEqual({ fixed: true });
     });
@@ -344,16 +405,25 @@ describe('task modules', () => {
       const unknown = await run(c, { module: 'hot-added' }, 'failed');
       expect(unknown.failedReason).toContain('unknown module "hot-added"');
       await writeFile(join(TASKS, 'hot-added.js'), 'module.exports = function (p) { this.done({ hot: p }); };');
-      await writeFile(join(TASKS, 'hot-added-esm.ts'), 'export default async (p: { n: number }) => ({ hot: p.n * 2 });');
+      await writeFile(
+        join(TASKS, 'hot-added-esm.ts'),
+        'export default async (p: { n: number }) => ({ hot: p.n * 2 });',
+      );
       expect((await run(c, { module: 'hot-added', params: ['yes'] }, 'completed')).returnvalue).toEqual({ hot: 'yes' });
-      expect((await run(c, { module: 'hot-added-esm', params: { n: 21 } }, 'completed')).returnvalue).toEqual({ hot: 42 });
+      expect((await run(c, { module: 'hot-added-esm', params: { n: 21 } }, 'completed')).returnvalue).toEqual({
+        hot: 42,
+      });
       expect(await w.loader.list()).toEqual(expect.arrayContaining(['hot-added', 'hot-added-esm']));
     });
 
     it.each([
       ['CommonJS .js', 'version.js', (v: number) => `module.exports = function () { this.done({ v: ${v} }); };`],
       ['ESM .mjs', 'version-esm.mjs', (v: number) => `export default async function () { return { v: ${v} }; }`],
-      ['TypeScript .ts', 'version-ts.ts', (v: number) => `export default async function (): Promise<{ v: number }> { return { v: ${v} }; }`],
+      [
+        'TypeScript .ts',
+        'version-ts.ts',
+        (v: number) => `export default async function (): Promise<{ v: number }> { return { v: ${v} }; }`,
+      ],
     ])('an edited %s module applies to the runs that start after the edit', async (_kind, file, source) => {
       const c = h.client();
       h.worker();

@@ -108,11 +108,15 @@ describe('worker pool (forked processes)', () => {
   /** Every process of the pool has announced itself (its BullMQ worker is running). */
   async function ready(pool: WorkerPool, n = pool.pids().length): Promise<void> {
     const registry = new ConsumerRegistry(h.redis, h.prefix);
-    await waitFor(async () => {
-      const pids = pool.pids();
-      const live = new Set((await registry.live()).map((c) => c.pid));
-      return pids.length === n && pids.every((p) => live.has(p));
-    }, `${n} worker processes to be ready`, 60_000);
+    await waitFor(
+      async () => {
+        const pids = pool.pids();
+        const live = new Set((await registry.live()).map((c) => c.pid));
+        return pids.length === n && pids.every((p) => live.has(p));
+      },
+      `${n} worker processes to be ready`,
+      60_000,
+    );
   }
 
   function cancellations(): Cancellations {
@@ -191,7 +195,9 @@ describe('worker pool (forked processes)', () => {
     await stateIs(c, s!.id, 'failed');
     const spun = await job(c, s!.id);
     expect(spun.attemptsMade).toBe(2);
-    expect(spun.failedReason).toMatch(/^task exceeded its timeout of 300 ms and did not stop; worker process \d+ was killed$/);
+    expect(spun.failedReason).toMatch(
+      /^task exceeded its timeout of 300 ms and did not stop; worker process \d+ was killed$/,
+    );
     const lastPid = Number(/worker process (\d+)/.exec(spun.failedReason)![1]);
     await waitFor(() => !alive(firstPid) && !alive(lastPid), 'the killed processes to be gone');
     // Killed processes were replaced: the pool is back to two live processes, new ones.
@@ -417,10 +423,16 @@ describe('worker pool (forked processes)', () => {
       wait: 0,
       prioritized: 0,
     });
-    expect(await c.store.outcomes([dependencyKey('record', params)])).toMatchObject([{ state: 'failed', jobId: w!.id }]);
+    expect(await c.store.outcomes([dependencyKey('record', params)])).toMatchObject([
+      { state: 'failed', jobId: w!.id },
+    ]);
     expect(await cancel.pending([w!.id])).toEqual(new Set());
     // A finished task answers as such.
-    expect(await cancel.request(c.queue(), busy[0]!.id)).toEqual({ id: busy[0]!.id, state: 'finished', was: 'completed' });
+    expect(await cancel.request(c.queue(), busy[0]!.id)).toEqual({
+      id: busy[0]!.id,
+      state: 'finished',
+      was: 'completed',
+    });
   });
 
   it('replaces a crash-looping process with a growing back-off', async () => {

@@ -4,7 +4,13 @@ import { Job, type Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { cancelledSnapshotsKey } from '../tasks/cancellations.ts';
-import { documentFromJob, jobFromSnapshot, type CancelledSnapshot, type FinishedJob, type TaskDocument } from './document.ts';
+import {
+  documentFromJob,
+  jobFromSnapshot,
+  type CancelledSnapshot,
+  type FinishedJob,
+  type TaskDocument,
+} from './document.ts';
 import { FinishedJobs, type PendingJob } from './finished-jobs.ts';
 import { fitForStorage, reduceRefused } from './storable.ts';
 import type { ArchiveStore } from './store.ts';
@@ -101,7 +107,14 @@ export class Archiver {
     this.wake?.();
     await this.loop;
     // Hand the role over at once rather than after the lock expires (which it does if this fails).
-    await this.opts.connection.eval(`if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`, 1, this.lockKey, this.owner).catch(() => undefined);
+    await this.opts.connection
+      .eval(
+        `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`,
+        1,
+        this.lockKey,
+        this.owner,
+      )
+      .catch(() => undefined);
   }
 
   private async run(): Promise<void> {
@@ -244,7 +257,13 @@ export class Archiver {
 const asideKey = (cancelledKey: string) => `${cancelledKey}:aside`;
 
 /** The lag, read from Redis by whoever asks (the master's API, `taskmaster status`). */
-export async function archiveLag(sets: FinishedJobs[], connection: Redis, cancelledKey: string, enabled: boolean, lastError?: string): Promise<ArchiveLag> {
+export async function archiveLag(
+  sets: FinishedJobs[],
+  connection: Redis,
+  cancelledKey: string,
+  enabled: boolean,
+  lastError?: string,
+): Promise<ArchiveLag> {
   if (!enabled) return { enabled, pending: 0 };
   const lags = await Promise.all(sets.map((s) => s.lag()));
   const snapshots = await connection.lrange(cancelledKey, 0, 0);

@@ -51,7 +51,21 @@ export interface TaskDocument {
 }
 
 /** The fields of a BullMQ job the archive reads (a Job, or its JSON as stored). */
-export type FinishedJob = Pick<Job, 'id' | 'name' | 'data' | 'opts' | 'timestamp' | 'processedOn' | 'finishedOn' | 'attemptsMade' | 'failedReason' | 'stacktrace' | 'returnvalue' | 'queueName'> & {
+export type FinishedJob = Pick<
+  Job,
+  | 'id'
+  | 'name'
+  | 'data'
+  | 'opts'
+  | 'timestamp'
+  | 'processedOn'
+  | 'finishedOn'
+  | 'attemptsMade'
+  | 'failedReason'
+  | 'stacktrace'
+  | 'returnvalue'
+  | 'queueName'
+> & {
   attemptsStarted?: number;
   processedBy?: string;
 };

@@ -79,12 +79,23 @@ export class FeederHandlers {
       const fresh = added.filter((a) => !a.duplicate).length;
       peer.added += fresh;
       this.opts.presence.touch(peer);
-      log.info({ client: peer.name ?? peer.id, tasks: added.length, fresh, duplicates: added.length - fresh }, 'tasks added');
+      log.info(
+        { client: peer.name ?? peer.id, tasks: added.length, fresh, duplicates: added.length - fresh },
+        'tasks added',
+      );
       answer = { ok: true, tasks };
     } catch (err) {
       if (err instanceof InvalidTaskError) {
-        log.info({ client: peer.name ?? peer.id, problems: err.problems.slice(0, 5), count: err.problems.length }, 'batch refused');
-        answer = { ok: false, code: err.code, message: `batch refused, nothing was added: ${err.message}`, problems: err.problems };
+        log.info(
+          { client: peer.name ?? peer.id, problems: err.problems.slice(0, 5), count: err.problems.length },
+          'batch refused',
+        );
+        answer = {
+          ok: false,
+          code: err.code,
+          message: `batch refused, nothing was added: ${err.message}`,
+          problems: err.problems,
+        };
       } else {
         log.error({ err, client: peer.name ?? peer.id }, 'could not add a batch');
         const message = `the batch could not be stored, nothing was added; send it again (${(err as Error).message})`;

@@ -85,7 +85,8 @@ export function parseTaskRef(value: unknown): TaskRef | undefined {
   const id = o._id ?? o.id;
   if (typeof id !== 'string' && typeof id !== 'number') return undefined;
   const assigned = o.assigned as Record<string, unknown> | undefined;
-  const lease = assigned && typeof assigned === 'object' && typeof assigned.lease === 'string' ? assigned.lease : undefined;
+  const lease =
+    assigned && typeof assigned === 'object' && typeof assigned.lease === 'string' ? assigned.lease : undefined;
   return { id: String(id), lease };
 }
 

@@ -57,17 +57,27 @@ function parseJson(text: string): Parsed {
 export async function readBatchFile(path: string, opts: Pick<Config, 'defaults' | 'tasksDir'>): Promise<Task[]> {
   const ext = extname(path).toLowerCase();
   const kind = ext === '.json' ? 'json' : ext === '.ndjson' || ext === '.jsonl' ? 'ndjson' : undefined;
-  if (!kind) throw new UsageError(`--file ${path}: expected a .json file (a task or an array of tasks) or a .ndjson file (one task per line)`);
+  if (!kind)
+    throw new UsageError(
+      `--file ${path}: expected a .json file (a task or an array of tasks) or a .ndjson file (one task per line)`,
+    );
   let text: string;
   try {
     text = await readFile(path, 'utf8');
   } catch (err) {
-    throw new UsageError(`--file ${path}: cannot read it (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, { cause: err });
+    throw new UsageError(
+      `--file ${path}: cannot read it (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`,
+      { cause: err },
+    );
   }
   const name = basename(path);
   const parsed = kind === 'json' ? parseJson(text) : parseNdjson(text);
   if (!parsed.values.length && !parsed.problems.length) throw new BatchFileError(name, ['contains no tasks']);
-  if (!parsed.values.length) throw new BatchFileError(name, parsed.problems.map(([, text]) => text));
+  if (!parsed.values.length)
+    throw new BatchFileError(
+      name,
+      parsed.problems.map(([, text]) => text),
+    );
   const problems = parsed.problems;
   let tasks: Task[] = [];
   try {
@@ -86,7 +96,10 @@ export async function readBatchFile(path: string, opts: Pick<Config, 'defaults' 
     }
   }
   if (problems.length) {
-    throw new BatchFileError(name, problems.sort((a, b) => a[0] - b[0]).map(([, text]) => text));
+    throw new BatchFileError(
+      name,
+      problems.sort((a, b) => a[0] - b[0]).map(([, text]) => text),
+    );
   }
   return tasks;
 }
@@ -99,7 +112,11 @@ interface Progress {
 function progress(total: number): Progress {
   if (process.stderr.isTTY) {
     const bar = new SingleBar(
-      { stream: process.stderr, format: 'adding [{bar}] {value}/{total} tasks | {percentage}% | eta {eta_formatted}', hideCursor: true },
+      {
+        stream: process.stderr,
+        format: 'adding [{bar}] {value}/{total} tasks | {percentage}% | eta {eta_formatted}',
+        hideCursor: true,
+      },
       Presets.shades_classic,
     );
     bar.start(total, 0);
@@ -140,9 +157,12 @@ async function addInChunks(client: TaskClient, tasks: Task[], started: number, o
       bar.update(added);
     }
   } catch (err) {
-    throw new Error(`stopped after adding ${added} of ${tasks.length} tasks (each chunk of ${CHUNK} is all-or-nothing): ${(err as Error).message}`, {
-      cause: err,
-    });
+    throw new Error(
+      `stopped after adding ${added} of ${tasks.length} tasks (each chunk of ${CHUNK} is all-or-nothing): ${(err as Error).message}`,
+      {
+        cause: err,
+      },
+    );
   } finally {
     bar.stop();
   }

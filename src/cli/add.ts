@@ -71,8 +71,16 @@ export function registerAdd(program: Command, env: Env): void {
     )
     .argument('[module]', 'name of a module in the tasks folder')
     .argument('[params...]', `JSON parameters (quote strings: '"AAPL"')`)
-    .option('--priority <n>', `higher runs sooner (${PRIORITY_MIN} to ${PRIORITY_MAX}; default 50)`, integer('--priority', PRIORITY_MIN, PRIORITY_MAX, 'an integer'))
-    .option('--timeout <ms>', 'milliseconds before a run is abandoned and retried', integer('--timeout', 1, MAX_TIMEOUT, 'a whole number of milliseconds'))
+    .option(
+      '--priority <n>',
+      `higher runs sooner (${PRIORITY_MIN} to ${PRIORITY_MAX}; default 50)`,
+      integer('--priority', PRIORITY_MIN, PRIORITY_MAX, 'an integer'),
+    )
+    .option(
+      '--timeout <ms>',
+      'milliseconds before a run is abandoned and retried',
+      integer('--timeout', 1, MAX_TIMEOUT, 'a whole number of milliseconds'),
+    )
     .option('--after <task>', `a dependency: '<module> [json-params]' (repeatable)`, parseAfter)
     .option('--queue <name>', 'queue to add to (default: TASKMASTER_QUEUE)')
     .option('--file <path>', 'add the tasks in a .json or .ndjson file')

@@ -20,15 +20,23 @@ const MAX_LINES = 50;
 export function describeFailure(err: unknown): { lines: string[]; exitCode: number } {
   if (err instanceof CommanderError) return { lines: [err.message.replace(/^error: /, '')], exitCode: 2 };
   if (err instanceof UsageError) return { lines: [err.message], exitCode: 2 };
-  if (err instanceof InvalidQueryError) return { lines: [err.param === 'module' ? err.message : `--${err.message}`], exitCode: 2 };
+  if (err instanceof InvalidQueryError)
+    return { lines: [err.param === 'module' ? err.message : `--${err.message}`], exitCode: 2 };
   if (err instanceof InvalidTaskError) {
     return {
-      lines: cap(err.problems.map((p) => (p.index < 0 ? `${p.field}: ${p.message}` : `task[${p.index}].${p.field}: ${p.message}`))),
+      lines: cap(
+        err.problems.map((p) =>
+          p.index < 0 ? `${p.field}: ${p.message}` : `task[${p.index}].${p.field}: ${p.message}`,
+        ),
+      ),
       exitCode: 1,
     };
   }
   if (err instanceof BatchFileError) {
-    return { lines: cap(err.problems.map((p) => `${err.file}: ${p}`)).concat(`${err.file}: nothing was added`), exitCode: 1 };
+    return {
+      lines: cap(err.problems.map((p) => `${err.file}: ${p}`)).concat(`${err.file}: nothing was added`),
+      exitCode: 1,
+    };
   }
   const message = err instanceof Error ? err.message : String(err);
   return { lines: [message.split('\n')[0] || 'unknown error'], exitCode: 1 };

@@ -10,9 +10,13 @@ async function withHistory<T>(env: Env, fn: (history: History, ctx: OneShot) => 
     // Imported only with an archive: it brings MongoDB's client.
     const { mongoUrl } = ctx.config;
     const store = mongoUrl
-      ? new (await import('../archive/store.ts')).ArchiveStore(mongoUrl, createLogger({ level: 'silent', pretty: false }), {
-          serverSelectionTimeoutMS: 3000,
-        })
+      ? new (await import('../archive/store.ts')).ArchiveStore(
+          mongoUrl,
+          createLogger({ level: 'silent', pretty: false }),
+          {
+            serverSelectionTimeoutMS: 3000,
+          },
+        )
       : undefined;
     try {
       return await fn(new History(ctx.client, store), ctx);
@@ -29,9 +33,23 @@ function when(v: TaskView): string {
 
 export function formatHistory(tasks: TaskView[], archive: boolean): string {
   const rows = [['id', 'module', 'status', 'when', 'ms', 'attempts', 'where']];
-  for (const t of tasks) rows.push([t.jobId, t.module, t.status, when(t), t.duration === undefined ? '' : String(t.duration), String(t.attempts), t.source]);
+  for (const t of tasks)
+    rows.push([
+      t.jobId,
+      t.module,
+      t.status,
+      when(t),
+      t.duration === undefined ? '' : String(t.duration),
+      String(t.attempts),
+      t.source,
+    ]);
   const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
-  const lines = rows.map((r) => r.map((cell, c) => cell.padEnd(widths[c]!)).join('  ').trimEnd());
+  const lines = rows.map((r) =>
+    r
+      .map((cell, c) => cell.padEnd(widths[c]!))
+      .join('  ')
+      .trimEnd(),
+  );
   if (!archive) lines.push('(no archive: MONGO_URL is not set, so only tasks still in Redis are shown)');
   return lines.join('\n');
 }
@@ -53,17 +71,27 @@ export function registerHistory(program: Command, env: Env): void {
     .option('--limit <n>', 'at most this many (1-1000)', '100')
     .option('--queue <name>', 'queue (default: TASKMASTER_QUEUE)')
     .option('--json', 'print the tasks as JSON')
-    .action(async (module: string | undefined, opts: { status?: string; since?: string; until?: string; limit: string; queue?: string; json?: boolean }) => {
-      await withHistory(env, async (history, { config }) => {
-        const query = parseHistoryQuery({ module, status: opts.status, since: opts.since, until: opts.until, limit: opts.limit, queue: opts.queue }, config.queue);
-        const tasks = await history.search(query);
-        out(opts.json ? JSON.stringify(tasks) : formatHistory(tasks, history.archived));
-      });
-    });
+    .action(
+      async (
+        module: string | undefined,
+        opts: { status?: string; since?: string; until?: string; limit: string; queue?: string; json?: boolean },
+      ) => {
+        await withHistory(env, async (history, { config }) => {
+          const query = parseHistoryQuery(
+            { module, status: opts.status, since: opts.since, until: opts.until, limit: opts.limit, queue: opts.queue },
+            config.queue,
+          );
+          const tasks = await history.search(query);
+          out(opts.json ? JSON.stringify(tasks) : formatHistory(tasks, history.archived));
+        });
+      },
+    );
 
   program
     .command('retry')
-    .description('queue a finished task (completed, failed or cancelled; in Redis or only in the archive) again, as a new task')
+    .description(
+      'queue a finished task (completed, failed or cancelled; in Redis or only in the archive) again, as a new task',
+    )
     .argument('<id>', 'job id, as `add` or `history` printed it')
     .option('--queue <name>', 'queue (default: TASKMASTER_QUEUE)')
     .option('--json', 'print the answer as JSON')
@@ -72,7 +100,9 @@ export function registerHistory(program: Command, env: Env): void {
         const { queue } = parseHistoryQuery({ queue: opts.queue }, config.queue);
         const { from, added } = await history.retry(id, queue);
         if (opts.json) return out(JSON.stringify({ retried: from._id, task: added }));
-        out(`${added.id}${added.duplicate ? ' (already queued)' : ''}: ${from.module} queued again from ${id} (${from.status}, ${from.source})`);
+        out(
+          `${added.id}${added.duplicate ? ' (already queued)' : ''}: ${from.module} queued again from ${id} (${from.status}, ${from.source})`,
+        );
       });
     });
 }

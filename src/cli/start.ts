@@ -40,6 +40,8 @@ export function registerStart(program: Command, env: Env): void {
   program
     .command('workers')
     .summary('run only the workers')
-    .description('Run workers that take tasks from the queue and run modules from the tasks folder, until SIGINT/SIGTERM.')
+    .description(
+      'Run workers that take tasks from the queue and run modules from the tasks folder, until SIGINT/SIGTERM.',
+    )
     .action(() => serve(env, 'startWorkers'));
 }

@@ -39,10 +39,20 @@ function zero(): Counts {
 }
 
 /** Counts the jobs of one state per module by paging through its ids and pipelining HGET name. */
-async function countModules(redis: Redis, queue: Queue, suffix: string, kind: 'list' | 'zset', state: State, modules: Record<string, Counts>) {
+async function countModules(
+  redis: Redis,
+  queue: Queue,
+  suffix: string,
+  kind: 'list' | 'zset',
+  state: State,
+  modules: Record<string, Counts>,
+) {
   const key = queue.toKey(suffix);
   for (let start = 0; ; start += PAGE) {
-    const ids = kind === 'list' ? await redis.lrange(key, start, start + PAGE - 1) : await redis.zrange(key, start, start + PAGE - 1);
+    const ids =
+      kind === 'list'
+        ? await redis.lrange(key, start, start + PAGE - 1)
+        : await redis.zrange(key, start, start + PAGE - 1);
     if (!ids.length) return;
     const pipeline = redis.pipeline();
     for (const id of ids) pipeline.hget(queue.toKey(id), 'name');
@@ -69,28 +79,42 @@ export async function queueStatus(redis: Redis, queue: Queue, prefix: string, ar
   if (archived) {
     // Imported here: the archiver brings MongoDB's client, which a status without an archive does not need.
     const { archiveLag } = await import('../archive/archiver.ts');
-    status.archive = await archiveLag([new FinishedJobs(redis, prefix, queue)], redis, cancelledSnapshotsKey(prefix), true);
+    status.archive = await archiveLag(
+      [new FinishedJobs(redis, prefix, queue)],
+      redis,
+      cancelledSnapshotsKey(prefix),
+      true,
+    );
   }
   return status;
 }
 
 function table(rows: string[][]): string {
   const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
-  return rows.map((r) => r.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('  ')).join('\n');
+  return rows
+    .map((r) => r.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('  '))
+    .join('\n');
 }
 
 /** Jobs whose document MongoDB refused even reduced (see archive/archiver.ts), when there are any. */
 const setAside = (lag: ArchiveLag) =>
-  lag.setAside ? `; ${lag.setAside} set aside, kept in Redis: MongoDB refused their document (see the master's log)` : '';
+  lag.setAside
+    ? `; ${lag.setAside} set aside, kept in Redis: MongoDB refused their document (see the master's log)`
+    : '';
 
 export function formatStatus(s: QueueStatus): string {
   const total = Object.values(s.counts).reduce((a, b) => a + b, 0);
   const head = `queue ${s.queue} (prefix ${s.prefix})${s.paused ? ' — paused' : ''}: ${total} job(s) in Redis`;
   const states = table([['state', 'jobs'], ...STATES.map(([st]) => [st, String(s.counts[st])])]);
   const names = Object.keys(s.modules);
-  const lag = s.archive ? `\n\narchive: ${s.archive.pending} finished job(s) waiting to be archived${s.archive.oldestAgeMs !== undefined ? `, oldest finished ${Math.round(s.archive.oldestAgeMs / 1000)} s ago` : ''}${setAside(s.archive)}` : '';
+  const lag = s.archive
+    ? `\n\narchive: ${s.archive.pending} finished job(s) waiting to be archived${s.archive.oldestAgeMs !== undefined ? `, oldest finished ${Math.round(s.archive.oldestAgeMs / 1000)} s ago` : ''}${setAside(s.archive)}`
+    : '';
   if (!names.length) return `${head}\n\n${states}${lag}`;
-  const modules = table([['module', ...STATES.map(([st]) => st)], ...names.map((n) => [n, ...STATES.map(([st]) => String(s.modules[n]![st]))])]);
+  const modules = table([
+    ['module', ...STATES.map(([st]) => st)],
+    ...names.map((n) => [n, ...STATES.map(([st]) => String(s.modules[n]![st]))]),
+  ]);
   return `${head}\n\n${states}\n\n${modules}${lag}`;
 }
 
@@ -99,18 +123,24 @@ export function registerStatus(program: Command, env: Env): void {
     .command('status')
     .summary('job counts per state and per module')
     .description(
-      'Counts of the queue\'s jobs per state (waiting, prioritized, delayed, waiting-children, active,\n' +
+      "Counts of the queue's jobs per state (waiting, prioritized, delayed, waiting-children, active,\n" +
         'and the completed and failed jobs still kept in Redis), and the same per module.',
     )
     .option('--queue <name>', 'queue to report on (default: TASKMASTER_QUEUE)', (v: string) => {
-      if (!/^[A-Za-z0-9_.-]{1,64}$/.test(v)) throw new InvalidArgumentError('letters, digits, "_", "." or "-" (1-64 characters)');
+      if (!/^[A-Za-z0-9_.-]{1,64}$/.test(v))
+        throw new InvalidArgumentError('letters, digits, "_", "." or "-" (1-64 characters)');
       return v;
     })
     .option('--json', 'print the counts as JSON')
     .action(async (opts: { queue?: string; json?: boolean }) => {
       const { withClient, out } = await import('./context.ts');
       await withClient(env, async ({ config, redis, client }) => {
-        const status = await queueStatus(redis, client.queue(opts.queue ?? config.queue), config.prefix, Boolean(config.mongoUrl));
+        const status = await queueStatus(
+          redis,
+          client.queue(opts.queue ?? config.queue),
+          config.prefix,
+          Boolean(config.mongoUrl),
+        );
         out(opts.json ? JSON.stringify(status) : formatStatus(status));
       });
     });

@@ -244,7 +244,13 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
     },
     limits: {
       maxBatch: int(env, 'TASKMASTER_MAX_BATCH', fd.maxBatch ?? 10_000, 1, 1_000_000),
-      maxPayloadBytes: int(env, 'TASKMASTER_MAX_PAYLOAD_BYTES', fd.maxPayloadBytes ?? 16 * 1024 * 1024, 1024, 512 * 1024 * 1024),
+      maxPayloadBytes: int(
+        env,
+        'TASKMASTER_MAX_PAYLOAD_BYTES',
+        fd.maxPayloadBytes ?? 16 * 1024 * 1024,
+        1024,
+        512 * 1024 * 1024,
+      ),
     },
     keep: {
       completed: int(env, 'TASKMASTER_KEEP_COMPLETED', fd.keepCompleted ?? 10_000, 0, 10_000_000),

@@ -42,7 +42,8 @@ class EncodedCommand extends Command {
  * nothing, where ioredis no longer has that shape.
  */
 export function encodeScriptCommands(connection: Redis, name: string): boolean {
-  const scripts = (connection as unknown as { scriptsSet?: Record<string, { Command?: { prototype: object } }> }).scriptsSet;
+  const scripts = (connection as unknown as { scriptsSet?: Record<string, { Command?: { prototype: object } }> })
+    .scriptsSet;
   const proto = scripts?.[name]?.Command?.prototype;
   if (!proto || Object.getPrototypeOf(proto) !== Command.prototype) return false;
   Object.setPrototypeOf(proto, EncodedCommand.prototype);

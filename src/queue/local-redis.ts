@@ -54,7 +54,9 @@ export async function ensureLocalRedis(
   const answers = opts.redisAnswers ?? pingRedis;
   if (await answers(DEFAULT_PORT)) return undefined;
   if (!(opts.hasRedisServer ?? hasRedisServer)()) {
-    throw new RedisUnavailableError(`nothing answers on ${HOST}:${DEFAULT_PORT} and redis-server is not on PATH: ${HOW_TO_GET_REDIS}`);
+    throw new RedisUnavailableError(
+      `nothing answers on ${HOST}:${DEFAULT_PORT} and redis-server is not on PATH: ${HOW_TO_GET_REDIS}`,
+    );
   }
   const port = (await (opts.portFree ?? portFree)(DEFAULT_PORT)) ? DEFAULT_PORT : await freePort();
   const dir = join(config.dataDir, 'redis');
@@ -62,14 +64,21 @@ export async function ensureLocalRedis(
   const binary = opts.binary ?? 'redis-server';
   // Detached: a Ctrl+C on the terminal reaches this process, which closes its workers first and
   // stops Redis last, instead of Redis dying under the workers still using it.
-  const proc = spawn(binary, ['--port', String(port), '--bind', HOST, '--dir', dir, '--appendonly', 'yes', '--daemonize', 'no'], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    detached: true,
-  });
+  const proc = spawn(
+    binary,
+    ['--port', String(port), '--bind', HOST, '--dir', dir, '--appendonly', 'yes', '--daemonize', 'no'],
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+    },
+  );
   await waitReady(proc, port);
   const url = `redis://${HOST}:${port}`;
   const hint = port === DEFAULT_PORT ? 'set REDIS_URL to use another Redis' : `other commands need REDIS_URL=${url}`;
-  opts.log.info({ port, dataDir: dir, pid: proc.pid }, `started a private redis-server on ${url}, data in ${dir} (${hint})`);
+  opts.log.info(
+    { port, dataDir: dir, pid: proc.pid },
+    `started a private redis-server on ${url}, data in ${dir} (${hint})`,
+  );
   return { url, port, dir, pid: proc.pid!, stop: () => stopProcess(proc) };
 }
 
@@ -92,8 +101,13 @@ function waitReady(proc: ChildProcess, port: number): Promise<void> {
       if (output.includes('Ready to accept connections')) done();
     };
     const onExit = (code: number | null) =>
-      done(new RedisUnavailableError(`redis-server on port ${port} exited (code ${code}) before it was ready: ${lastLine(output)}`));
-    const onError = (err: Error) => done(new RedisUnavailableError(`cannot start redis-server: ${err.message}; ${HOW_TO_GET_REDIS}`, { cause: err }));
+      done(
+        new RedisUnavailableError(
+          `redis-server on port ${port} exited (code ${code}) before it was ready: ${lastLine(output)}`,
+        ),
+      );
+    const onError = (err: Error) =>
+      done(new RedisUnavailableError(`cannot start redis-server: ${err.message}; ${HOW_TO_GET_REDIS}`, { cause: err }));
     const timer = setTimeout(() => {
       proc.kill('SIGKILL');
       done(new RedisUnavailableError(`redis-server on port ${port} was not ready within 10 s: ${lastLine(output)}`));

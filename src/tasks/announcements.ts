@@ -27,7 +27,8 @@ export function listenForAnnouncements(o: AnnouncementsOptions): () => void {
   // Errors of a duplicate are logged already, by the process's outage log (createRedis watches every duplicate).
   sub.on('error', () => {});
   sub.on('message', (channel: string, message: string) => {
-    if (channel === o.openingChannel) void o.gates.open(message).catch((err) => o.log.warn({ err }, 'opening gates failed; the reconciler will'));
+    if (channel === o.openingChannel)
+      void o.gates.open(message).catch((err) => o.log.warn({ err }, 'opening gates failed; the reconciler will'));
     else o.cancel(message);
   });
   sub.on('ready', () => {

@@ -24,7 +24,13 @@ interface BullmqScript {
 }
 
 /** The BullMQ scripts a flow of tasks is written with, in the order the Lua dispatch numbers them. */
-const EMBEDDED: BullmqScript[] = [addPrioritizedJob, addParentJob, addDelayedJob, addStandardJob, releaseParentIfNoPendingDependencies];
+const EMBEDDED: BullmqScript[] = [
+  addPrioritizedJob,
+  addParentJob,
+  addDelayedJob,
+  addStandardJob,
+  releaseParentIfNoPendingDependencies,
+];
 
 /**
  * A BullMQ script split so that it can run many times in one script without re-creating its
@@ -248,7 +254,8 @@ class FlowCommands extends FlowProducer {
       // A flow of one is most of what is added: its entry made directly spares FlowProducer's
       // per-node queue objects. The flows' order is kept (it is the FIFO order of the batch).
       if (flow.children?.length) await this.addNodes(entries, [flow]);
-      else entries.push(new Job(queue(flow.queueName), flow.name, flow.data, flow.opts, flow.opts?.jobId).toFlowEntry({}));
+      else
+        entries.push(new Job(queue(flow.queueName), flow.name, flow.data, flow.opts, flow.opts?.jobId).toFlowEntry({}));
     }
     inBatchOrder(entries, order);
     const commands: Command[] = [];
@@ -266,15 +273,23 @@ class FlowCommands extends FlowProducer {
     const writes = entries.map((entry) => {
       const parentKey = entry.parentKeyOpts.parentKey;
       const parent = entry.jobData.parent;
-      if (parent && parentKey) parents.set(parentKey, [parentKey, `${parentKey}:dependencies`, parent.queueKey ?? '', parent.id ?? '']);
+      if (parent && parentKey)
+        parents.set(parentKey, [parentKey, `${parentKey}:dependencies`, parent.queueKey ?? '', parent.id ?? '']);
       const queueKey = `${entry.prefix}:${entry.queueName}`;
       let keys = queueKeys.get(queueKey);
       if (!keys) queueKeys.set(queueKey, (keys = new QueueKeys(entry.prefix).getKeys(entry.queueName)));
-      return this.backend.addJobToTransaction(recorder, entry.jobData, entry.jobId, { ...entry.parentKeyOpts, deferParentRelease: true }, keys);
+      return this.backend.addJobToTransaction(
+        recorder,
+        entry.jobData,
+        entry.jobId,
+        { ...entry.parentKeyOpts, deferParentRelease: true },
+        keys,
+      );
     });
     await Promise.all(writes);
     const now = Date.now();
-    for (const args of parents.values()) this.backend.execCommand(recorder, releaseParentIfNoPendingDependencies.name, [...args, now]);
+    for (const args of parents.values())
+      this.backend.execCommand(recorder, releaseParentIfNoPendingDependencies.name, [...args, now]);
     return commands;
   }
 }

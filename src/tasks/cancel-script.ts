@@ -1,7 +1,5 @@
 import { readFileSync } from 'node:fs';
-import {
-  releaseParentIfNoPendingDependencies,
-} from 'bullmq/dist/esm/scripts/releaseParentIfNoPendingDependencies-2.js';
+import { releaseParentIfNoPendingDependencies } from 'bullmq/dist/esm/scripts/releaseParentIfNoPendingDependencies-2.js';
 import { removeJob } from 'bullmq/dist/esm/scripts/removeJob-2.js';
 import { version } from 'bullmq/dist/esm/version.js';
 import { TaskmasterError } from '../errors.ts';

@@ -64,9 +64,7 @@ export class Gates {
   private worker?: Worker;
   private timer?: NodeJS.Timeout;
 
-  constructor(
-    private readonly opts: { connection: Redis; prefix: string; store: IdentityStore; log: Logger },
-  ) {
+  constructor(private readonly opts: { connection: Redis; prefix: string; store: IdentityStore; log: Logger }) {
     this.queue = new Queue(GATE_QUEUE, { connection: opts.connection, prefix: opts.prefix });
     this.queue.on('error', OutageLog.listener(opts.log, 'gate queue error'));
     this.redis = opts.connection as Scripted;

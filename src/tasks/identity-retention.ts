@@ -5,7 +5,9 @@ import type { Keys } from '../queue/keys.ts';
 
 const SWEEP = readFileSync(new URL('./sweep-identities.lua', import.meta.url), 'utf8');
 
-type Scripted = Redis & { tmSweepIdentities(hash: string, cursor: string, cutoff: number, count: number): Promise<[string, number]> };
+type Scripted = Redis & {
+  tmSweepIdentities(hash: string, cursor: string, cutoff: number, count: number): Promise<[string, number]>;
+};
 
 export interface IdentityRetentionOptions {
   connection: Redis;

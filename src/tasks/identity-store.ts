@@ -357,7 +357,8 @@ export class IdentityStore {
     let sent!: () => void;
     const sentP = new Promise<void>((r) => (sent = r));
     const waiters = new Promise<string[]>((resolve, reject) => {
-      if (this.settling.push({ outcome, item, record, sent, resolve, reject }) === 1) setImmediate(() => this.flushSettles());
+      if (this.settling.push({ outcome, item, record, sent, resolve, reject }) === 1)
+        setImmediate(() => this.flushSettles());
     });
     return { sent: sentP, waiters };
   }
@@ -392,7 +393,7 @@ export class IdentityStore {
   async outcomes(
     dependencyKeys: string[],
     opts: { archiveLimitMs?: number } = {},
-  ): Promise<({ state: 'completed' | 'failed' } & Outcome | undefined)[]> {
+  ): Promise<(({ state: 'completed' | 'failed' } & Outcome) | undefined)[]> {
     if (!dependencyKeys.length) return [];
     const read: string[] = [];
     const { live, done, failed, readding } = this.keys;
@@ -403,7 +404,10 @@ export class IdentityStore {
     }
     const out = read.map((f) => {
       if (!f) return undefined;
-      return { state: f[0] === 'c' ? ('completed' as const) : ('failed' as const), ...(JSON.parse(f.slice(1)) as Outcome) };
+      return {
+        state: f[0] === 'c' ? ('completed' as const) : ('failed' as const),
+        ...(JSON.parse(f.slice(1)) as Outcome),
+      };
     });
     const unknown = dependencyKeys.filter((_, i) => !out[i]);
     if (this.archive && unknown.length) {

@@ -28,7 +28,12 @@ export class Outcomes {
   ) {}
 
   /** `task` may be passed when the caller already has it, to save hashing it again. */
-  async record(outcome: 'completed' | 'failed', job: OutcomeJob, reason?: string, task: OutcomeTask = taskFromJob(job)): Promise<void> {
+  async record(
+    outcome: 'completed' | 'failed',
+    job: OutcomeJob,
+    reason?: string,
+    task: OutcomeTask = taskFromJob(job),
+  ): Promise<void> {
     const waiting = await this.settle(outcome, job, reason, task).waiters;
     await this.gates.open(task.dependencyKey, waiting);
   }
@@ -41,7 +46,12 @@ export class Outcomes {
    * answer is handled after: gates opened, and a record Redis refused tried again until it
    * takes (close() waits for these).
    */
-  async recordAhead(outcome: 'completed' | 'failed', job: OutcomeJob, reason?: string, task: OutcomeTask = taskFromJob(job)): Promise<void> {
+  async recordAhead(
+    outcome: 'completed' | 'failed',
+    job: OutcomeJob,
+    reason?: string,
+    task: OutcomeTask = taskFromJob(job),
+  ): Promise<void> {
     const { sent, waiters } = this.settle(outcome, job, reason, task);
     const after = this.finish(outcome, job, reason, task, waiters);
     this.inFlight.set(after, job.id);
@@ -59,7 +69,10 @@ export class Outcomes {
     const limit = new Promise<boolean>((r) => (timer = setTimeout(() => r(false), limitMs)));
     while (this.inFlight.size) {
       if (!(await Promise.race([Promise.all(this.inFlight.keys()).then(() => true), limit]))) {
-        this.log?.error({ jobIds: [...this.inFlight.values()] }, 'stopped with task outcomes not yet recorded in Redis');
+        this.log?.error(
+          { jobIds: [...this.inFlight.values()] },
+          'stopped with task outcomes not yet recorded in Redis',
+        );
         break;
       }
     }
@@ -81,14 +94,25 @@ export class Outcomes {
     );
   }
 
-  private async finish(outcome: 'completed' | 'failed', job: OutcomeJob, reason: string | undefined, task: OutcomeTask, first: Promise<string[]>): Promise<void> {
+  private async finish(
+    outcome: 'completed' | 'failed',
+    job: OutcomeJob,
+    reason: string | undefined,
+    task: OutcomeTask,
+    first: Promise<string[]>,
+  ): Promise<void> {
     let waiters = first;
     for (let delay = 100; ; delay = Math.min(delay * 2, RETRY_MAX_MS)) {
       try {
         // A gate left unopened is found by the reconciler: settle put its identity in `opening`.
-        return await this.gates.open(task.dependencyKey, await waiters).catch((err) => this.log?.warn({ err }, 'opening gates failed; the reconciler will'));
+        return await this.gates
+          .open(task.dependencyKey, await waiters)
+          .catch((err) => this.log?.warn({ err }, 'opening gates failed; the reconciler will'));
       } catch (err) {
-        this.log?.error({ err, jobId: job.id, outcome, retryInMs: delay }, 'recording the outcome of a finished task failed; trying again');
+        this.log?.error(
+          { err, jobId: job.id, outcome, retryInMs: delay },
+          'recording the outcome of a finished task failed; trying again',
+        );
         await new Promise((r) => setTimeout(r, this.closing ? Math.min(delay, 500) : delay));
         waiters = this.settle(outcome, job, reason, task).waiters;
       }

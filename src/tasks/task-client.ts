@@ -270,7 +270,12 @@ export class TaskClient {
     const nodes = new Map<Planned, FlowJob>();
     const childOf = new Map<Planned, Planned>();
     for (const p of toAdd) {
-      nodes.set(p, { name: p.task.module, queueName: p.queue, data: toJobData(p.task, { task: p.taskKey, dependency: p.dependencyKey }), opts: this.jobOpts(p) });
+      nodes.set(p, {
+        name: p.task.module,
+        queueName: p.queue,
+        data: toJobData(p.task, { task: p.taskKey, dependency: p.dependencyKey }),
+        opts: this.jobOpts(p),
+      });
     }
     for (const p of toAdd) {
       const node = nodes.get(p)!;
@@ -336,7 +341,12 @@ export class TaskClient {
    */
   async cancel(id: string, queue = this.config.queue): Promise<CancelResult> {
     if (!this.cancellations) {
-      const gates = new Gates({ connection: this.connection, prefix: this.config.prefix, store: this.store, log: silentLog });
+      const gates = new Gates({
+        connection: this.connection,
+        prefix: this.config.prefix,
+        store: this.store,
+        log: silentLog,
+      });
       this.closers.push(() => gates.close());
       this.cancellations = new Cancellations(this.connection, this.config.prefix, gates);
     }

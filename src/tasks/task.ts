@@ -87,7 +87,9 @@ export function storedKeys(data: unknown): Envelope['keys'] {
 
 function whole(keys: Envelope['keys']): Envelope['keys'] {
   // Empty keys count as none: the finishing script is handed '' for "no keys".
-  return keys && typeof keys.task === 'string' && typeof keys.dependency === 'string' && keys.task && keys.dependency ? keys : undefined;
+  return keys && typeof keys.task === 'string' && typeof keys.dependency === 'string' && keys.task && keys.dependency
+    ? keys
+    : undefined;
 }
 
 /** The minimal view of a BullMQ job that the task model needs. */
@@ -133,8 +135,7 @@ export function taskFromJob(job: JobLike): JobTask {
     dependencies,
     created: env?.created ?? Math.floor((job.timestamp ?? Date.now()) / 1000),
     dependencyKey: keys?.dependency ?? dependencyKey(job.name, params, scope),
-    taskKey:
-      keys?.task ?? taskKey(job.name, params, dependencies.map(dependencyRefKey), scope, keys?.dependency),
+    taskKey: keys?.task ?? taskKey(job.name, params, dependencies.map(dependencyRefKey), scope, keys?.dependency),
     keysStored: whole(keys) !== undefined,
   };
   if (scope !== undefined) task.scope = scope;

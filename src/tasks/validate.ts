@@ -129,29 +129,42 @@ export function validateTasks(input: unknown, opts: ValidateOptions): Task[] {
   let payload = input;
   if (typeof payload === 'string') {
     if (Buffer.byteLength(payload) > opts.limits.maxPayloadBytes) {
-      throw new InvalidTaskError([{ index: -1, field: '(payload)', message: `larger than ${opts.limits.maxPayloadBytes} bytes` }]);
+      throw new InvalidTaskError([
+        { index: -1, field: '(payload)', message: `larger than ${opts.limits.maxPayloadBytes} bytes` },
+      ]);
     }
     try {
       payload = JSON.parse(payload);
     } catch (err) {
-      throw new InvalidTaskError([{ index: -1, field: '(payload)', message: `not valid JSON: ${(err as Error).message}` }]);
+      throw new InvalidTaskError([
+        { index: -1, field: '(payload)', message: `not valid JSON: ${(err as Error).message}` },
+      ]);
     }
   } else {
     let size: number;
     try {
       size = Buffer.byteLength(JSON.stringify(payload) ?? '');
     } catch (err) {
-      throw new InvalidTaskError([{ index: -1, field: '(payload)', message: `cannot be serialised as JSON: ${(err as Error).message}` }]);
+      throw new InvalidTaskError([
+        { index: -1, field: '(payload)', message: `cannot be serialised as JSON: ${(err as Error).message}` },
+      ]);
     }
     if (size > opts.limits.maxPayloadBytes) {
-      throw new InvalidTaskError([{ index: -1, field: '(payload)', message: `larger than ${opts.limits.maxPayloadBytes} bytes` }]);
+      throw new InvalidTaskError([
+        { index: -1, field: '(payload)', message: `larger than ${opts.limits.maxPayloadBytes} bytes` },
+      ]);
     }
   }
   const batch = Array.isArray(payload) ? payload : [payload];
-  if (batch.length === 0) throw new InvalidTaskError([{ index: -1, field: '(batch)', message: 'is empty: send at least one task' }]);
+  if (batch.length === 0)
+    throw new InvalidTaskError([{ index: -1, field: '(batch)', message: 'is empty: send at least one task' }]);
   if (batch.length > opts.limits.maxBatch) {
     throw new InvalidTaskError([
-      { index: -1, field: '(batch)', message: `has ${batch.length} tasks; at most ${opts.limits.maxBatch} are allowed in one batch` },
+      {
+        index: -1,
+        field: '(batch)',
+        message: `has ${batch.length} tasks; at most ${opts.limits.maxBatch} are allowed in one batch`,
+      },
     ]);
   }
   const problems: TaskProblem[] = [];
@@ -162,7 +175,13 @@ export function validateTasks(input: unknown, opts: ValidateOptions): Task[] {
   return tasks as Task[];
 }
 
-function validateOne(raw: unknown, index: number, opts: ValidateOptions, now: number, problems: TaskProblem[]): Task | undefined {
+function validateOne(
+  raw: unknown,
+  index: number,
+  opts: ValidateOptions,
+  now: number,
+  problems: TaskProblem[],
+): Task | undefined {
   const fail = (field: string, message: string) => {
     problems.push({ index, field, message });
     return undefined;
@@ -216,12 +235,18 @@ function validateOne(raw: unknown, index: number, opts: ValidateOptions, now: nu
     } else created = c;
   }
   if (t.queue !== undefined && (typeof t.queue !== 'string' || !/^[A-Za-z0-9_.-]{1,64}$/.test(t.queue))) {
-    fail('queue', `must be a queue name of letters, digits, "_", "." or "-" (1-64 characters), got ${typeName(t.queue)}`);
+    fail(
+      'queue',
+      `must be a queue name of letters, digits, "_", "." or "-" (1-64 characters), got ${typeName(t.queue)}`,
+    );
   }
 
   if (t.scope !== undefined && !isScope(t.scope)) fail('scope', `must be ${SCOPE_RULE}, got ${typeName(t.scope)}`);
   if (t.rerun !== undefined && typeof t.rerun !== 'boolean') {
-    fail('rerun', `must be true (queue a new run even if an identical task completed lately) or false, got ${typeName(t.rerun)}`);
+    fail(
+      'rerun',
+      `must be true (queue a new run even if an identical task completed lately) or false, got ${typeName(t.rerun)}`,
+    );
   }
 
   const dependencies: DependencyRef[] = [];

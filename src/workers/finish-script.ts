@@ -125,7 +125,17 @@ export function installFinishScript(connection: Redis): boolean {
 }
 
 /** BullMQ's moveToFinishedArgs: (job, val, propVal, shouldRemove, target, token, timestamp, fetchNext, fieldsToUpdate). */
-type FinishArgs = (job: { id?: string; name: string; data: unknown }, val: unknown, propVal: unknown, shouldRemove: unknown, target: unknown, token: unknown, timestamp: unknown, fetchNext?: unknown, fieldsToUpdate?: unknown) => unknown[];
+type FinishArgs = (
+  job: { id?: string; name: string; data: unknown },
+  val: unknown,
+  propVal: unknown,
+  shouldRemove: unknown,
+  target: unknown,
+  token: unknown,
+  timestamp: unknown,
+  fetchNext?: unknown,
+  fieldsToUpdate?: unknown,
+) => unknown[];
 
 /**
  * Makes `worker` hand the finishing script what it needs to record each job's outcome: the
@@ -140,7 +150,17 @@ export function passIdentityKeys(worker: Worker): void {
   const args: FinishArgs = backend.moveToFinishedArgs.bind(backend);
   const keys = keysFor(worker.opts.prefix ?? 'bull');
   const queue = worker.name;
-  backend.moveToFinishedArgs = (job, val, propVal, shouldRemove, target, token, timestamp, fetchNext, fieldsToUpdate) => {
+  backend.moveToFinishedArgs = (
+    job,
+    val,
+    propVal,
+    shouldRemove,
+    target,
+    token,
+    timestamp,
+    fetchNext,
+    fieldsToUpdate,
+  ) => {
     const out = args(job, val, propVal, shouldRemove, target, token, timestamp, fetchNext, fieldsToUpdate);
     const n = backend.moveToFinishedKeys.length;
     // Only where BullMQ's arguments are what the script expects; otherwise it reads the data.

@@ -64,7 +64,9 @@ export class HeldRuns {
     const details = await this.pipelined(mine.map(({ jobId }) => ['hmget', jobKey(jobId), 'processedOn', 'data']));
     return mine.flatMap(({ jobId, token }, i) => {
       const [processedOn, data] = (details[i] ?? []) as (string | null)[];
-      return processedOn ? [{ jobId, queue: this.queue, token, processedOn: Number(processedOn), timeoutMs: this.timeout(data) }] : [];
+      return processedOn
+        ? [{ jobId, queue: this.queue, token, processedOn: Number(processedOn), timeoutMs: this.timeout(data) }]
+        : [];
     });
   }
 

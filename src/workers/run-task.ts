@@ -127,7 +127,7 @@ class Sweep {
       return;
     }
     const now = Date.now();
-    for (let run: Run | undefined = this.head; run; ) {
+    for (let run: Run | undefined = this.head; run;) {
       const next: Run | undefined = run.next;
       if (now >= run.deadline) {
         this.delete(run);
@@ -272,11 +272,14 @@ function toError(err: unknown): Error {
 function serialisable(value: unknown): unknown {
   if (value === undefined || value === null) return null;
   // Strings, booleans and finite numbers are stored as they are.
-  if (typeof value === 'string' || typeof value === 'boolean' || (typeof value === 'number' && Number.isFinite(value))) return value;
+  if (typeof value === 'string' || typeof value === 'boolean' || (typeof value === 'number' && Number.isFinite(value)))
+    return value;
   try {
     const text = JSON.stringify(value);
     return text === undefined ? null : JSON.parse(text);
   } catch (err) {
-    throw new ResultNotSerialisableError(`task result is not JSON-serialisable: ${(err as Error).message}`, { cause: err });
+    throw new ResultNotSerialisableError(`task result is not JSON-serialisable: ${(err as Error).message}`, {
+      cause: err,
+    });
   }
 }

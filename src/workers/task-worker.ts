@@ -93,19 +93,26 @@ export class TaskWorker {
     // their jobs (finish-script.ts); others are written on the connection the BullMQ Worker
     // finishes jobs on, ahead of the finishing command (see Outcomes.recordAhead).
     this.recordsInScript = installFinishScript(connection);
-    if (!this.recordsInScript) this.log.warn("BullMQ's finishing script has changed shape; task outcomes are recorded by a command of their own");
+    if (!this.recordsInScript)
+      this.log.warn(
+        "BullMQ's finishing script has changed shape; task outcomes are recorded by a command of their own",
+      );
     this.outcomes = new Outcomes(new IdentityStore(connection, opts.client.store.keys), this.gates, this.log);
     this.cancellations = new Cancellations(connection, config.prefix, this.gates, this.outcomes);
     // BullMQ awaits what the processor returns, which may be a plain value (see process).
-    this.worker = new Worker(opts.queue ?? config.queue, (job, token) => this.process(job, token!) as Promise<unknown>, {
-      connection,
-      prefix: config.prefix,
-      concurrency: opts.concurrency ?? config.concurrency,
-      name: `${hostname()}:${process.pid}`,
-      autorun: false,
-      lockDuration: opts.lockDurationMs ?? 10_000,
-      stalledInterval: opts.stalledIntervalMs ?? 5_000,
-    });
+    this.worker = new Worker(
+      opts.queue ?? config.queue,
+      (job, token) => this.process(job, token!) as Promise<unknown>,
+      {
+        connection,
+        prefix: config.prefix,
+        concurrency: opts.concurrency ?? config.concurrency,
+        name: `${hostname()}:${process.pid}`,
+        autorun: false,
+        lockDuration: opts.lockDurationMs ?? 10_000,
+        stalledInterval: opts.stalledIntervalMs ?? 5_000,
+      },
+    );
     if (this.recordsInScript) passIdentityKeys(this.worker);
     this.worker.on('error', OutageLog.listener(this.log, 'worker error'));
     this.registry = new ConsumerRegistry(connection, config.prefix);
@@ -221,7 +228,14 @@ export class TaskWorker {
     const jobId = job.id!;
     const abort = new RunAbort();
     const ctx = new RunContext(job, task.module, this.log, abort, this.opts.client);
-    const r: Begun = { jobId, queue: job.queueName, token, timeoutMs: task.timeout ?? this.opts.config.defaults.timeout, abort, ctx };
+    const r: Begun = {
+      jobId,
+      queue: job.queueName,
+      token,
+      timeoutMs: task.timeout ?? this.opts.config.defaults.timeout,
+      abort,
+      ctx,
+    };
     ctx.run = r;
     this.runs.set(jobId, r);
     this.opts.hooks?.onStart?.(r);
@@ -235,7 +249,13 @@ export class TaskWorker {
   }
 
   /** A run with something to await before or after it. */
-  private async processAsync(job: BullJob, token: string, task: JobTask, r: Begun, recordHere: boolean): Promise<unknown> {
+  private async processAsync(
+    job: BullJob,
+    token: string,
+    task: JobTask,
+    r: Begun,
+    recordHere: boolean,
+  ): Promise<unknown> {
     let result: unknown;
     try {
       if (task.dependencies.length) await assertDependenciesSucceeded(job, this.opts.client);
@@ -262,7 +282,8 @@ export class TaskWorker {
       const final = isUnrecoverable(err) || job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
       r.ctx.log.warn({ err, attempt: job.attemptsMade + 1, final }, 'task failed');
       const error = isUnrecoverable(err) ? new UnrecoverableError(failureReason(err)) : err;
-      if (final && recordHere) await this.outcomes.recordAhead('failed', job as BullJob & { id: string }, failureReason(err), task);
+      if (final && recordHere)
+        await this.outcomes.recordAhead('failed', job as BullJob & { id: string }, failureReason(err), task);
       if (err instanceof TaskCancelledError) await this.cancellations.done(r.jobId);
       throw error;
     } finally {
@@ -275,7 +296,11 @@ export class TaskWorker {
    * module hands the job back (no attempt spent) while another live one announces it.
    */
   private async handBackIfRunnableElsewhere(err: unknown, job: BullJob, token: string, ctx: RunContext): Promise<void> {
-    if (!(err instanceof UnknownModuleError) || !(await this.registry.canRun(ctx.module, job.queueName, this.consumerId))) return;
+    if (
+      !(err instanceof UnknownModuleError) ||
+      !(await this.registry.canRun(ctx.module, job.queueName, this.consumerId))
+    )
+      return;
     ctx.log.info('module not here but another consumer has it; handing the job back');
     await job.moveToDelayed(Date.now() + 1000, token);
     throw new DelayedError();

@@ -92,7 +92,12 @@ export class WorkerPool {
 
   constructor(private readonly opts: WorkerPoolOptions) {
     this.log = opts.log.child({ component: 'worker-pool' });
-    this.gates = new Gates({ connection: opts.connection, prefix: opts.config.prefix, store: opts.client.store, log: this.log });
+    this.gates = new Gates({
+      connection: opts.connection,
+      prefix: opts.config.prefix,
+      store: opts.client.store,
+      log: this.log,
+    });
     this.outcomes = new Outcomes(opts.client.store, this.gates);
     this.cancellations = new Cancellations(opts.connection, opts.config.prefix, this.gates, this.outcomes);
     this.held = new HeldRuns(opts.connection, opts.config.prefix, opts.config.queue, opts.config.defaults.timeout);
@@ -153,7 +158,10 @@ export class WorkerPool {
       slot.workerId = msg.workerId;
     } else if (msg.t === 'recycle' && slot.proc && !slot.recycling) {
       slot.recycling = true;
-      this.log.warn({ pid: slot.proc.process.pid, jobId: msg.jobId }, 'an aborted run is still going; replacing its worker process');
+      this.log.warn(
+        { pid: slot.proc.process.pid, jobId: msg.jobId },
+        'an aborted run is still going; replacing its worker process',
+      );
       slot.proc.send({ t: 'shutdown', graceMs: this.opts.graceMs ?? 30_000 } satisfies ToWorker);
     }
   }
@@ -171,7 +179,9 @@ export class WorkerPool {
       // A sweep reads the active jobs once for all processes.
       const workerId = slot.workerId;
       const runs = sweep
-        ? (all ??= this.held.byWorker(this.slots.flatMap((s) => (s.proc && s.workerId ? [s.workerId] : [])))).then((m) => m.get(workerId) ?? [])
+        ? (all ??= this.held.byWorker(this.slots.flatMap((s) => (s.proc && s.workerId ? [s.workerId] : [])))).then(
+            (m) => m.get(workerId) ?? [],
+          )
         : undefined;
       slot.checking = this.check(slot, slot.proc, workerId, silent, runs)
         .catch((err) => {
@@ -185,7 +195,13 @@ export class WorkerPool {
    * Kills `proc` if one of its runs (`read`, when a sweep has read them) is past its timeout;
    * renews its locks while it is silent.
    */
-  private async check(slot: Slot, proc: ClusterWorker, workerId: string, silent: boolean, read?: Promise<HeldRun[]>): Promise<void> {
+  private async check(
+    slot: Slot,
+    proc: ClusterWorker,
+    workerId: string,
+    silent: boolean,
+    read?: Promise<HeldRun[]>,
+  ): Promise<void> {
     const runs = read ? await read : (silent && slot.silentRuns) || (await this.held.of(workerId));
     if (silent && Date.now() - slot.beatAt > SILENT_MS) slot.silentRuns = runs;
     const now = Date.now();
@@ -193,9 +209,18 @@ export class WorkerPool {
     if (over) return this.overrun(slot, proc, over, 'timeout');
     if (!silent || !runs.length || now - slot.renewedAt < this.lockMs / 2) return;
     slot.renewedAt = now;
-    this.log.warn({ pid: proc.process.pid, jobs: runs.map((r) => r.jobId) }, 'worker process is not answering; keeping the locks of its runs');
+    this.log.warn(
+      { pid: proc.process.pid, jobs: runs.map((r) => r.jobId) },
+      'worker process is not answering; keeping the locks of its runs',
+    );
     // A lock that cannot be extended is lost already (or Redis is away): the job stalls and is retried.
-    await Promise.all(runs.map((r) => this.job(r).extendLock(r.token, this.lockMs).catch(() => undefined)));
+    await Promise.all(
+      runs.map((r) =>
+        this.job(r)
+          .extendLock(r.token, this.lockMs)
+          .catch(() => undefined),
+      ),
+    );
   }
 
   private job(run: RunInfo): Job {
@@ -212,7 +237,9 @@ export class WorkerPool {
       proc.process.kill('SIGKILL');
       const err =
         why === 'timeout'
-          ? new TaskTimeoutError(`task exceeded its timeout of ${run.timeoutMs} ms and did not stop; worker process ${pid} was killed`)
+          ? new TaskTimeoutError(
+              `task exceeded its timeout of ${run.timeoutMs} ms and did not stop; worker process ${pid} was killed`,
+            )
           : new UnrecoverableError(CANCELLED_REASON);
       await this.failRun(run, err);
     } finally {
@@ -228,7 +255,11 @@ export class WorkerPool {
       if (!job) return;
       await job.moveToFailed(err, run.token, false);
       if ((await job.getState()) === 'failed') {
-        await this.outcomes.record('failed', job as Job & { id: string }, err instanceof UnrecoverableError ? err.message : err.message);
+        await this.outcomes.record(
+          'failed',
+          job as Job & { id: string },
+          err instanceof UnrecoverableError ? err.message : err.message,
+        );
       }
     } catch (e) {
       // The lock was lost meanwhile (another process took the job): nothing left to fail.
@@ -239,7 +270,11 @@ export class WorkerPool {
   private onExit(slot: Slot, proc: ClusterWorker, code: number | null, signal: string | null): void {
     if (slot.proc !== proc) return;
     slot.proc = undefined;
-    if (slot.workerId) void this.failOrphans(slot.workerId, `worker process ${proc.process.pid} exited (${signal ?? code}) while running this task`);
+    if (slot.workerId)
+      void this.failOrphans(
+        slot.workerId,
+        `worker process ${proc.process.pid} exited (${signal ?? code}) while running this task`,
+      );
     slot.workerId = undefined;
     if (this.stopping) return;
     const lived = Date.now() - slot.startedAt;
@@ -276,7 +311,11 @@ export class WorkerPool {
     void sub
       .subscribe(this.cancellations.channel)
       .catch((err) => this.log.warn({ err }, 'could not subscribe to cancel requests'));
-    sub.on('message', (_c, id: string) => void this.cancelled(id).catch((err) => this.log.warn({ err, jobId: id }, 'could not look for a cancelled run')));
+    sub.on(
+      'message',
+      (_c, id: string) =>
+        void this.cancelled(id).catch((err) => this.log.warn({ err, jobId: id }, 'could not look for a cancelled run')),
+    );
   }
 
   /** A cancelled job one of these processes holds: killed if it still holds it after the grace. */

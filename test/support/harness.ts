@@ -87,7 +87,13 @@ export function useHarness(env: Record<string, string> = {}): Harness {
       return client;
     },
     worker(opts = {}) {
-      const w = new TaskWorker({ config: s().config, connection: h.connection('worker'), client: h.client(), log: s().log, ...opts });
+      const w = new TaskWorker({
+        config: s().config,
+        connection: h.connection('worker'),
+        client: h.client(),
+        log: s().log,
+        ...opts,
+      });
       releasers.push(() => w.close());
       return w.start();
     },
@@ -99,7 +105,11 @@ export function useHarness(env: Record<string, string> = {}): Harness {
 }
 
 /** Resolves when `predicate` holds, polling; rejects with `what` after `timeoutMs`. */
-export async function waitFor(predicate: () => boolean | Promise<boolean>, what: string, timeoutMs = 15_000): Promise<void> {
+export async function waitFor(
+  predicate: () => boolean | Promise<boolean>,
+  what: string,
+  timeoutMs = 15_000,
+): Promise<void> {
   const end = Date.now() + timeoutMs;
   while (!(await predicate())) {
     if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);

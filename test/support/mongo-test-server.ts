@@ -28,7 +28,14 @@ import { Aggregator, ProcessingMode, Query, updateOne as pipelineUpdate } from '
 import { updateOne as operatorUpdate } from 'mingo/updater';
 
 type Doc = Record<string, any>;
-type IndexSpec = { v: number; key: Doc; name: string; unique?: boolean; sparse?: boolean; partialFilterExpression?: Doc };
+type IndexSpec = {
+  v: number;
+  key: Doc;
+  name: string;
+  unique?: boolean;
+  sparse?: boolean;
+  partialFilterExpression?: Doc;
+};
 
 const OP_REPLY = 1;
 const OP_QUERY = 2004;
@@ -45,7 +52,12 @@ export type MongoVersion = '7.0' | '4.4';
 
 /** A command failure (`ok: 0`), turned into a MongoServerError by the driver. */
 class CommandError extends Error {
-  constructor(readonly code: number, readonly codeName: string, message: string, readonly extra: Doc = {}) {
+  constructor(
+    readonly code: number,
+    readonly codeName: string,
+    message: string,
+    readonly extra: Doc = {},
+  ) {
     super(message);
   }
 }
@@ -54,7 +66,8 @@ const clone = <T extends Doc>(doc: T): T => BSON.deserialize(BSON.serialize(doc)
 /** A canonical string for a value, so that equal BSON values give equal keys (used for unique indexes). */
 const keyOf = (v: unknown): string => BSON.EJSON.stringify({ v }, { relaxed: false });
 /** mingo's find(), minus its copying mingo's operator tables twice per call. */
-const mingoFind = (docs: Iterable<Doc>, filter: Doc = {}, projection?: Doc, collation?: any) => new Query(filter, { collation }).find(docs, projection);
+const mingoFind = (docs: Iterable<Doc>, filter: Doc = {}, projection?: Doc, collation?: any) =>
+  new Query(filter, { collation }).find(docs, projection);
 const isOperatorDoc = (v: unknown): v is Doc =>
   !!v && typeof v === 'object' && v.constructor === Object && Object.keys(v).some((k) => k.startsWith('$'));
 
@@ -74,15 +87,25 @@ function setPath(doc: Doc, path: string, value: unknown): void {
 /** Like the real server's errmsg: { email: "a@b.c" }, { _id: ObjectId('...') }. */
 function formatKey(keyValue: Doc): string {
   const fmt = (v: unknown): string =>
-    v instanceof ObjectId ? `ObjectId('${v.toHexString()}')` : typeof v === 'string' ? JSON.stringify(v) : v === undefined ? 'null' : String(BSON.EJSON.stringify(v));
-  return `{ ${Object.entries(keyValue).map(([k, v]) => `${k}: ${fmt(v)}`).join(', ')} }`;
+    v instanceof ObjectId
+      ? `ObjectId('${v.toHexString()}')`
+      : typeof v === 'string'
+        ? JSON.stringify(v)
+        : v === undefined
+          ? 'null'
+          : String(BSON.EJSON.stringify(v));
+  return `{ ${Object.entries(keyValue)
+    .map(([k, v]) => `${k}: ${fmt(v)}`)
+    .join(', ')} }`;
 }
 
 /** Any failure as the server would report it; mingo's own errors (bad operators, conflicting paths) are BadValue. */
 function asCommandError(err: unknown): CommandError {
   if (err instanceof CommandError) return err;
   const message = (err as Error).message;
-  return /immutable field/.test(message) ? new CommandError(66, 'ImmutableField', message) : new CommandError(2, 'BadValue', message);
+  return /immutable field/.test(message)
+    ? new CommandError(66, 'ImmutableField', message)
+    : new CommandError(2, 'BadValue', message);
 }
 
 /** A value holding fields of its own in BSON (a subdocument or an array), as opposed to ObjectId, Date, ... */
@@ -216,7 +239,10 @@ class Collection {
     if (replacing) this.unindex(replacing);
     this.docs.set(id, doc); // replacing keeps the document's place in natural order
     for (const [name, entries] of this.unique) {
-      const k = this.indexKey(this.indexes.find((ix) => ix.name === name)!, doc);
+      const k = this.indexKey(
+        this.indexes.find((ix) => ix.name === name)!,
+        doc,
+      );
       if (k !== undefined) entries.set(k, id);
     }
   }
@@ -228,13 +254,19 @@ class Collection {
 
   private unindex(doc: Doc): void {
     for (const [name, entries] of this.unique) {
-      const k = this.indexKey(this.indexes.find((ix) => ix.name === name)!, doc);
+      const k = this.indexKey(
+        this.indexes.find((ix) => ix.name === name)!,
+        doc,
+      );
       if (k !== undefined && entries.get(k) === keyOf(doc._id)) entries.delete(k);
     }
   }
 
   /** Matching documents, in natural order or sorted. Stored docs are never mutated, so sharing them is safe. */
-  match(filter: Doc = {}, opts: { sort?: Doc; skip?: number; limit?: number; projection?: Doc; collation?: any } = {}): Doc[] {
+  match(
+    filter: Doc = {},
+    opts: { sort?: Doc; skip?: number; limit?: number; projection?: Doc; collation?: any } = {},
+  ): Doc[] {
     const source = opts.collation ? this.docs.values() : this.candidates(filter);
     let cursor = mingoFind(source, filter, opts.projection, opts.collation);
     if (opts.sort && Object.keys(opts.sort).length) cursor = cursor.sort(opts.sort);
@@ -252,9 +284,11 @@ class Collection {
     const plain = (v: unknown) => v != null && !isOperatorDoc(v) && !Array.isArray(v) && !(v instanceof RegExp);
     for (const ix of this.indexes) {
       const fields = Object.keys(ix.key);
-      if (ix.name !== '_id_' && (!this.unique.has(ix.name) || this.multikey.has(ix.name) || ix.partialFilterExpression)) continue;
+      if (ix.name !== '_id_' && (!this.unique.has(ix.name) || this.multikey.has(ix.name) || ix.partialFilterExpression))
+        continue;
       if (!fields.every((f) => plain(filter[f]))) continue;
-      const id = ix.name === '_id_' ? keyOf(filter._id) : this.unique.get(ix.name)!.get(keyOf(fields.map((f) => filter[f])));
+      const id =
+        ix.name === '_id_' ? keyOf(filter._id) : this.unique.get(ix.name)!.get(keyOf(fields.map((f) => filter[f])));
       const doc = id === undefined ? undefined : this.docs.get(id);
       return doc ? [doc] : [];
     }
@@ -282,13 +316,19 @@ function applyUpdate(doc: Doc, u: Doc | Doc[], q: Doc, arrayFilters: Doc[] | und
     else {
       // mingo/updater brings only the operators updates need, where the root export copies all of
       // mingo's operator tables on every call (10x slower). The query matters only for `$` paths.
-      const positional = Object.values(modifier).some((fields) => Object.keys(fields ?? {}).some((f) => /\.\$(\.|$)/.test(f)));
+      const positional = Object.values(modifier).some((fields) =>
+        Object.keys(fields ?? {}).some((f) => /\.\$(\.|$)/.test(f)),
+      );
       operatorUpdate(docs, positional && !inserting ? q : {}, modifier, { arrayFilters, cloneMode: 'deep' });
     }
     out = docs[0];
   }
   if (doc._id !== undefined && keyOf(out._id) !== keyOf(doc._id)) {
-    throw new CommandError(66, 'ImmutableField', "Performing an update on the path '_id' would modify the immutable field '_id'");
+    throw new CommandError(
+      66,
+      'ImmutableField',
+      "Performing an update on the path '_id' would modify the immutable field '_id'",
+    );
   }
   const { _id, ...rest } = out;
   return { _id: _id ?? new ObjectId(), ...rest }; // the server puts _id first
@@ -299,8 +339,9 @@ function seedFromQuery(q: Doc, seed: Doc = {}): Doc {
   for (const [k, v] of Object.entries(q)) {
     if (k === '$and' && Array.isArray(v)) v.forEach((sub) => seedFromQuery(sub, seed));
     else if (k.startsWith('$') || v instanceof RegExp) continue;
-    else if (isOperatorDoc(v)) { if ('$eq' in v) setPath(seed, k, v.$eq); }
-    else setPath(seed, k, v);
+    else if (isOperatorDoc(v)) {
+      if ('$eq' in v) setPath(seed, k, v.$eq);
+    } else setPath(seed, k, v);
   }
   return seed;
 }
@@ -316,7 +357,11 @@ export class MongoTestServer {
   private nextConnectionId = 1;
   private nextRequestId = 1;
 
-  private constructor(public port: number, readonly host: string, readonly version: MongoVersion) {}
+  private constructor(
+    public port: number,
+    readonly host: string,
+    readonly version: MongoVersion,
+  ) {}
 
   /** `version` picks the rules for field names (see the top of this file). @defaultValue '7.0' */
   static async start(opts: { port?: number; host?: string; version?: MongoVersion } = {}): Promise<MongoTestServer> {
@@ -407,7 +452,7 @@ export class MongoTestServer {
     let cmd: Doc = {};
     const sequences: Doc = {};
     let tooLarge: number | undefined;
-    for (let at = 20; at < end; ) {
+    for (let at = 20; at < end;) {
       const kind = message[at++];
       const size = message.readInt32LE(at);
       if (kind === 0) {
@@ -493,7 +538,10 @@ export class MongoTestServer {
   }
 
   /** One update statement (update command or findAndModify); returns what happened. */
-  private updateOne(coll: Collection, st: Doc): { matched: number; modified: number; upserted?: Doc; before?: Doc; after?: Doc } {
+  private updateOne(
+    coll: Collection,
+    st: Doc,
+  ): { matched: number; modified: number; upserted?: Doc; before?: Doc; after?: Doc } {
     const targets = coll.match(st.q, { sort: st.sort, collation: st.collation, limit: st.multi ? 0 : 1 });
     const legacy = this.version === '4.4';
     if (!targets.length && st.upsert) {
@@ -575,9 +623,13 @@ export class MongoTestServer {
       maxBsonObjectSize: MAX_DOCUMENT_BYTES,
     }),
     endSessions: () => ({}),
-    listDatabases: () => ({ databases: [...this.dbs.keys()].map((name) => ({ name, sizeOnDisk: 0, empty: false })), totalSize: 0 }),
+    listDatabases: () => ({
+      databases: [...this.dbs.keys()].map((name) => ({ name, sizeOnDisk: 0, empty: false })),
+      totalSize: 0,
+    }),
     create: (db, cmd) => {
-      if (this.coll(db, cmd.create, false)) throw new CommandError(48, 'NamespaceExists', `Collection ${db}.${cmd.create} already exists.`);
+      if (this.coll(db, cmd.create, false))
+        throw new CommandError(48, 'NamespaceExists', `Collection ${db}.${cmd.create} already exists.`);
       this.coll(db, cmd.create);
       return {};
     },
@@ -592,9 +644,21 @@ export class MongoTestServer {
     },
     listCollections: (db, cmd) => {
       const infos = [...(this.dbs.get(db)?.keys() ?? [])].map((name) =>
-        cmd.nameOnly ? { name, type: 'collection' } : { name, type: 'collection', options: {}, info: { readOnly: false }, idIndex: { v: 2, key: { _id: 1 }, name: '_id_' } },
+        cmd.nameOnly
+          ? { name, type: 'collection' }
+          : {
+              name,
+              type: 'collection',
+              options: {},
+              info: { readOnly: false },
+              idIndex: { v: 2, key: { _id: 1 }, name: '_id_' },
+            },
       );
-      return this.cursorReply(`${db}.$cmd.listCollections`, mingoFind(infos, cmd.filter).all() as Doc[], cmd.cursor?.batchSize);
+      return this.cursorReply(
+        `${db}.$cmd.listCollections`,
+        mingoFind(infos, cmd.filter).all() as Doc[],
+        cmd.cursor?.batchSize,
+      );
     },
     createIndexes: (db, cmd) => {
       const createdCollectionAutomatically = !this.coll(db, cmd.createIndexes, false);
@@ -602,8 +666,18 @@ export class MongoTestServer {
       const numIndexesBefore = coll.indexes.length;
       for (const spec of cmd.indexes as IndexSpec[]) {
         const same = coll.indexes.find((ix) => ix.name === spec.name || keyOf(ix.key) === keyOf(spec.key));
-        if (same && keyOf(same.key) !== keyOf(spec.key)) throw new CommandError(86, 'IndexKeySpecsConflict', `An existing index has the same name as the requested index but a different key: ${same.name}`);
-        if (same && same.name !== spec.name) throw new CommandError(85, 'IndexOptionsConflict', `Index already exists with a different name: ${same.name}`);
+        if (same && keyOf(same.key) !== keyOf(spec.key))
+          throw new CommandError(
+            86,
+            'IndexKeySpecsConflict',
+            `An existing index has the same name as the requested index but a different key: ${same.name}`,
+          );
+        if (same && same.name !== spec.name)
+          throw new CommandError(
+            85,
+            'IndexOptionsConflict',
+            `Index already exists with a different name: ${same.name}`,
+          );
         if (!same) coll.addIndex(Object.assign({ v: 2 }, spec));
       }
       return { createdCollectionAutomatically, numIndexesBefore, numIndexesAfter: coll.indexes.length };
@@ -611,7 +685,11 @@ export class MongoTestServer {
     listIndexes: (db, cmd) => {
       const coll = this.coll(db, cmd.listIndexes, false);
       if (!coll) throw new CommandError(26, 'NamespaceNotFound', `ns does not exist: ${db}.${cmd.listIndexes}`);
-      return this.cursorReply(coll.ns, coll.indexes.map((ix) => ({ ...ix })), cmd.cursor?.batchSize);
+      return this.cursorReply(
+        coll.ns,
+        coll.indexes.map((ix) => ({ ...ix })),
+        cmd.cursor?.batchSize,
+      );
     },
     dropIndexes: (db, cmd) => {
       const coll = this.coll(db, cmd.dropIndexes, false);
@@ -619,7 +697,8 @@ export class MongoTestServer {
       const nIndexesWas = coll.indexes.length;
       const wanted = [cmd.index].flat();
       for (const ix of coll.indexes.slice(1)) {
-        if (wanted.some((w) => w === '*' || w === ix.name || (typeof w === 'object' && keyOf(w) === keyOf(ix.key)))) coll.dropIndex(ix.name);
+        if (wanted.some((w) => w === '*' || w === ix.name || (typeof w === 'object' && keyOf(w) === keyOf(ix.key))))
+          coll.dropIndex(ix.name);
       }
       return { nIndexesWas };
     },
@@ -653,7 +732,8 @@ export class MongoTestServer {
       const coll = this.coll(db, cmd.delete, false);
       let n = 0;
       const result = this.writeBatch(cmd, cmd.deletes ?? [], (st) => {
-        for (const doc of coll?.match(st.q, { limit: st.limit, collation: st.collation }) ?? []) coll!.remove(doc), n++;
+        for (const doc of coll?.match(st.q, { limit: st.limit, collation: st.collation }) ?? [])
+          (coll!.remove(doc), n++);
       });
       return { n, ...result };
     },
@@ -664,7 +744,14 @@ export class MongoTestServer {
         if (doc) coll.remove(doc);
         return { lastErrorObject: { n: doc ? 1 : 0 }, value: this.project(doc, cmd.fields) };
       }
-      const st = { q: cmd.query ?? {}, u: cmd.update, upsert: cmd.upsert, sort: cmd.sort, arrayFilters: cmd.arrayFilters, collation: cmd.collation };
+      const st = {
+        q: cmd.query ?? {},
+        u: cmd.update,
+        upsert: cmd.upsert,
+        sort: cmd.sort,
+        arrayFilters: cmd.arrayFilters,
+        collation: cmd.collation,
+      };
       const r = this.updateOne(coll, st);
       const lastErrorObject: Doc = { n: r.matched || (r.upserted ? 1 : 0), updatedExisting: r.matched > 0 };
       if (r.upserted) lastErrorObject.upserted = r.upserted._id;
@@ -676,7 +763,8 @@ export class MongoTestServer {
       return this.cursorReply(`${db}.${cmd.find}`, docs, cmd.batchSize, cmd.singleBatch || cmd.limit < 0);
     },
     aggregate: (db, cmd) => {
-      const source = typeof cmd.aggregate === 'string' ? [...(this.coll(db, cmd.aggregate, false)?.docs.values() ?? [])] : [];
+      const source =
+        typeof cmd.aggregate === 'string' ? [...(this.coll(db, cmd.aggregate, false)?.docs.values() ?? [])] : [];
       const results = new Aggregator(cmd.pipeline ?? [], {
         collation: cmd.collation,
         processingMode: ProcessingMode.CLONE_INPUT, // stages like $set must not touch stored documents
@@ -695,10 +783,22 @@ export class MongoTestServer {
     killCursors: (_db, cmd) => {
       const ids = (cmd.cursors as unknown[]).map(Number);
       const killed = ids.filter((id) => this.cursors.delete(id));
-      return { cursorsKilled: killed.map((id) => Long.fromNumber(id)), cursorsNotFound: ids.filter((id) => !killed.includes(id)).map((id) => Long.fromNumber(id)), cursorsAlive: [], cursorsUnknown: [] };
+      return {
+        cursorsKilled: killed.map((id) => Long.fromNumber(id)),
+        cursorsNotFound: ids.filter((id) => !killed.includes(id)).map((id) => Long.fromNumber(id)),
+        cursorsAlive: [],
+        cursorsUnknown: [],
+      };
     },
     count: (db, cmd) => {
-      return { n: this.coll(db, cmd.count, false)?.match(cmd.query, { skip: cmd.skip, limit: cmd.limit, collation: cmd.collation }).length ?? 0 };
+      return {
+        n:
+          this.coll(db, cmd.count, false)?.match(cmd.query, {
+            skip: cmd.skip,
+            limit: cmd.limit,
+            collation: cmd.collation,
+          }).length ?? 0,
+      };
     },
     distinct: (db, cmd) => {
       const values = new Map<string, unknown>();
@@ -719,6 +819,7 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
   };
   void MongoTestServer.start({ port: Number(arg('--port') ?? 0), host: arg('--host') }).then((server) => {
     process.stdout.write(`listening ${server.port}\n`);
-    for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => void server.close().then(() => process.exit(0)));
+    for (const signal of ['SIGINT', 'SIGTERM'] as const)
+      process.once(signal, () => void server.close().then(() => process.exit(0)));
   });
 }

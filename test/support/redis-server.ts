@@ -54,7 +54,10 @@ export class TestRedisServer {
     let output = '';
     this.proc.stdout!.on('data', (d) => (output += d));
     await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`redis-server did not start on ${this.port}:\n${output}`)), 10_000);
+      const timer = setTimeout(
+        () => reject(new Error(`redis-server did not start on ${this.port}:\n${output}`)),
+        10_000,
+      );
       const check = () => {
         if (output.includes('Ready to accept connections')) {
           clearTimeout(timer);
