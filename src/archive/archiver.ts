@@ -3,7 +3,7 @@ import { hostname } from 'node:os';
 import { Job, type Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import { cancelledSnapshotsKey } from '../tasks/cancellations.ts';
+import { keysFor, type Keys } from '../queue/keys.ts';
 import {
   documentFromJob,
   jobFromSnapshot,
@@ -79,6 +79,7 @@ return 0
 export class Archiver {
   private readonly sets: FinishedJobs[];
   private readonly lockKey: string;
+  private readonly keys: Keys;
   private readonly cancelledKey: string;
   private readonly owner = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
   private readonly log: Logger;
@@ -91,8 +92,9 @@ export class Archiver {
   constructor(private readonly opts: ArchiverOptions) {
     this.log = opts.log.child({ component: 'archiver' });
     this.sets = opts.queues.map((q) => new FinishedJobs(opts.connection, opts.prefix, q));
-    this.lockKey = `${opts.prefix}:tm:archiver`;
-    this.cancelledKey = cancelledSnapshotsKey(opts.prefix);
+    this.keys = keysFor(opts.prefix);
+    this.lockKey = this.keys.archiverLock;
+    this.cancelledKey = this.keys.cancelled;
     opts.connection.defineCommand('tmTakeLock', { numberOfKeys: 1, lua: TAKE_LOCK });
   }
 
@@ -232,14 +234,14 @@ export class Archiver {
     const m = connection.multi();
     for (const text of raw) m.lrem(this.cancelledKey, 1, text);
     // Set aside: kept beside the list, counted in the lag, not tried again.
-    for (const i of refused) m.rpush(asideKey(this.cancelledKey), texts[i]!);
+    for (const i of refused) m.rpush(this.keys.cancelledAside, texts[i]!);
     await m.exec();
     return raw.length === batch;
   }
 
   /** Jobs waiting to be archived and the age of the oldest (from Redis: works while MongoDB is away). */
   async lag(): Promise<ArchiveLag> {
-    return archiveLag(this.sets, this.opts.connection, this.cancelledKey, !!this.opts.store, this.lastError);
+    return archiveLag(this.sets, this.opts.connection, this.keys, !!this.opts.store, this.lastError);
   }
 
   private sleep(ms: number): Promise<void> {
@@ -253,22 +255,20 @@ export class Archiver {
   }
 }
 
-/** Where snapshots of cancelled tasks whose document MongoDB refused even reduced are kept. */
-const asideKey = (cancelledKey: string) => `${cancelledKey}:aside`;
-
 /** The lag, read from Redis by whoever asks (the master's API, `taskmaster status`). */
 export async function archiveLag(
   sets: FinishedJobs[],
   connection: Redis,
-  cancelledKey: string,
+  keys: Pick<Keys, 'cancelled' | 'cancelledAside'>,
   enabled: boolean,
   lastError?: string,
 ): Promise<ArchiveLag> {
   if (!enabled) return { enabled, pending: 0 };
   const lags = await Promise.all(sets.map((s) => s.lag()));
-  const snapshots = await connection.lrange(cancelledKey, 0, 0);
-  const cancelled = await connection.llen(cancelledKey);
-  const cancelledAside = await connection.llen(asideKey(cancelledKey));
+  const snapshots = await connection.lrange(keys.cancelled, 0, 0);
+  const cancelled = await connection.llen(keys.cancelled);
+  // Snapshots whose document MongoDB refused even reduced.
+  const cancelledAside = await connection.llen(keys.cancelledAside);
   let oldest = Math.min(...lags.map((l) => l.oldestFinishedOn ?? Infinity));
   if (snapshots[0]) oldest = Math.min(oldest, (JSON.parse(snapshots[0]) as CancelledSnapshot).cancelledAt);
   const out: ArchiveLag = { enabled, pending: lags.reduce((n, l) => n + l.count, 0) + cancelled };

@@ -1,5 +1,6 @@
 import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
+import { keysFor } from '../queue/keys.ts';
 import { FinishedJobRemover } from './remove-finished.ts';
 
 /**
@@ -98,10 +99,11 @@ export class FinishedJobs {
       redis.defineCommand('tmArchivePending', { numberOfKeys: 3, lua: PENDING });
       redis.defineCommand('tmArchiveExcess', { numberOfKeys: 3, lua: EXCESS });
     }
+    const k = keysFor(prefix);
     const keys = (state: FinishedState) => ({
-      set: `${prefix}:${queue.name}:${state}`,
-      archived: `${prefix}:tm:archived:${queue.name}:${state}`,
-      aside: `${prefix}:tm:archive-aside:${queue.name}:${state}`,
+      set: k.queue(queue.name, state),
+      archived: k.archived(queue.name, state),
+      aside: k.archiveAside(queue.name, state),
     });
     this.keys = { completed: keys('completed'), failed: keys('failed') };
     this.remover = new FinishedJobRemover(redis, queue, prefix);

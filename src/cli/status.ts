@@ -4,7 +4,7 @@ import type { Redis } from 'ioredis';
 import type { Env } from './context.ts';
 import type { ArchiveLag } from '../archive/archiver.ts';
 import { FinishedJobs } from '../archive/finished-jobs.ts';
-import { cancelledSnapshotsKey } from '../tasks/cancellations.ts';
+import { keysFor } from '../queue/keys.ts';
 
 /** The states reported, in the order shown, with the Redis structure BullMQ keeps each in. */
 export const STATES = [
@@ -79,12 +79,7 @@ export async function queueStatus(redis: Redis, queue: Queue, prefix: string, ar
   if (archived) {
     // Imported here: the archiver brings MongoDB's client, which a status without an archive does not need.
     const { archiveLag } = await import('../archive/archiver.ts');
-    status.archive = await archiveLag(
-      [new FinishedJobs(redis, prefix, queue)],
-      redis,
-      cancelledSnapshotsKey(prefix),
-      true,
-    );
+    status.archive = await archiveLag([new FinishedJobs(redis, prefix, queue)], redis, keysFor(prefix), true);
   }
   return status;
 }

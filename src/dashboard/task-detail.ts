@@ -1,7 +1,7 @@
 import { Job } from 'bullmq';
 import type { TaskView } from '../archive/history.ts';
 import type { RouteContext } from '../http/context.ts';
-import { GATE_QUEUE } from '../queue/keys.ts';
+import { GATE_QUEUE, parseJobKey } from '../queue/keys.ts';
 import { dependencyRefKey } from '../tasks/identity.ts';
 import type { DependencyRef } from '../tasks/task.ts';
 
@@ -46,13 +46,6 @@ function statusOf(state: string): EdgeStatus {
   return state === 'wait' ? 'waiting' : state === 'unknown' ? 'pending' : (state as EdgeStatus);
 }
 
-/** `<prefix>:<queue>:<id>` → queue and id (neither holds ':'). */
-function parseJobKey(key: string, prefix: string): { queue: string; id: string } | undefined {
-  if (!key.startsWith(`${prefix}:`)) return undefined;
-  const [queue, id] = key.slice(prefix.length + 1).split(':');
-  return queue && id ? { queue, id } : undefined;
-}
-
 /** A task, wherever it is, with what it waits for and what waits for it. */
 export async function taskDetail(ctx: RouteContext, id: string, queue: string): Promise<TaskDetail | undefined> {
   const view = await ctx.history.get(id, queue);
@@ -91,7 +84,7 @@ async function dependenciesOf(ctx: RouteContext, refs: readonly DependencyRef[],
       ...Object.keys(deps.ignored ?? {}),
     ];
     for (const key of childKeys) {
-      const at = parseJobKey(key, ctx.config.prefix);
+      const at = parseJobKey(ctx.config.prefix, key);
       if (!at || at.queue === GATE_QUEUE) continue;
       const child = await ctx.history.get(at.id, at.queue);
       if (child) {
@@ -125,7 +118,7 @@ async function waitingDependents(ctx: RouteContext, view: TaskView, job: Job | u
   }
   const out: Dependent[] = [];
   for (const key of new Set(parents)) {
-    const at = parseJobKey(key, ctx.config.prefix);
+    const at = parseJobKey(ctx.config.prefix, key);
     const parent = at && (await Job.fromId(ctx.client.queue(at.queue), at.id));
     if (at && parent)
       out.push({ id: at.id, queue: at.queue, module: parent.name, status: statusOf(await parent.getState()) });

@@ -31,6 +31,26 @@ export interface Keys {
   schedule(name: string): string;
   /** sorted set of a schedule's firing ids already added, scored by when each fired (the most recent kept). */
   scheduleFired(name: string): string;
+  /** A key of BullMQ's for a queue: `queue(name, 'active')` is its active list, `queue(name, '')` its jobs' prefix. */
+  queue(queue: string, suffix: string): string;
+  /** hash jobId → JSON {at, queue}: cancel requests for running jobs. */
+  cancel: string;
+  /** pub/sub channel: the job id of a running job asked to stop (the same name as the hash). */
+  cancelChannel: string;
+  /** list of JSON snapshots of jobs removed by a cancel, taken by the archiver. */
+  cancelled: string;
+  /** list of cancelled snapshots the archive refused, kept aside. */
+  cancelledAside: string;
+  /** sorted set of consumer ids, scored by when each entry expires. */
+  consumers: string;
+  /** string: JSON of one live consumer (see workers/registry.ts). */
+  consumer(id: string): string;
+  /** string: which master archives now, with an expiry. */
+  archiverLock: string;
+  /** sorted set of a queue's finished jobs of one state that are archived, by finish time. */
+  archived(queue: string, state: string): string;
+  /** sorted set of a queue's finished jobs of one state that the archive refused. */
+  archiveAside(queue: string, state: string): string;
 }
 
 /**
@@ -63,5 +83,32 @@ export function keysFor(prefix: string): Keys {
     job: (queue, id) => `${prefix}:${queue}:${id}`,
     schedule: (name) => `${prefix}:tm:schedule:${name}`,
     scheduleFired: (name) => `${prefix}:tm:schedule-fired:${name}`,
+    queue: (queue, suffix) => `${prefix}:${queue}:${suffix}`,
+    cancel: `${prefix}:tm:cancel`,
+    cancelChannel: `${prefix}:tm:cancel`,
+    cancelled: `${prefix}:tm:cancelled`,
+    cancelledAside: `${prefix}:tm:cancelled:aside`,
+    consumers: `${prefix}:tm:consumers`,
+    consumer: (id) => `${prefix}:tm:consumer:${id}`,
+    archiverLock: `${prefix}:tm:archiver`,
+    archived: (queue, state) => `${prefix}:tm:archived:${queue}:${state}`,
+    archiveAside: (queue, state) => `${prefix}:tm:archive-aside:${queue}:${state}`,
   };
+}
+
+/**
+ * The rule for queue names, checked wherever one comes in (config, tasks, sockets, the API):
+ * no ':' in a name is what lets a job key (`<prefix>:<queue>:<id>`) be read back by parseJobKey.
+ */
+export const QUEUE_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
+/** QUEUE_NAME in words, for error messages. */
+export const QUEUE_NAME_RULE = 'letters, digits, "_", "." or "-" (1-64 characters)';
+
+/** `<prefix>:<queue>:<id>` → queue and id; undefined for a key of another prefix or shape. */
+export function parseJobKey(prefix: string, key: string): { queue: string; id: string } | undefined {
+  if (!key.startsWith(`${prefix}:`)) return undefined;
+  const rest = key.slice(prefix.length + 1);
+  // The queue name holds no ':' (QUEUE_NAME); an id may.
+  const at = rest.indexOf(':');
+  return at > 0 && at < rest.length - 1 ? { queue: rest.slice(0, at), id: rest.slice(at + 1) } : undefined;
 }

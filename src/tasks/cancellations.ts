@@ -16,8 +16,6 @@ export class TaskCancelledError extends TaskmasterError {
 
 export const CANCELLED_REASON = 'cancelled';
 
-export const cancelledSnapshotsKey = (prefix: string) => `${prefix}:tm:cancelled`;
-
 export type CancelResult =
   | { id: string; state: 'removed'; was: string }
   | { id: string; state: 'cancelling' }
@@ -75,9 +73,9 @@ export class Cancellations {
   ) {
     this.redis = scripted(redis);
     this.keys = keysFor(prefix);
-    this.hashKey = `${prefix}:tm:cancel`;
-    this.cancelledKey = cancelledSnapshotsKey(prefix);
-    this.channel = `${prefix}:tm:cancel`;
+    this.hashKey = this.keys.cancel;
+    this.cancelledKey = this.keys.cancelled;
+    this.channel = this.keys.cancelChannel;
   }
 
   /**
@@ -114,7 +112,7 @@ export class Cancellations {
       this.keys.opening,
       this.keys.waiters(task.dependencyKey),
       id,
-      `${this.prefix}:${queue.name}:`,
+      this.keys.queue(queue.name, ''),
       now,
       JSON.stringify(request),
       this.channel,
@@ -123,7 +121,7 @@ export class Cancellations {
       task.dependencyKey,
       JSON.stringify(record),
       CANCELLED_REASON,
-      `${this.prefix}:${GATE_QUEUE}:`,
+      this.keys.queue(GATE_QUEUE, ''),
     );
     const [state, was, ...waiters] = out;
     if (state === 'finished') return { id, state, was: was as 'completed' | 'failed' };

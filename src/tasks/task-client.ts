@@ -1,7 +1,7 @@
 import { Queue, type FlowJobNode, type FlowJob, type JobsOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Config } from '../config/config.ts';
-import { keysFor, GATE_QUEUE, type Keys } from '../queue/keys.ts';
+import { keysFor, parseJobKey, GATE_QUEUE, type Keys } from '../queue/keys.ts';
 import pino from 'pino';
 import { Cancellations, type CancelResult } from './cancellations.ts';
 import { GATE_NAME, GATE_SLEEP_MS, Gates, type GateData } from './gates.ts';
@@ -182,11 +182,11 @@ export class TaskClient {
       const holder = holders[i]!;
       if (holder && holder !== p.jobKey) {
         // Identity does not include the queue, so the holder may live in another queue.
-        // Job keys are `${prefix}:${queue}:${id}` and neither part contains ':'.
+        const { queue, id } = parseJobKey(this.config.prefix, holder)!;
         p.duplicate = true;
         p.jobKey = holder;
-        p.queue = holder.slice(this.config.prefix.length + 1, holder.lastIndexOf(':'));
-        p.id = holder.slice(holder.lastIndexOf(':') + 1);
+        p.queue = queue;
+        p.id = id;
       }
     });
   }
@@ -219,7 +219,7 @@ export class TaskClient {
       try {
         const opts = { priority: Number(priority) };
         const t = taskFromJob({ name, data: JSON.parse(data), opts, timestamp: Number(timestamp) });
-        const queue = key.slice(this.config.prefix.length + 1, key.lastIndexOf(':'));
+        const { queue } = parseJobKey(this.config.prefix, key)!;
         const task: Task = { ...pick(t), timeout: t.timeout ?? this.config.defaults.timeout, queue };
         return task;
       } catch {

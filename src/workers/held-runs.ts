@@ -1,4 +1,5 @@
 import type { Redis } from 'ioredis';
+import { keysFor, type Keys } from '../queue/keys.ts';
 import { timeoutOf } from '../tasks/task.ts';
 import type { RunInfo } from './task-worker.ts';
 
@@ -17,12 +18,15 @@ export interface HeldRun extends RunInfo {
  * here; only the lock of each active job is read for jobs other consumers hold.
  */
 export class HeldRuns {
+  private readonly keys: Keys;
   constructor(
     private readonly redis: Redis,
-    private readonly prefix: string,
+    prefix: string,
     private readonly queue: string,
     private readonly defaultTimeoutMs: number,
-  ) {}
+  ) {
+    this.keys = keysFor(prefix);
+  }
 
   /** The runs held by the BullMQ worker `workerId` (tokens `<workerId>:<n>`). */
   async of(workerId: string): Promise<HeldRun[]> {
@@ -31,7 +35,7 @@ export class HeldRuns {
 
   /** The runs held by each of the given BullMQ workers, from one look at the active jobs. */
   async byWorker(workerIds: string[]): Promise<Map<string, HeldRun[]>> {
-    const ids = await this.redis.lrange(`${this.prefix}:${this.queue}:active`, 0, -1);
+    const ids = await this.redis.lrange(this.keys.queue(this.queue, 'active'), 0, -1);
     const owner = (token: string) => workerIds.find((w) => token.startsWith(`${w}:`));
     const out = new Map<string, HeldRun[]>();
     for (const run of await this.read(ids, (token) => owner(token) !== undefined)) {
@@ -54,7 +58,7 @@ export class HeldRuns {
    */
   private async read(ids: string[], wanted: (token: string) => boolean): Promise<HeldRun[]> {
     if (!ids.length) return [];
-    const jobKey = (id: string) => `${this.prefix}:${this.queue}:${id}`;
+    const jobKey = (id: string) => this.keys.job(this.queue, id);
     const locks = await this.pipelined(ids.map((id) => ['get', `${jobKey(id)}:lock`]));
     const mine = ids.flatMap((jobId, i) => {
       const token = locks[i];

@@ -1,4 +1,5 @@
 import type { Redis } from 'ioredis';
+import { keysFor, type Keys } from '../queue/keys.ts';
 
 /** What a live consumer (a worker process, a remote runner, or a feeder connected to a bridge) says about itself. */
 export interface ConsumerInfo {
@@ -26,15 +27,14 @@ export interface ConsumerInfo {
  */
 export class ConsumerRegistry {
   private readonly index: string;
+  private readonly key: (id: string) => string;
   constructor(
     private readonly redis: Redis,
-    private readonly prefix: string,
+    prefix: string,
   ) {
-    this.index = `${prefix}:tm:consumers`;
-  }
-
-  private key(id: string): string {
-    return `${this.prefix}:tm:consumer:${id}`;
+    const keys: Keys = keysFor(prefix);
+    this.index = keys.consumers;
+    this.key = keys.consumer;
   }
 
   async announce(info: ConsumerInfo, ttlMs: number): Promise<void> {
