@@ -1,4 +1,5 @@
 import { Command, type Redis } from 'ioredis';
+import { setScriptCommandClass } from './bullmq/script-command-class.ts';
 
 /**
  * The RESP encoding of a command, as ioredis sends it: `*<n>`, then `$<bytes>` and the bytes of
@@ -36,16 +37,9 @@ class EncodedCommand extends Command {
 
 /**
  * Makes the commands of the script defined on `connection` as `name` (Redis#defineCommand) be
- * encoded by encodeCommand. ioredis gives each defined script a command class of its own,
- * whose toWritable picks EVAL or EVALSHA and then calls its parent's; that parent becomes
- * EncodedCommand, so this script's commands change and no other's do. Returns false, changing
- * nothing, where ioredis no longer has that shape.
+ * encoded by encodeCommand, and no other's; false, changing nothing, where ioredis no longer
+ * lets that be done (see setScriptCommandClass).
  */
 export function encodeScriptCommands(connection: Redis, name: string): boolean {
-  const scripts = (connection as unknown as { scriptsSet?: Record<string, { Command?: { prototype: object } }> })
-    .scriptsSet;
-  const proto = scripts?.[name]?.Command?.prototype;
-  if (!proto || Object.getPrototypeOf(proto) !== Command.prototype) return false;
-  Object.setPrototypeOf(proto, EncodedCommand.prototype);
-  return true;
+  return setScriptCommandClass(connection, name, EncodedCommand);
 }

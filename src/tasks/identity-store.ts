@@ -1,20 +1,10 @@
 import type { Redis } from 'ioredis';
 import { ArchiveLookupTimeoutError } from '../errors.ts';
 import type { Keys } from '../queue/keys.ts';
+import { lua } from '../queue/scripts.ts';
 
-/**
- * Lua: an entry of the live hash read as a claim, `<claimed at>|<job key>`: when it was made
- * and the job key, or false for a completion record kept in its place (JSON, see CLAIMED_LUA)
- * or no entry.
- */
-const CLAIM_OF_LUA = `
-local function claimOf(cur)
-  if not cur or string.byte(cur, 1) == 123 then return false end
-  local sep = string.find(cur, '|', 1, true)
-  if not sep then return false end
-  return tonumber(string.sub(cur, 1, sep - 1)), string.sub(cur, sep + 1)
-end
-`;
+/** Lua: claimOf (lua/includes/claim-of.lua). */
+const CLAIM_OF_LUA = lua('includes/claim-of');
 
 /**
  * Lua for the add script: the job key that holds an identity while it is live, or false, from
@@ -123,31 +113,8 @@ end
 return out
 `;
 
-/**
- * Lua shared by the scripts that record outcomes (SETTLE here, and the worker's finishing
- * script, see workers/finish-script.ts): records one identity's final outcome and, if its claim
- * still points at this job, releases it — a completion keeps its record there instead, which
- * answers identical tasks added within the dedup window (COMPLETED_HOLDER_LUA) — and returns the
- * gates waiting on it, putting the identity in the `opening` set when there are any, so that a
- * crash before they are promoted leaves work the reconciler finds.
- */
-export const SETTLE_ONE_LUA = `${CLAIM_OF_LUA}
-local function settleOne(live, done, failed, opening, waitersKey, outcome, tk, dk, jk, record)
-  local _, claimed = claimOf(redis.call('HGET', live, tk))
-  if claimed == jk then
-    if outcome == 'completed' then redis.call('HSET', live, tk, record) else redis.call('HDEL', live, tk) end
-  end
-  if outcome == 'completed' then
-    redis.call('HSET', done, dk, record)
-    redis.call('HDEL', failed, dk)
-  else
-    redis.call('HSET', failed, dk, record)
-  end
-  local waiters = redis.call('SMEMBERS', waitersKey)
-  if #waiters > 0 then redis.call('SADD', opening, dk) end
-  return waiters
-end
-`;
+/** Lua: settleOne, shared by the scripts that record outcomes (lua/includes/settle-one.lua). */
+export const SETTLE_ONE_LUA = lua('includes/settle-one');
 
 /**
  * Records the final outcomes of identities and returns, per identity, the gates waiting on it.

@@ -1,0 +1,54 @@
+import type { Worker } from 'bullmq';
+import { MOVE_TO_FINISHED_ARGS } from './move-to-finished.ts';
+
+/** The job as BullMQ hands it to moveToFinishedArgs. */
+export interface FinishingJob {
+  id?: string;
+  name: string;
+  data: unknown;
+}
+
+/** BullMQ's protected RedisQueueBackend#moveToFinishedArgs, with the keys it is sent with. */
+type FinishArgs = (
+  job: FinishingJob,
+  val: unknown,
+  propVal: unknown,
+  shouldRemove: unknown,
+  target: unknown,
+  token: unknown,
+  timestamp: unknown,
+  fetchNext?: unknown,
+  fieldsToUpdate?: unknown,
+) => unknown[];
+type Backend = { moveToFinishedArgs: FinishArgs; moveToFinishedKeys: unknown[] };
+
+/**
+ * Makes `worker` hand its finishing script (see spliceIntoMoveToFinished) the strings `extra`
+ * gives after BullMQ's own arguments. `extra` gets the job, its id and the finishing time BullMQ
+ * hands the script; it is not asked where BullMQ's arguments are not the count expected, and
+ * then the script is sent BullMQ's arguments alone.
+ */
+export function appendFinishArgs(
+  worker: Worker,
+  extra: (job: FinishingJob, jobId: string, finishedAt: number) => string[],
+): void {
+  const backend = worker.backend as unknown as Backend;
+  const args: FinishArgs = backend.moveToFinishedArgs.bind(backend);
+  backend.moveToFinishedArgs = (
+    job,
+    val,
+    propVal,
+    shouldRemove,
+    target,
+    token,
+    timestamp,
+    fetchNext,
+    fieldsToUpdate,
+  ) => {
+    const out = args(job, val, propVal, shouldRemove, target, token, timestamp, fetchNext, fieldsToUpdate);
+    const n = backend.moveToFinishedKeys.length;
+    if (out.length !== n + MOVE_TO_FINISHED_ARGS) return out;
+    out.push(...extra(job, out[n] as string, out[n + 1] as number));
+    return out;
+  };
+}
