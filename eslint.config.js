@@ -13,13 +13,20 @@ export default tseslint.config(
       // An empty catch must say why ignoring the error is safe: a comment inside satisfies this.
       'no-empty': ['error', { allowEmptyCatch: false }],
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', caughtErrors: 'none' }],
-      'max-len': ['error', { code: 120, ignoreUrls: true, ignoreRegExpLiterals: true, ignoreStrings: true }],
+      'max-len': [
+        'error',
+        { code: 120, ignoreUrls: true, ignoreRegExpLiterals: true, ignoreStrings: true, ignoreTemplateLiterals: true },
+      ],
     },
   },
   // TypeScript checks names itself; no-undef does not know its types.
   { files: ['**/*.ts'], rules: { 'no-undef': 'off' } },
   // The status page's scripts run in the browser.
   { files: ['src/dashboard/public/**/*.js'], languageOptions: { globals: globals.browser } },
-  // Task modules written for the 2016 runner are CommonJS.
-  { files: ['**/*.cjs'], languageOptions: { sourceType: 'commonjs' } },
+  // Task modules in the 2016 style: CommonJS, keeping `this` (the run) in a variable for callbacks.
+  {
+    files: ['**/*.cjs', 'test/fixtures/tasks/*.js'],
+    languageOptions: { sourceType: 'commonjs' },
+    rules: { '@typescript-eslint/no-this-alias': 'off', '@typescript-eslint/no-require-imports': 'off' },
+  },
 );

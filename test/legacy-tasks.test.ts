@@ -107,6 +107,7 @@ describe('task modules in the 2016 runner convention (this.emit)', () => {
       const heard: unknown[] = [];
       let self: EventEmitter | undefined;
       const result = await run(function () {
+        // eslint-disable-next-line @typescript-eslint/no-this-alias -- the test keeps the run's emitter to inspect it
         self = this;
         this.once('done', (r: unknown) => heard.push(['done', r]));
         this.on('custom', (v: unknown) => heard.push(['custom', v]));

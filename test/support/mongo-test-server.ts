@@ -21,6 +21,7 @@
  *
  * Run alone: node --import tsx test/support/mongo-test-server.ts --port N  (prints "listening N")
  */
+/* eslint-disable @typescript-eslint/no-explicit-any -- documents and commands are arbitrary BSON, typed by the wire */
 import { createServer, type Server, type Socket } from 'node:net';
 import { pathToFileURL } from 'node:url';
 import { BSON, Long, ObjectId } from 'bson';
@@ -568,7 +569,8 @@ export class MongoTestServer {
       const dollar = legacy ? dollarField(after, true) : undefined;
       if (dollar) throw dollarNotStorable(dollar);
       assertStorable(after, 'update');
-      if (Buffer.compare(BSON.serialize(after), BSON.serialize(doc)) === 0) continue; // like the server: no-op updates are not modifications
+      // Like the server: no-op updates are not modifications.
+      if (Buffer.compare(BSON.serialize(after), BSON.serialize(doc)) === 0) continue;
       coll.put(after, doc);
       modified++;
     }
@@ -614,7 +616,8 @@ export class MongoTestServer {
       maxWireVersion: this.version === '4.4' ? 9 : 21, // MongoDB 7.0 (or 4.4); the driver refuses anything below 9
       readOnly: false,
     }),
-    ismaster: (db, cmd, connectionId) => this.commands.hello(db, cmd, connectionId), // also isMaster (names are tried lower-cased)
+    // Also isMaster: command names are tried lower-cased.
+    ismaster: (db, cmd, connectionId) => this.commands.hello(db, cmd, connectionId),
     ping: () => ({}),
     buildinfo: () => ({
       version: `${this.version}.0`,
@@ -732,8 +735,10 @@ export class MongoTestServer {
       const coll = this.coll(db, cmd.delete, false);
       let n = 0;
       const result = this.writeBatch(cmd, cmd.deletes ?? [], (st) => {
-        for (const doc of coll?.match(st.q, { limit: st.limit, collation: st.collation }) ?? [])
-          (coll!.remove(doc), n++);
+        for (const doc of coll?.match(st.q, { limit: st.limit, collation: st.collation }) ?? []) {
+          coll!.remove(doc);
+          n++;
+        }
       });
       return { n, ...result };
     },
@@ -759,7 +764,8 @@ export class MongoTestServer {
       return { lastErrorObject, value: this.project(value, cmd.fields) };
     },
     find: (db, cmd) => {
-      const docs = this.coll(db, cmd.find, false)?.match(cmd.filter, cmd) ?? []; // cmd has sort, skip, limit, projection, collation
+      // cmd has sort, skip, limit, projection and collation.
+      const docs = this.coll(db, cmd.find, false)?.match(cmd.filter, cmd) ?? [];
       return this.cursorReply(`${db}.${cmd.find}`, docs, cmd.batchSize, cmd.singleBatch || cmd.limit < 0);
     },
     aggregate: (db, cmd) => {
