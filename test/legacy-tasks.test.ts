@@ -136,27 +136,25 @@ describe('task modules in the 2016 runner convention (this.emit)', () => {
         }),
       ).toBe(7);
       expect(heard).toEqual([7]);
-      const err = await (async () =>
-        run(function () {
-          this.on('error', (e: unknown) => heard.push(e));
-          setTimeout(() => this.emit('error', new Error('own listener')), 5);
-        }))().catch((e: unknown) => e);
+      const err = await run(function () {
+        this.on('error', (e: unknown) => heard.push(e));
+        setTimeout(() => this.emit('error', new Error('own listener')), 5);
+      }).catch((e: unknown) => e);
       expect((err as Error).message).toBe('own listener');
       expect(heard).toEqual([7, expect.objectContaining({ message: 'own listener' })]);
     });
 
     it('an error emitted synchronously, or with nothing, fails the run without throwing from emit', async () => {
       let returned: unknown;
-      expect(() =>
+      await expect(
         run(function () {
           returned = this.emit('error', 'sync emit');
         }),
-      ).toThrow('sync emit');
+      ).rejects.toThrow('sync emit');
       expect(returned).toBe(true);
-      const err = await (async () =>
-        run(function () {
-          setTimeout(() => this.emit('error'), 5);
-        }))().catch((e: unknown) => e);
+      const err = await run(function () {
+        setTimeout(() => this.emit('error'), 5);
+      }).catch((e: unknown) => e);
       expect((err as Error).message).toMatch(/emitted 'error' without an error/);
     });
   });

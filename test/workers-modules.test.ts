@@ -269,20 +269,19 @@ describe('task modules', () => {
       const ctx = { module: 'never', log: pino({ level: 'silent' }) } as unknown as TaskContext;
       // Runs that finish meanwhile leave the sweep's list from its head, middle and tail.
       const finishers: { done(v: unknown): void }[] = [];
-      const others = [0, 1, 2].map(
-        () =>
-          runTask(
-            function (this: { done(v: unknown): void }) {
-              finishers.push(this);
-            },
-            [],
-            ctx,
-            5_100,
-            new RunAbort(),
-          ) as Promise<unknown>,
+      const others = [0, 1, 2].map(() =>
+        runTask(
+          function (this: { done(v: unknown): void }) {
+            finishers.push(this);
+          },
+          [],
+          ctx,
+          5_100,
+          new RunAbort(),
+        ),
       );
       const started = Date.now();
-      const outcome = (async () => runTask(function () {}, [], ctx, 5_100, abort))().catch((err: unknown) => err);
+      const outcome = runTask(function () {}, [], ctx, 5_100, abort).catch((err: unknown) => err);
       const later = runTask(
         function (this: { done(v: unknown): void }) {
           finishers.push(this);
@@ -291,7 +290,7 @@ describe('task modules', () => {
         ctx,
         5_100,
         new RunAbort(),
-      ) as Promise<unknown>;
+      );
       finishers[1]!.done('middle');
       finishers[3]!.done('head');
       finishers[0]!.done('tail');
@@ -306,31 +305,31 @@ describe('task modules', () => {
       expect(took).toBeGreaterThanOrEqual(5_100);
     });
 
-    it('gives the result of a run that settles while it starts at once, and a promise for any other', async () => {
+    it('settles with the result or error of a run that settles while it starts, as with any other', async () => {
       const ctx = { module: 'm', log: pino({ level: 'silent' }) } as unknown as TaskContext;
-      const now = (fn: (...a: unknown[]) => unknown) => runTask(fn as never, [], ctx, 1000, new RunAbort());
-      expect(
-        now(function (this: { done(v: unknown): void }) {
+      const run = (fn: (...a: unknown[]) => unknown) => runTask(fn as never, [], ctx, 1000, new RunAbort());
+      await expect(
+        run(function (this: { done(v: unknown): void }) {
           this.done({ n: 1 });
         }),
-      ).toEqual({ n: 1 });
-      expect(now(() => 'returned')).toBe('returned');
-      expect(() =>
-        now(() => {
+      ).resolves.toEqual({ n: 1 });
+      await expect(run(() => 'returned')).resolves.toBe('returned');
+      await expect(
+        run(() => {
           throw new Error('sync boom');
         }),
-      ).toThrow('sync boom');
-      expect(() =>
-        now(function (this: { done(v: unknown): void }) {
+      ).rejects.toThrow('sync boom');
+      await expect(
+        run(function (this: { done(v: unknown): void }) {
           this.done({ big: 1n });
         }),
-      ).toThrow(ResultNotSerialisableError);
-      const later = now(async () => 'later');
-      expect(later).toBeInstanceOf(Promise);
-      await expect(later).resolves.toBe('later');
+      ).rejects.toThrow(ResultNotSerialisableError);
+      await expect(run(async () => 'later')).resolves.toBe('later');
       const cancelled = new RunAbort();
       cancelled.abort(new Error('cancelled before it began'));
-      expect(() => runTask((() => 'never') as never, [], ctx, 1000, cancelled)).toThrow('cancelled before it began');
+      await expect(runTask((() => 'never') as never, [], ctx, 1000, cancelled)).rejects.toThrow(
+        'cancelled before it began',
+      );
     });
 
     it('a synchronous throw fails the attempt, and is retried', async () => {

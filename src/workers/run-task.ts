@@ -69,10 +69,7 @@ export class RunAbort {
  * - a plain function that returns a value other than undefined: that value is the result;
  *   one that returns undefined runs until it calls `done`/`error` or times out;
  * - a result that is not JSON-serialisable fails the run without retry.
- * A run that settles while it starts (a legacy task calling `this.done()` synchronously, a
- * plain function returning a value) gives its result as it is, or throws its error, with no
- * promise made: most short tasks are such runs, and their callers can take the result at once
- * (`await` takes either). Any other run gives a promise. A result is JSON, never a promise.
+ * Resolves to the result (JSON, never a promise), or rejects with the run's error.
  */
 export function runTask(
   fn: TaskFunction,
@@ -81,12 +78,10 @@ export function runTask(
   timeoutMs: number,
   abort: RunAbort,
   linger?: { ms: number; onLinger(ctx: TaskContext): void },
-): unknown {
+): Promise<unknown> {
   const run = new Run(ctx, abort, linger);
   run.start(fn, params, timeoutMs);
-  if (!run.settled) return run.promise();
-  if (run.failed) throw run.result;
-  return run.result;
+  return run.done;
 }
 
 /** Timeouts up to this long get a timer of their own; longer ones are swept (see Sweep). */
@@ -155,24 +150,17 @@ class Run {
   prev?: Run = undefined;
   next?: Run = undefined;
   private timeoutMs = 0;
-  /**
-   * How it settled (the value, or the error when failed), for a run that settled before anyone
-   * asked for a promise.
-   */
-  failed = false;
-  result: unknown;
-  private resolve?: (value: unknown) => void;
-  private reject?: (err: unknown) => void;
+  /** Settles with the run: its result, or its error. */
+  readonly done: Promise<unknown>;
+  private resolve!: (value: unknown) => void;
+  private reject!: (err: unknown) => void;
 
   constructor(
     private readonly ctx: TaskContext,
     private readonly abort: RunAbort,
     private readonly linger?: { ms: number; onLinger(ctx: TaskContext): void },
-  ) {}
-
-  /** The outcome of a run still going. */
-  promise(): Promise<unknown> {
-    return new Promise((resolve, reject) => {
+  ) {
+    this.done = new Promise((resolve, reject) => {
       this.resolve = resolve;
       this.reject = reject;
     });
@@ -250,10 +238,7 @@ class Run {
         result = e;
       }
     }
-    if (!this.resolve) {
-      this.failed = failed;
-      this.result = result;
-    } else if (failed) this.reject!(result);
+    if (failed) this.reject(result);
     else this.resolve(result);
   }
 }

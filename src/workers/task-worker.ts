@@ -99,7 +99,6 @@ export class TaskWorker {
       );
     this.outcomes = new Outcomes(new IdentityStore(connection, opts.client.store.keys), this.gates, this.log);
     this.cancellations = new Cancellations(connection, config.prefix, this.gates, this.outcomes);
-    // BullMQ awaits what the processor returns, which may be a plain value (see process).
     this.worker = new Worker(
       opts.queue ?? config.queue,
       (job, token) => this.process(job, token!) as Promise<unknown>,
@@ -193,34 +192,30 @@ export class TaskWorker {
   }
 
   /**
-   * Runs one job. BullMQ awaits whatever its processor returns, so a run that needs nothing
-   * awaited before or after it (no dependencies to check, its module loaded, its outcome
-   * recorded by the finishing script) and settles while it starts — most short tasks — gives
-   * its result as it is, with no promise made on the way.
+   * Runs one job: checks that its dependencies succeeded, loads its module, runs it, and records
+   * its outcome where the finishing script will not.
    */
-  private process(job: BullJob, token: string): unknown {
+  private async process(job: BullJob, token: string): Promise<unknown> {
     const task = taskFromJob(job);
     const r = this.begin(job, token, task);
     const recordHere = !(this.recordsInScript && task.keysStored);
-    const fn = !task.dependencies.length && !recordHere ? this.loader.loaded(task.module) : undefined;
-    if (!fn) return this.processAsync(job, token, task, r, recordHere);
-    let out: unknown;
+    let result: unknown;
     try {
-      out = runTask(fn, task.params, r.ctx, r.timeoutMs, r.abort, this.linger);
+      if (task.dependencies.length) await assertDependenciesSucceeded(job, this.opts.client);
+      let fn;
+      try {
+        fn = this.loader.loaded(task.module) ?? (await this.loader.load(task.module));
+      } catch (err) {
+        await this.handBackIfRunnableElsewhere(err, job, token, r.ctx);
+        throw err;
+      }
+      result = await runTask(fn, task.params, r.ctx, r.timeoutMs, r.abort, this.linger);
+      if (recordHere) await this.outcomes.recordAhead('completed', job as BullJob & { id: string }, undefined, task);
     } catch (err) {
-      return this.failed(err, job, task, r, false);
-    }
-    if (out instanceof Promise) {
-      return out.then(
-        (value) => {
-          this.end(r);
-          return value;
-        },
-        (err) => this.failed(err, job, task, r, false),
-      );
+      return this.failed(err, job, task, r, recordHere);
     }
     this.end(r);
-    return out;
+    return result;
   }
 
   /** A run registered where cancels and the owner's hooks reach it. */
@@ -246,33 +241,6 @@ export class TaskWorker {
   private end(r: Begun): void {
     this.runs.delete(r.jobId);
     this.opts.hooks?.onEnd?.(r);
-  }
-
-  /** A run with something to await before or after it. */
-  private async processAsync(
-    job: BullJob,
-    token: string,
-    task: JobTask,
-    r: Begun,
-    recordHere: boolean,
-  ): Promise<unknown> {
-    let result: unknown;
-    try {
-      if (task.dependencies.length) await assertDependenciesSucceeded(job, this.opts.client);
-      let fn;
-      try {
-        fn = this.loader.loaded(task.module) ?? (await this.loader.load(task.module));
-      } catch (err) {
-        await this.handBackIfRunnableElsewhere(err, job, token, r.ctx);
-        throw err;
-      }
-      result = await runTask(fn, task.params, r.ctx, r.timeoutMs, r.abort, this.linger);
-      if (recordHere) await this.outcomes.recordAhead('completed', job as BullJob & { id: string }, undefined, task);
-    } catch (err) {
-      return this.failed(err, job, task, r, recordHere);
-    }
-    this.end(r);
-    return result;
   }
 
   /** Ends a run that failed: records a final failure, and throws what BullMQ should see. */
