@@ -3,7 +3,8 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { dependencyKey, moduleKey } from '../src/tasks/identity.ts';
 import { IdentityStore } from '../src/tasks/identity-store.ts';
 import type { TaskClient } from '../src/tasks/task-client.ts';
-import { finishScript, installFinishScript, passIdentityKeys } from '../src/workers/finish-script.ts';
+import { installFinishScript, passIdentityKeys } from '../src/queue/finishing.ts';
+import { finishScript } from '../src/queue/scripts.ts';
 import { useHarness, waitFor } from './support/harness.ts';
 
 describe("outcomes recorded by the worker's finishing script", () => {
@@ -23,7 +24,7 @@ describe("outcomes recorded by the worker's finishing script", () => {
     const settle = vi.spyOn(IdentityStore.prototype, 'settle');
     const c = h.client();
     const w = h.worker();
-    expect(w.recordsInScript).toBe(true);
+    expect(w.finishing.inScript).toBe(true);
     const [ok, bad] = await c.add([
       { module: 'record', params: ['ok'] },
       { module: 'fail', params: ['bad'] },

@@ -6,6 +6,7 @@ import { Server } from 'socket.io';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.ts';
+import { Finishing } from '../queue/finishing.ts';
 import { listenForAnnouncements } from '../tasks/announcements.ts';
 import { Cancellations } from '../tasks/cancellations.ts';
 import { Gates } from '../tasks/gates.ts';
@@ -18,7 +19,6 @@ import { FeederHandlers } from './feeder-handlers.ts';
 import { Presence, type Peer } from './presence.ts';
 import { connectionHandler, refuser } from './peer-events.ts';
 import { RunnerHandlers } from './runner-handlers.ts';
-import { RunnerFinishing } from './runner-finishing.ts';
 import { RunnerLeases } from './runner-leases.ts';
 import { RunnerSlots } from './runner-slots.ts';
 import { Watchers, type ArchivedTask } from './watchers.ts';
@@ -112,7 +112,7 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
       connection,
       client,
       slots,
-      finishing: new RunnerFinishing(connection, outcomes, log),
+      finishing: new Finishing({ connection, outcomes, log }),
       cancellations,
       presence,
       log,

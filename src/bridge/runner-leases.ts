@@ -1,8 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import type { Job } from 'bullmq';
+import { UnrecoverableError, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.ts';
+import type { Finishing, OutcomeKeys } from '../queue/finishing.ts';
 import { TaskTimeoutError } from '../errors.ts';
 import { CANCELLED_REASON, type Cancellations } from '../tasks/cancellations.ts';
 import type { TaskClient } from '../tasks/task-client.ts';
@@ -12,7 +13,6 @@ import { legacyFromJob, type LegacyTask, type TaskRef } from './legacy-shape.ts'
 import { runnerLabel, type Peer, type Presence } from './presence.ts';
 import { QueueFetcher, type Offer } from './queue-fetcher.ts';
 import { RunnerBackoff } from './runner-backoff.ts';
-import type { OutcomeKeys, RunnerFinishing } from './runner-finishing.ts';
 import type { RunnerSlots } from './runner-slots.ts';
 
 export interface RunnerLeasesOptions {
@@ -20,7 +20,7 @@ export interface RunnerLeasesOptions {
   connection: Redis;
   client: TaskClient;
   slots: RunnerSlots;
-  finishing: RunnerFinishing;
+  finishing: Finishing;
   cancellations: Cancellations;
   presence: Presence;
   log: Logger;
@@ -199,7 +199,7 @@ export class RunnerLeases {
       if (refusal) {
         const { reason } = refusal;
         this.log.warn({ jobId: job.id, module: job.name, reason }, 'task failed for good instead of going to a runner');
-        await this.opts.finishing.failForGood(job, token, refusal.reason, jt);
+        await this.opts.finishing.fail(job, token, new UnrecoverableError(reason), jt);
         if (refusal.cancelled) await this.opts.cancellations.done(job.id!);
         return f.again(peer);
       }
@@ -266,7 +266,7 @@ export class RunnerLeases {
   /** `task:error`: fails this attempt; BullMQ retries it per the job's attempts and backoff. */
   async fail(lease: Lease, message: string): Promise<void> {
     if (!this.end(lease)) return;
-    await this.opts.finishing.failAttempt(lease.job, lease.token, new Error(message), lease.keys);
+    await this.opts.finishing.fail(lease.job, lease.token, new Error(message), lease.keys);
   }
 
   private async timedOut(lease: Lease): Promise<void> {
@@ -279,7 +279,7 @@ export class RunnerLeases {
     this.rearm(lease);
     const err = new TaskTimeoutError(`task ${job.name} exceeded its timeout of ${task.timeout} ms on runner ${runner}`);
     await this.opts.finishing
-      .failAttempt(job, token, err, keys)
+      .fail(job, token, err, keys)
       .catch((e) => this.log.warn({ err: e, jobId: job.id }, 'could not fail a timed-out task'));
   }
 
@@ -295,7 +295,7 @@ export class RunnerLeases {
     this.log.info({ jobId, runner: lease.peer.name ?? lease.peer.id }, 'task cancelled: telling its runner to stop');
     this.opts.send(lease.peer, 'task:cancel', lease.task);
     this.rearm(lease);
-    await this.opts.finishing.failForGood(lease.job, lease.token, CANCELLED_REASON, lease.keys);
+    await this.opts.finishing.fail(lease.job, lease.token, new UnrecoverableError(CANCELLED_REASON), lease.keys);
     await this.opts.cancellations.done(jobId);
     return true;
   }

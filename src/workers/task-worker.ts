@@ -13,11 +13,11 @@ import { IdentityStore } from '../tasks/identity-store.ts';
 import { Outcomes } from '../tasks/outcomes.ts';
 import type { TaskClient } from '../tasks/task-client.ts';
 import { taskFromJob, type JobTask } from '../tasks/task.ts';
-import { installFinishScript, passIdentityKeys } from './finish-script.ts';
 import { ModuleLoader } from './module-loader.ts';
 import { ConsumerRegistry } from './registry.ts';
 import { RunContext } from './run-context.ts';
 import { ResultNotSerialisableError, RunAbort, runTask, type TaskContext } from './run-task.ts';
+import { Finishing, isFinalAttempt } from '../queue/finishing.ts';
 import { OutageLog } from '../queue/outage-log.ts';
 
 export interface TaskWorkerOptions {
@@ -78,8 +78,8 @@ export class TaskWorker {
   readonly registry: ConsumerRegistry;
   readonly consumerId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
   private stopHeartbeat?: () => Promise<void>;
-  /** Whether this worker's connection finishes jobs with finish-script.ts. */
-  readonly recordsInScript: boolean;
+  /** Finishes this worker's jobs with their outcomes recorded (see finishing.ts). */
+  readonly finishing: Finishing;
   /** Grace and handler for aborted runs that keep going; one for all runs. */
   private readonly linger: { ms: number; onLinger(ctx: TaskContext): void };
 
@@ -89,15 +89,9 @@ export class TaskWorker {
     this.linger = { ms: opts.lingerMs ?? 2000, onLinger: (ctx) => this.lingered(ctx) };
     this.loader = new ModuleLoader(config.tasksDir);
     this.gates = new Gates({ connection, prefix: config.prefix, store: opts.client.store, log: this.log });
-    // Outcomes of tasks that carry their identity keys are recorded by the script that finishes
-    // their jobs (finish-script.ts); others are written on the connection the BullMQ Worker
-    // finishes jobs on, ahead of the finishing command (see Outcomes.recordAhead).
-    this.recordsInScript = installFinishScript(connection);
-    if (!this.recordsInScript)
-      this.log.warn(
-        "BullMQ's finishing script has changed shape; task outcomes are recorded by a command of their own",
-      );
     this.outcomes = new Outcomes(new IdentityStore(connection, opts.client.store.keys), this.gates, this.log);
+    // Outcomes are written on the connection the BullMQ Worker finishes jobs on: sent ahead is enough.
+    this.finishing = new Finishing({ connection, outcomes: this.outcomes, log: this.log, ahead: true });
     this.cancellations = new Cancellations(connection, config.prefix, this.gates, this.outcomes);
     this.worker = new Worker(
       opts.queue ?? config.queue,
@@ -112,7 +106,7 @@ export class TaskWorker {
         stalledInterval: opts.stalledIntervalMs ?? 5_000,
       },
     );
-    if (this.recordsInScript) passIdentityKeys(this.worker);
+    this.finishing.prepare(this.worker);
     this.worker.on('error', OutageLog.listener(this.log, 'worker error'));
     this.registry = new ConsumerRegistry(connection, config.prefix);
   }
@@ -198,7 +192,6 @@ export class TaskWorker {
   private async process(job: BullJob, token: string): Promise<unknown> {
     const task = taskFromJob(job);
     const r = this.begin(job, token, task);
-    const recordHere = !(this.recordsInScript && task.keysStored);
     let result: unknown;
     try {
       if (task.dependencies.length) await assertDependenciesSucceeded(job, this.opts.client);
@@ -210,9 +203,9 @@ export class TaskWorker {
         throw err;
       }
       result = await runTask(fn, task.params, r.ctx, r.timeoutMs, r.abort, this.linger);
-      if (recordHere) await this.outcomes.recordAhead('completed', job as BullJob & { id: string }, undefined, task);
+      await this.finishing.recordCompletion(job, task);
     } catch (err) {
-      return this.failed(err, job, task, r, recordHere);
+      return this.failed(err, job, task, r);
     }
     this.end(r);
     return result;
@@ -244,14 +237,13 @@ export class TaskWorker {
   }
 
   /** Ends a run that failed: records a final failure, and throws what BullMQ should see. */
-  private async failed(err: unknown, job: BullJob, task: JobTask, r: Begun, recordHere: boolean): Promise<never> {
+  private async failed(err: unknown, job: BullJob, task: JobTask, r: Begun): Promise<never> {
     try {
       if (err instanceof DelayedError) throw err;
-      const final = isUnrecoverable(err) || job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
+      const error = isUnrecoverable(err) ? new UnrecoverableError(failureReason(err)) : (err as Error);
+      const final = isFinalAttempt(job, error);
       r.ctx.log.warn({ err, attempt: job.attemptsMade + 1, final }, 'task failed');
-      const error = isUnrecoverable(err) ? new UnrecoverableError(failureReason(err)) : err;
-      if (final && recordHere)
-        await this.outcomes.recordAhead('failed', job as BullJob & { id: string }, failureReason(err), task);
+      if (final) await this.finishing.recordFailure(job, task, error);
       if (err instanceof TaskCancelledError) await this.cancellations.done(r.jobId);
       throw error;
     } finally {
