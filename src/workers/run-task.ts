@@ -92,10 +92,8 @@ const SWEEP_MS = 100;
 /**
  * Runs with a long timeout (the default is five minutes), checked together every SWEEP_MS
  * instead of each setting and clearing a timer of its own: most runs end long before their
- * timeout, and a timer per run was a noticeable part of a short task's cost. The runs form a
- * list through their own `prev`/`next` fields, so joining and leaving it allocates nothing (a
- * Set's add and delete were the larger part of a run's own cost). The interval stops once a
- * check finds no runs.
+ * timeout. The runs form a list through their own `prev`/`next` fields, so joining and leaving
+ * it allocates nothing. The interval stops once a check finds no runs.
  */
 class Sweep {
   private head?: Run;
