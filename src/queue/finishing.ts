@@ -44,7 +44,8 @@ export interface FinishingOptions {
  * left — so that dedup releases its identity and the tasks waiting on it move on (or fail).
  * Local workers (TaskWorker: BullMQ's Worker finishes the job once the processor returns) and the
  * bridge for remote runners (it finishes the jobs runners held) use one each. Jobs finished by
- * anyone else are recorded by the master's OutcomeWatcher with Outcomes.record.
+ * anyone else are recorded with Outcomes.record: by the master's OutcomeWatcher, and by the
+ * worker pool for a run whose process it killed (WorkerPool.failRun).
  *
  * A job that carries its identity keys has its outcome recorded by the script that finishes it
  * (finish-record.lua spliced into BullMQ's moveToFinished), in the same step: a job cannot finish
