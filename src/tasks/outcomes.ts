@@ -12,9 +12,10 @@ const RETRY_MAX_MS = 5000;
 
 /**
  * Records how a task ended for good — completed, or failed with no attempt left — so that
- * dedup releases its identity and the tasks waiting on it move on (or fail). Whoever finishes a
- * job calls it: a worker process, the worker pool after killing a run, the bridge for remote
- * runners. It is idempotent, so a second call for the same job does no harm.
+ * dedup releases its identity and the tasks waiting on it move on (or fail), with a command of
+ * its own: Finishing (queue/finishing.ts) calls it for the jobs its finishing script does not
+ * record, the outcome watcher and the worker pool for jobs finished elsewhere. It is
+ * idempotent, so a second call for the same job does no harm.
  */
 export class Outcomes {
   /** Records sent ahead whose answer (and gate opening) is still to come → their job ids. */
