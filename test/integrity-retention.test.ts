@@ -45,9 +45,12 @@ describe('identity retention', () => {
       peaks.push(await recordBytes(c));
     }
     expect(await h.redis.zcard(`${h.prefix}:${h.config.queue}:completed`)).toBeGreaterThan(0);
-    // Without a retention every wave adds its 10,000 records (about 1.5 MB); with it, what was
-    // left of earlier waves is swept while later ones run.
-    expect(peaks[4]!).toBeLessThan(peaks[0]! * 1.5);
+    // Without a retention every wave adds its 10,000 records (about 1.5 MB), so the fifth wave
+    // would hold five times what the first held; with it, what was left of earlier waves is swept
+    // while later ones run. How much of a wave is swept before it is read depends on the machine.
+    expect(peaks[4]!, `record bytes after each wave: ${peaks.join(', ')}`).toBeLessThan(
+      Math.max(peaks[0]!, peaks[1]!) * 2.5,
+    );
     // And once nothing is added, the records leave Redis altogether.
     await waitFor(
       async () => (await h.redis.hlen(c.keys.live)) + (await h.redis.hlen(c.keys.done)) === 0,
