@@ -1,9 +1,9 @@
 import { Queue } from 'bullmq';
-import { addPrioritizedJob } from 'bullmq/dist/esm/scripts/addPrioritizedJob-9.js';
-import { releaseParentIfNoPendingDependencies } from 'bullmq/dist/esm/scripts/releaseParentIfNoPendingDependencies-2.js';
 import { describe, expect, it } from 'vitest';
 import { taskJobOptions } from '../src/tasks/task-client.ts';
-import { splitBullmqScript, type AtomicAdder } from '../src/tasks/atomic-add.ts';
+import type { AtomicAdder } from '../src/tasks/atomic-add.ts';
+import { splitBullmqScript } from '../src/queue/bullmq/lua-split.ts';
+import { addPrioritizedJob, releaseParentIfNoPendingDependencies } from '../src/queue/bullmq/scripts.ts';
 import { useHarness } from './support/harness.ts';
 
 /** The job hash fields that depend on what was added (the id aside), not on when. */

@@ -134,12 +134,13 @@ describe('compiled start-up', () => {
   it(
     'finds the Lua scripts and other assets from dist/',
     async () => {
-      expect(assets()).toContain(join('tasks', 'cancel.lua'));
+      expect(assets()).toContain(join('queue', 'lua', 'cancel.lua'));
+      expect(assets()).toContain(join('queue', 'lua', 'includes', 'settle-one.lua'));
       for (const file of assets()) expect(existsSync(join(copy, 'dist', file)), file).toBe(true);
       const added = await cli(['add', 'record', '{"n":1}'], env(h));
       expect(added.stderr).toBe('');
       const id = added.stdout.trim();
-      // The cancel runs cancel.lua, read from beside the compiled cancel-script.js.
+      // The cancel runs cancel.lua and its include, read from beside the compiled scripts.js.
       const cancelled = await cli(['cancel', id], env(h));
       expect(cancelled.stderr).toBe('');
       expect(cancelled.stdout.trim()).toBe(`${id}: removed (it was prioritized)`);

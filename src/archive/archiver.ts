@@ -4,6 +4,7 @@ import { Job, type Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { keysFor, type Keys } from '../queue/keys.ts';
+import { lua } from '../queue/scripts.ts';
 import {
   documentFromJob,
   jobFromSnapshot,
@@ -51,15 +52,11 @@ export interface ArchiveLag {
 const FULL_WALK_EVERY_MS = 30_000;
 /** How long one master holds the archiving role without renewing it. */
 const LOCK_MS = 15_000;
-/** Renews the lock when it is ours; 1 when it is (now) ours. */
-const TAKE_LOCK = `
-local cur = redis.call('GET', KEYS[1])
-if cur == ARGV[1] or not cur then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-return 0
-`;
+/** The archiving role's lock (take-lock.lua, release-lock.lua): 1 when it is (now) the owner's, or was released. */
+type LockCommands = Redis & {
+  tmTakeLock(key: string, owner: string, ms: number): Promise<number>;
+  tmReleaseLock(key: string, owner: string): Promise<number>;
+};
 
 /**
  * Moves every finished job — completed, failed for good, cancelled — from Redis into the
@@ -95,7 +92,8 @@ export class Archiver {
     this.keys = keysFor(opts.prefix);
     this.lockKey = this.keys.archiverLock;
     this.cancelledKey = this.keys.cancelled;
-    opts.connection.defineCommand('tmTakeLock', { numberOfKeys: 1, lua: TAKE_LOCK });
+    opts.connection.defineCommand('tmTakeLock', { numberOfKeys: 1, lua: lua('take-lock') });
+    opts.connection.defineCommand('tmReleaseLock', { numberOfKeys: 1, lua: lua('release-lock') });
   }
 
   start(): this {
@@ -109,14 +107,7 @@ export class Archiver {
     this.wake?.();
     await this.loop;
     // Hand the role over at once rather than after the lock expires (which it does if this fails).
-    await this.opts.connection
-      .eval(
-        `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`,
-        1,
-        this.lockKey,
-        this.owner,
-      )
-      .catch(() => undefined);
+    await (this.opts.connection as LockCommands).tmReleaseLock(this.lockKey, this.owner).catch(() => undefined);
   }
 
   private async run(): Promise<void> {
@@ -138,7 +129,7 @@ export class Archiver {
   }
 
   private async takeLock(): Promise<boolean> {
-    const r = this.opts.connection as Redis & { tmTakeLock(key: string, owner: string, ms: number): Promise<number> };
+    const r = this.opts.connection as LockCommands;
     return (await r.tmTakeLock(this.lockKey, this.owner, LOCK_MS)) === 1;
   }
 

@@ -1,63 +1,8 @@
 import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { keysFor } from '../queue/keys.ts';
+import { lua } from '../queue/scripts.ts';
 import { FinishedJobRemover } from './remove-finished.ts';
-
-/**
- * Finished jobs of one state not yet archived nor set aside, oldest first. KEYS[1] BullMQ's set
- * of the state (scored by finish time), KEYS[2] our archived set of that state (id → the
- * finish time it was archived with), KEYS[3] our set of the jobs of that state set aside
- * (MongoDB refused their document even reduced; id → finish time). ARGV[1] how many to return,
- * ARGV[2] where to start: -1 from the oldest, otherwise that many ranks below the count of
- * archived and set-aside ones.
- * The archiver goes oldest first and removes only the oldest archived jobs, so the archived
- * ones are the bottom of the set and the walk can start near the top of them; a job that
- * arrived with an older finish time (a worker's clock behind) is found by the occasional walk
- * from the oldest. A job counts as archived only with the same finish time, so one retried
- * after it was archived is archived again when it finishes again.
- * Returns flat pairs: id, finish time.
- */
-const PENDING = `
-local out = {}
-local want = tonumber(ARGV[1])
-local slack = tonumber(ARGV[2])
-local start = 0
-if slack >= 0 then start = math.max(0, redis.call('ZCARD', KEYS[2]) + redis.call('ZCARD', KEYS[3]) - slack) end
-local found = 0
-while found < want do
-  local chunk = redis.call('ZRANGE', KEYS[1], start, start + 499, 'WITHSCORES')
-  if #chunk == 0 then break end
-  for i = 1, #chunk, 2 do
-    local id, at = chunk[i], chunk[i + 1]
-    if redis.call('ZSCORE', KEYS[2], id) ~= at and redis.call('ZSCORE', KEYS[3], id) ~= at then
-      found = found + 1
-      out[#out + 1] = chunk[i]
-      out[#out + 1] = chunk[i + 1]
-      if found >= want then break end
-    end
-  end
-  start = start + 500
-end
-return out
-`;
-
-/**
- * The oldest finished jobs beyond ARGV[1] kept, at most ARGV[2] of them, that may leave Redis:
- * with an archive (ARGV[3] = '1') only archived ones. KEYS as PENDING. Set-aside jobs stay, so
- * the walk looks that many further, lest they hold the bottom of the set for good.
- */
-const EXCESS = `
-local out = {}
-local excess = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[1])
-if excess <= 0 then return out end
-local most = tonumber(ARGV[2])
-local chunk = redis.call('ZRANGE', KEYS[1], 0, math.min(excess, most + redis.call('ZCARD', KEYS[3])) - 1, 'WITHSCORES')
-for i = 1, #chunk, 2 do
-  if ARGV[3] ~= '1' or redis.call('ZSCORE', KEYS[2], chunk[i]) == chunk[i + 1] then out[#out + 1] = chunk[i] end
-  if #out >= most then break end
-end
-return out
-`;
 
 export type FinishedState = 'completed' | 'failed';
 
@@ -96,8 +41,8 @@ export class FinishedJobs {
   ) {
     this.redis = redis as Scripts;
     if (!this.redis.tmArchivePending) {
-      redis.defineCommand('tmArchivePending', { numberOfKeys: 3, lua: PENDING });
-      redis.defineCommand('tmArchiveExcess', { numberOfKeys: 3, lua: EXCESS });
+      redis.defineCommand('tmArchivePending', { numberOfKeys: 3, lua: lua('archive-pending') });
+      redis.defineCommand('tmArchiveExcess', { numberOfKeys: 3, lua: lua('archive-excess') });
     }
     const k = keysFor(prefix);
     const keys = (state: FinishedState) => ({

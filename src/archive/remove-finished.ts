@@ -1,51 +1,17 @@
-import { removeJob } from 'bullmq/dist/esm/scripts/removeJob-2.js';
-import { version } from 'bullmq/dist/esm/version.js';
 import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
+import { bullmqVersion } from '../queue/bullmq/versions.ts';
 import { GATE_QUEUE } from '../queue/keys.ts';
+import { removeFinishedScript } from '../queue/scripts.ts';
 
-/** The line of BullMQ's removeJob script after which its arguments are all read. */
-const ANCHOR = 'local repeatKey = KEYS[2]\n';
-
-/**
- * What goes after ANCHOR. KEYS[3] BullMQ's set of the state the job was trimmed from, KEYS[4]
- * our archived set of that state (KEYS[3] again when there is no archive); ARGV[4] the gate
- * queue's key prefix. The job is removed only while it is still in that set (and archived with
- * the finish time it has there): a job retried since it was picked stays. Its children are not
- * removed (ARGV[2] is always "0"): a child of a parent that failed early may not have run yet,
- * and BullMQ finishes a child whose parent is gone as any other job. Only the gates the job had
- * leave with it, since each stood for it alone; a gate being worked on right now is left to
- * finish, which then does nothing.
- */
-const GUARD = `
-do
-  local finishedAt = rcall("ZSCORE", KEYS[3], jobId)
-  if not finishedAt or (KEYS[4] ~= KEYS[3] and rcall("ZSCORE", KEYS[4], jobId) ~= finishedAt) then
-    return 0
-  end
-  if isLocked(prefix, jobId, "0") then return 0 end
-  local gates = ARGV[4]
-  local gateOptions = { removeChildren = false, ignoreProcessed = false, ignoreLocked = true }
-  for _, childKey in ipairs(rcall("SMEMBERS", jobKey .. ":dependencies")) do
-    if string.sub(childKey, 1, #gates) == gates then
-      removeJobWithChildren(gates, string.sub(childKey, #gates + 1), jobKey, gateOptions)
-    end
-  end
-end
-`;
-
-/** BullMQ's removeJob with GUARD, or undefined when BullMQ's script no longer has ANCHOR once. */
-export function removeFinishedScript(): string | undefined {
-  const at = removeJob.content.indexOf(ANCHOR);
-  if (at < 0 || removeJob.content.indexOf(ANCHOR, at + 1) >= 0) return undefined;
-  return removeJob.content.slice(0, at + ANCHOR.length) + GUARD + removeJob.content.slice(at + ANCHOR.length);
-}
+export { removeFinishedScript };
 
 type WithCommand = Redis & { [name: string]: (...args: (string | number)[]) => Promise<number> };
 
 /**
  * Removes finished jobs of one queue that the archiver trims, by BullMQ's own removal (job hash,
- * logs, sets, dedup key, the parent's record of it) checked and done in one step: see GUARD.
+ * logs, sets, dedup key, the parent's record of it) checked and done in one step: see
+ * remove-finished.lua.
  */
 export class FinishedJobRemover {
   private readonly command?: string;
@@ -57,7 +23,7 @@ export class FinishedJobRemover {
   ) {
     const lua = removeFinishedScript();
     if (!lua) return;
-    this.command = `tmRemoveFinished:${version}`;
+    this.command = `tmRemoveFinished:${bullmqVersion}`;
     if (!(this.command in redis)) redis.defineCommand(this.command, { numberOfKeys: 4, lua });
   }
 

@@ -1,5 +1,10 @@
 import { readFileSync } from 'node:fs';
+import { FLOW_SCRIPTS, RELEASE_SCRIPT } from './bullmq/flow-commands.ts';
+import { embedBullmqScripts } from './bullmq/lua-split.ts';
 import { spliceIntoMoveToFinished } from './bullmq/move-to-finished.ts';
+import { parentMoverAsFunction } from './bullmq/parent-mover.ts';
+import { promoteAsFunction } from './bullmq/promote.ts';
+import { removeJobAsFunction, spliceIntoRemoveJob } from './bullmq/remove-job.ts';
 import { checkPinnedVersions } from './bullmq/versions.ts';
 
 /**
@@ -49,3 +54,27 @@ function once<T>(build: () => T): () => T {
  * longer has the line it goes after.
  */
 export const finishScript = once(() => spliceIntoMoveToFinished(lua('finish-record')));
+
+/** Starts the message of the error the add script stops with when a batch cannot be written. */
+export const ADD_REFUSED = 'TM_ADD_REFUSED';
+
+/** add.lua, after BullMQ's scripts a flow is written with, embedded as functions. */
+export const addScript = once(() => {
+  const constants = `local RELEASE, REFUSED = ${RELEASE_SCRIPT + 1}, '${ADD_REFUSED}'`;
+  return `${embedBullmqScripts(FLOW_SCRIPTS, 'bullmqScripts')}\n${constants}\n${lua('add')}`;
+});
+
+/** cancel.lua, after BullMQ's removeJob and moveParentToWaitIfNeeded as functions. */
+export const cancelScript = once(() => {
+  const what = 'the cancel script';
+  return `local rcall = redis.call\n${removeJobAsFunction(what)}\n${parentMoverAsFunction(what)}\n${lua('cancel')}`;
+});
+
+/** open-gates.lua, after BullMQ's promote as a function. */
+export const openGatesScript = once(() => `${promoteAsFunction('the gate opening script')}\n${lua('open-gates')}`);
+
+/**
+ * BullMQ's removeJob with remove-finished.lua spliced in; undefined when BullMQ's script no
+ * longer has the line it goes after.
+ */
+export const removeFinishedScript = once(() => spliceIntoRemoveJob(lua('remove-finished')));

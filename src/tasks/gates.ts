@@ -1,11 +1,8 @@
-import { readFileSync } from 'node:fs';
 import { DelayedError, Job, Queue, UnrecoverableError, Worker } from 'bullmq';
-import { promote } from 'bullmq/dist/esm/scripts/promote-9.js';
-import { version } from 'bullmq/dist/esm/version.js';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { GATE_QUEUE } from '../queue/keys.ts';
-import { BullmqShapeError } from './cancel-script.ts';
+import { openGatesScript } from '../queue/scripts.ts';
 import type { IdentityStore } from './identity-store.ts';
 import type { DependencyRef } from './task.ts';
 import { OutageLog } from '../queue/outage-log.ts';
@@ -20,17 +17,6 @@ export const GATE_SLEEP_MS = 3 * 365 * 24 * 3600 * 1000;
 export const GATE_NAME = 'gate';
 /** How many registered gates one run of the opening script looks at. */
 const OPEN_SLICE = 1000;
-
-const OPEN_GATES_LUA = readFileSync(new URL('./open-gates.lua', import.meta.url), 'utf8');
-
-/** The opening script (open-gates.lua) after BullMQ's promote, which it runs per gate. */
-function openGatesScript(): string {
-  // The script passes promote's KEYS and ARGV as BullMQ's Job.promote does.
-  if (promote.keys !== 9 || !promote.content.includes('\nlocal jobId = ARGV[2]\n')) {
-    throw new BullmqShapeError(`cannot build the gate opening script: BullMQ ${version}'s promote has changed shape`);
-  }
-  return `local function bullmqPromote(KEYS, ARGV)\n${promote.content}\nend\n${OPEN_GATES_LUA}`;
-}
 
 type Scripted = Redis & {
   tmOpenGates(...keysAndArgs: string[]): Promise<[string, number, number]>;

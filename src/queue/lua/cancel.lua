@@ -2,9 +2,9 @@
   Cancels one job, decided against its state in this one step (see tasks/cancellations.ts):
   a finished job is left as it is; a running one gets a stored, announced request to stop;
   any other is removed as BullMQ's removeJob removes it, and its cancel is recorded with it.
-  Runs after the definitions cancel-script.ts puts before it: bullmqRemoveJob(KEYS, ARGV)
-  (BullMQ's removeJob script), moveParentOn (BullMQ's moveParentToWaitIfNeeded) and settleOne
-  (identity-store.ts).
+  Runs after the definitions scripts.ts puts before it: rcall, bullmqRemoveJob(KEYS, ARGV)
+  (BullMQ's removeJob script, see src/queue/bullmq/remove-job.ts) and moveParentOn (BullMQ's
+  moveParentToWaitIfNeeded, see src/queue/bullmq/parent-mover.ts).
 
   KEYS[1] job key
   KEYS[2] cancel requests hash
@@ -25,6 +25,7 @@
   Returns {'not-found'}, {'finished', 'completed' | 'failed'}, {'cancelling'}, or
   {'removed', the state it was in, the ids of the gates waiting on its identity...}.
 ]]
+--@include "settle-one.lua"
 local jobKey, requests = KEYS[1], KEYS[2]
 local jobId, qk, now = ARGV[1], ARGV[2], ARGV[3]
 

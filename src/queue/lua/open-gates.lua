@@ -6,7 +6,8 @@
   outcome itself and stays registered; one whose job is gone (removed with its dependent) or
   finished leaves the set: the add script registers a gate in the step that writes it, so a
   registered gate without a job is not one about to be written.
-  Runs after gates.ts puts BullMQ's promote script before it as bullmqPromote(KEYS, ARGV).
+  Runs after scripts.ts puts BullMQ's promote script before it as bullmqPromote(KEYS, ARGV)
+  (see src/queue/bullmq/promote.ts).
 
   KEYS[1] the dependency's waiters set
   KEYS[2] opening set
