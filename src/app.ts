@@ -4,10 +4,9 @@ import { assertRedisReachable, createRedis } from './queue/connection.ts';
 import { processOutageLog } from './queue/outage-log.ts';
 import { ensureLocalRedis, type LocalRedisOptions } from './queue/local-redis.ts';
 import { Releasers } from './releasers.ts';
-import { Gates } from './tasks/gates.ts';
+import { Components } from './components.ts';
 import { TaskClient } from './tasks/task-client.ts';
 import { OutcomeWatcher } from './tasks/outcome-watcher.ts';
-import { Outcomes } from './tasks/outcomes.ts';
 import { IdentityRetention } from './tasks/identity-retention.ts';
 import { WorkerPool } from './workers/worker-pool.ts';
 import { Schedules } from './schedules/schedules.ts';
@@ -15,7 +14,6 @@ import { startBridge } from './bridge/bridge.ts';
 import { closeHttpApp, listen } from './http/server.ts';
 import { buildMasterHttp } from './http/routes.ts';
 import { attachStatusFeed } from './dashboard/status-feed.ts';
-import { ConsumerRegistry } from './workers/registry.ts';
 import { ArchiveStore } from './archive/store.ts';
 import { documentId } from './archive/document.ts';
 import { Archiver } from './archive/archiver.ts';
@@ -61,12 +59,13 @@ export async function startMaster(config: Config, rootLog: Logger): Promise<Mast
     // Without MongoDB at start the master still starts: the archiver retries until it answers.
     const store = config.mongoUrl ? new ArchiveStore(config.mongoUrl, log) : undefined;
     if (store) releasers.add(() => store.close());
-    const client = new TaskClient(config, connection, { identityArchive: store });
+    // Built once here and passed down; closed after everything that uses them.
+    const components = new Components({ config, connection, log, identityArchive: store });
+    releasers.add(() => components.close());
+    const client = new TaskClient(config, connection, { components });
     releasers.add(() => client.close());
-    const gates = new Gates({ connection, prefix: config.prefix, store: client.store, log });
+    const { gates, outcomes, queues, keys, registry } = components;
     gates.start(connection);
-    releasers.add(() => gates.close());
-    const outcomes = new Outcomes(client.store, gates);
     const watcher = new OutcomeWatcher({
       queue: config.queue,
       prefix: config.prefix,
@@ -82,7 +81,7 @@ export async function startMaster(config: Config, rootLog: Logger): Promise<Mast
     const archiver = new Archiver({
       connection,
       prefix: config.prefix,
-      queues: [client.queue()],
+      queues: [queues.get()],
       store,
       keep: config.keep,
       batch: config.archiveBatch,
@@ -96,7 +95,7 @@ export async function startMaster(config: Config, rootLog: Logger): Promise<Mast
       };
       const retention = new IdentityRetention({
         connection,
-        keys: client.keys,
+        keys,
         retentionMs: config.identityRetentionMs,
         oldestUnarchived,
         log: rootLog,
@@ -109,17 +108,28 @@ export async function startMaster(config: Config, rootLog: Logger): Promise<Mast
     releasers.add(() => schedules.close());
 
     const history = new History(client, store);
-    const registry = new ConsumerRegistry(connection, config.prefix);
-    const queues = async () => [...new Set([config.queue, ...(await registry.live()).flatMap((c) => c.queues)])].sort();
+    const knownQueues = async () =>
+      [...new Set([config.queue, ...(await registry.live()).flatMap((c) => c.queues)])].sort();
     const lag = () => archiver.lag();
-    const routeContext = { config, log: rootLog, connection, client, history, store, lag, registry, queues };
+    const routeContext = {
+      config,
+      log: rootLog,
+      connection,
+      client,
+      components,
+      history,
+      store,
+      lag,
+      registry,
+      queues: knownQueues,
+    };
     const http = await buildMasterHttp(routeContext);
     const httpServer = http.server;
     httpServer.on('error', (err) => log.error({ err }, 'http server error'));
     releasers.add(() => closeHttpApp(http));
     // The bridge attaches before the port opens, so no client meets a server without Socket.IO.
     const archived = store ? async (id: string, queue: string) => store.get(documentId(queue, id)) : undefined;
-    const bridge = await startBridge({ config, connection, client, log: rootLog, httpServer, archived });
+    const bridge = await startBridge({ config, connection, client, components, log: rootLog, httpServer, archived });
     releasers.add(() => bridge.close());
     releasers.add(attachStatusFeed(bridge.io, routeContext));
     return listen(http, config.port, config.host);
@@ -147,9 +157,11 @@ export async function startWorkers(config: Config, rootLog: Logger): Promise<Run
   await releasers.guard(async () => {
     const connection = await connect(config, 'workers', releasers);
     processOutageLog().logTo(rootLog);
-    const client = new TaskClient(config, connection);
+    const components = new Components({ config, connection, log });
+    releasers.add(() => components.close());
+    const client = new TaskClient(config, connection, { components });
     releasers.add(() => client.close());
-    const pool = new WorkerPool({ config, connection, client, log: rootLog });
+    const pool = new WorkerPool({ config, connection, client, components, log: rootLog });
     pool.start();
     releasers.add(() => pool.stop());
   });

@@ -7,13 +7,10 @@ import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.ts';
 import { Finishing } from '../queue/finishing.ts';
+import { Components } from '../components.ts';
 import { listenForAnnouncements } from '../tasks/announcements.ts';
-import { Cancellations } from '../tasks/cancellations.ts';
-import { Gates } from '../tasks/gates.ts';
 import { Releasers } from '../releasers.ts';
-import { Outcomes } from '../tasks/outcomes.ts';
 import type { TaskClient } from '../tasks/task-client.ts';
-import { ConsumerRegistry } from '../workers/registry.ts';
 import { BridgeAuth } from './auth.ts';
 import { FeederHandlers } from './feeder-handlers.ts';
 import { Presence, type Peer } from './presence.ts';
@@ -28,6 +25,11 @@ export interface BridgeOptions {
   /** Shared connection for commands; the bridge duplicates it where it needs blocking reads or pub/sub. */
   connection: Redis;
   client: TaskClient;
+  /**
+   * The process's shared components (see components.ts), which their builder closes.
+   * @defaultValue components of the bridge's own on `connection`, closed with it
+   */
+  components?: Components;
   log: Logger;
   /**
    * An HTTP server to attach to (the master's, shared with the status page). Its owner listens
@@ -84,12 +86,13 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
   // The bridge does not own the connection: whoever does decides what a release does while Redis is away.
   const releasers = new Releasers(log);
   return releasers.guard(async () => {
-    const gates = new Gates({ connection, prefix: config.prefix, store: client.store, log });
-    releasers.add(() => gates.close());
-    const outcomes = new Outcomes(client.store, gates);
-    const cancellations = new Cancellations(connection, config.prefix, gates, outcomes);
+    let components = opts.components;
+    if (!components) {
+      const own = (components = new Components({ config, connection, log }));
+      releasers.add(() => own.close());
+    }
+    const { gates, outcomes, cancellations, registry, keys } = components;
     const slots = new RunnerSlots();
-    const registry = new ConsumerRegistry(connection, config.prefix);
     const presence = new Presence(registry, id, slots, log, opts.presenceEveryMs);
     presence.start();
     releasers.add(() => presence.close());
@@ -129,7 +132,7 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
         connection,
         cancellations,
         gates,
-        openingChannel: client.store.keys.openingChannel,
+        openingChannel: keys.openingChannel,
         held: () => leases.heldIds(),
         cancel: (jobId) =>
           void leases.cancel(jobId).catch((err) => log.warn({ err, jobId }, 'could not cancel a task a runner holds')),

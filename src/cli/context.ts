@@ -1,4 +1,6 @@
 import type { Redis } from 'ioredis';
+import pino from 'pino';
+import { Components } from '../components.ts';
 import { loadConfig, redactUrl, type Config } from '../config/config.ts';
 import { RedisUnavailableError } from '../errors.ts';
 import { assertRedisReachable, createRedis } from '../queue/connection.ts';
@@ -12,13 +14,15 @@ const CLI_REDIS_TIMEOUT_MS = 3000;
 export interface OneShot {
   config: Config;
   redis: Redis;
+  /** The command's keys, identity store, queues, … built once (see components.ts). */
+  components: Components;
   client: TaskClient;
 }
 
 /**
- * Runs a one-shot command with the configuration, a fail-fast Redis connection (checked with a
- * PING first, so an unreachable Redis is one clear error within seconds) and a TaskClient, and
- * closes them whatever happens.
+ * The root of a one-shot command: runs it with the configuration, a fail-fast Redis connection
+ * (checked with a PING first, so an unreachable Redis is one clear error within seconds), the
+ * components and a TaskClient on it, and closes them whatever happens.
  */
 export async function withClient<T>(env: Env, fn: (ctx: OneShot) => Promise<T>): Promise<T> {
   const config = loadConfig(env);
@@ -28,6 +32,7 @@ export async function withClient<T>(env: Env, fn: (ctx: OneShot) => Promise<T>):
     if (err.code) lastError = err; // a socket error such as ECONNREFUSED or ENOTFOUND
   });
   let client: TaskClient | undefined;
+  let components: Components | undefined;
   try {
     await assertRedisReachable(redis, config.redisUrl, CLI_REDIS_TIMEOUT_MS).catch((err) => {
       // ioredis's own answer ("max retries per request") hides the cause the socket reported.
@@ -37,11 +42,14 @@ export async function withClient<T>(env: Env, fn: (ctx: OneShot) => Promise<T>):
         { cause: lastError },
       );
     });
-    client = new TaskClient(config, redis);
-    return await fn({ config, redis, client });
+    // A command's answer is its output: its components log nothing.
+    components = new Components({ config, connection: redis, log: pino({ level: 'silent' }) });
+    client = new TaskClient(config, redis, { components });
+    return await fn({ config, redis, components, client });
   } finally {
     // The command's answer (or its error) stands; the connection is closed just below either way.
     await client?.close().catch(() => undefined);
+    await components?.close().catch(() => undefined);
     if (redis.status === 'ready') await redis.quit().catch(() => redis.disconnect());
     else redis.disconnect();
   }

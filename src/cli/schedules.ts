@@ -50,7 +50,7 @@ export function registerSchedules(program: Command, env: Env): void {
             throw new UsageError(`no schedule named ${JSON.stringify(name)} (schedules: ${known})`);
           }
           const result = await fireSchedule(
-            { client: ctx.client, redis: ctx.redis, log },
+            { client: ctx.client, keys: ctx.components.keys, redis: ctx.redis, log },
             entry.schedule,
             manualFiring(name),
           );
@@ -82,8 +82,9 @@ async function withSources<T>(ctx: OneShot, fn: (sources: Sources, log: Logger) 
   const log = pino({ level: 'silent' });
   const queue = schedulesQueue(ctx.redis, ctx.config.prefix, log);
   try {
-    const records = new FiringRecords(ctx.redis, ctx.client.keys);
-    return await fn({ queue, records, store: ctx.client.store, configured: ctx.config.schedules }, log);
+    const { keys, store } = ctx.components;
+    const records = new FiringRecords(ctx.redis, keys);
+    return await fn({ queue, records, store, configured: ctx.config.schedules }, log);
   } finally {
     await queue.close();
   }

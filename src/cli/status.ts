@@ -129,10 +129,10 @@ export function registerStatus(program: Command, env: Env): void {
     .option('--json', 'print the counts as JSON')
     .action(async (opts: { queue?: string; json?: boolean }) => {
       const { withClient, out } = await import('./context.ts');
-      await withClient(env, async ({ config, redis, client }) => {
+      await withClient(env, async ({ config, redis, components }) => {
         const status = await queueStatus(
           redis,
-          client.queue(opts.queue ?? config.queue),
+          components.queues.get(opts.queue ?? config.queue),
           config.prefix,
           Boolean(config.mongoUrl),
         );

@@ -34,6 +34,7 @@ async function knownQueue(ctx: RouteContext, req: FastifyRequest): Promise<strin
  */
 export async function actionRoutes(app: FastifyInstance, ctx: RouteContext): Promise<void> {
   const { config, client, history } = ctx;
+  const { queues } = ctx.components;
   const admin = { config: { access: 'admin' as const } };
 
   app.post('/api/tasks/:id/cancel', admin, async (req) => {
@@ -56,7 +57,7 @@ export async function actionRoutes(app: FastifyInstance, ctx: RouteContext): Pro
     }
     const from: string[] = [];
     if (task.source === 'redis') {
-      if (!(await client.queue(queue).remove(id, { removeChildren: false }))) {
+      if (!(await queues.get(queue).remove(id, { removeChildren: false }))) {
         throw new ConflictError(`task ${id} is locked right now: try again`);
       }
       from.push('redis');
@@ -75,7 +76,7 @@ export async function actionRoutes(app: FastifyInstance, ctx: RouteContext): Pro
       );
     }
     const queue = queueOnly(req, config.queue);
-    const q = client.queue(queue);
+    const q = queues.get(queue);
     const ids = await ctx.connection.zrevrange(q.keys.failed!, 0, RETRY_FAILED_MAX - 1);
     const pipe = ctx.connection.pipeline();
     for (const id of ids) pipe.hmget(q.toKey(id), 'name', 'failedReason');
@@ -99,7 +100,7 @@ export async function actionRoutes(app: FastifyInstance, ctx: RouteContext): Pro
   for (const action of ['pause', 'resume'] as const) {
     app.post(`/api/queues/:name/${action}`, admin, async (req) => {
       const name = await knownQueue(ctx, req);
-      const queue = client.queue(name);
+      const queue = queues.get(name);
       await queue[action]();
       return { name, paused: await queue.isPaused() };
     });

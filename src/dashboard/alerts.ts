@@ -42,7 +42,7 @@ async function finishedPerModule(
   if (!cache) rateCache.set(ctx, (cache = new Map()));
   const hit = cache.get(queueName);
   if (hit && now - hit.at < FAILURE_RATE_EVERY_MS) return hit.rates;
-  const queue = ctx.client.queue(queueName);
+  const queue = ctx.components.queues.get(queueName);
   const redis = ctx.connection;
   const since = now - ctx.config.alerts.failureWindowMs;
   const read = (key: string) => redis.zrevrangebyscore(key, '+inf', since, 'LIMIT', 0, FINISHED_READ_MAX);

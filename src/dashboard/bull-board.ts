@@ -17,7 +17,8 @@ export async function bullBoardRoutes(app: FastifyInstance, ctx: RouteContext): 
   const server = new FastifyAdapter();
   server.setBasePath(BULL_BOARD_PATH);
   const shown = new Set<string>();
-  const adapter = (name: string) => new BullMQAdapter(ctx.client.queue(name), { readOnlyMode: name === GATE_QUEUE });
+  const adapter = (name: string) =>
+    new BullMQAdapter(ctx.components.queues.get(name), { readOnlyMode: name === GATE_QUEUE });
   const names = await ctx.queues();
   const board = createBullBoard({
     queues: [...names, GATE_QUEUE].map(adapter),

@@ -22,7 +22,7 @@ export async function readMetrics(ctx: RouteContext, queueName: string, hours: n
   const start = Math.floor((now - hours * 3_600_000) / STEP) * STEP;
   const buckets = Math.floor((now - start) / STEP) + 1;
   const out: Metrics = { queue: queueName, stepMs: STEP, start, completed: [], failed: [] };
-  const queue = ctx.client.queue(queueName);
+  const queue = ctx.components.queues.get(queueName);
   const redis = ctx.connection;
   for (const state of ['completed', 'failed'] as const) {
     const counts = new Array<number>(buckets).fill(0);

@@ -142,7 +142,7 @@ export class OverviewReader {
     const heads = new Map<string, Map<string, number>>();
     const queues = await Promise.all(
       names.map(async (name): Promise<QueueOverview> => {
-        const queue = ctx.client.queue(name);
+        const queue = ctx.components.queues.get(name);
         const [c, paused, line] = await Promise.all([
           queue.getJobCounts('waiting', 'active', 'delayed', 'prioritized', 'waiting-children', 'completed', 'failed'),
           queue.isPaused(),

@@ -50,7 +50,7 @@ function statusOf(state: string): EdgeStatus {
 export async function taskDetail(ctx: RouteContext, id: string, queue: string): Promise<TaskDetail | undefined> {
   const view = await ctx.history.get(id, queue);
   if (!view) return undefined;
-  const q = ctx.client.queue(queue);
+  const q = ctx.components.queues.get(queue);
   const job = view.source === 'redis' ? await Job.fromId(q, id) : undefined;
   const [logs, dependencies, dependents] = await Promise.all([
     job ? q.getJobLogs(id, 0, LOGS_MAX - 1).then((l) => l.logs) : Promise.resolve([]),
@@ -93,7 +93,7 @@ async function dependenciesOf(ctx: RouteContext, refs: readonly DependencyRef[],
       }
     }
   }
-  const outcomes = await ctx.client.store.outcomes(keys.filter((k) => !children.has(k)));
+  const outcomes = await ctx.components.store.outcomes(keys.filter((k) => !children.has(k)));
   let next = 0;
   return list.map((d, i) => {
     const child = children.get(keys[i]!);
@@ -109,8 +109,8 @@ async function waitingDependents(ctx: RouteContext, view: TaskView, job: Job | u
   const parents: string[] = [];
   if (job?.parentKey) parents.push(job.parentKey);
   if (view.dependencyKey) {
-    const gateIds = (await ctx.client.store.waiters(view.dependencyKey)).slice(0, EDGES_MAX);
-    const gateQueue = ctx.client.queue(GATE_QUEUE);
+    const gateIds = (await ctx.components.store.waiters(view.dependencyKey)).slice(0, EDGES_MAX);
+    const gateQueue = ctx.components.queues.get(GATE_QUEUE);
     for (const gateId of gateIds) {
       const gate = await Job.fromId(gateQueue, gateId);
       if (gate?.parentKey) parents.push(gate.parentKey);
@@ -119,7 +119,7 @@ async function waitingDependents(ctx: RouteContext, view: TaskView, job: Job | u
   const out: Dependent[] = [];
   for (const key of new Set(parents)) {
     const at = parseJobKey(ctx.config.prefix, key);
-    const parent = at && (await Job.fromId(ctx.client.queue(at.queue), at.id));
+    const parent = at && (await Job.fromId(ctx.components.queues.get(at.queue), at.id));
     if (at && parent)
       out.push({ id: at.id, queue: at.queue, module: parent.name, status: statusOf(await parent.getState()) });
   }

@@ -4,6 +4,7 @@ import type { ArchiveLag } from '../archive/archiver.ts';
 import type { History } from '../archive/history.ts';
 import type { ArchiveStore } from '../archive/store.ts';
 import type { Config } from '../config/config.ts';
+import type { Components } from '../components.ts';
 import type { TaskClient } from '../tasks/task-client.ts';
 import type { ConsumerRegistry } from '../workers/registry.ts';
 
@@ -13,7 +14,10 @@ export interface RouteContext {
   readonly log: Logger;
   /** The master's shared Redis connection (commands only, no blocking reads). */
   readonly connection: Redis;
+  /** Adds and cancels tasks. */
   readonly client: TaskClient;
+  /** The master's shared components: keys, identity store, queues, … (see components.ts). */
+  readonly components: Components;
   readonly history: History;
   /** The archive, when MONGO_URL is set. */
   readonly store?: ArchiveStore;

@@ -2,6 +2,7 @@ import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { ScheduleConfig } from '../config/config-file.ts';
 import { InvalidTaskError } from '../errors.ts';
+import { keysFor, type Keys } from '../queue/keys.ts';
 import { dependencyKey } from '../tasks/identity.ts';
 import type { Task } from '../tasks/task.ts';
 import type { TaskClient } from '../tasks/task-client.ts';
@@ -79,6 +80,8 @@ export function firingTasks(schedule: ScheduleConfig, firing: Firing, opts: Vali
 
 export interface FireContext {
   client: TaskClient;
+  /** @defaultValue the keys of the client's prefix */
+  keys?: Keys;
   redis: Redis;
   log: Logger;
 }
@@ -93,7 +96,7 @@ export type FireResult = { already: false; record: FiringRecord } | { already: t
  * not added again at all.
  */
 export async function fireSchedule(ctx: FireContext, schedule: ScheduleConfig, firing: Firing): Promise<FireResult> {
-  const records = new FiringRecords(ctx.redis, ctx.client.keys);
+  const records = new FiringRecords(ctx.redis, ctx.keys ?? keysFor(ctx.client.config.prefix));
   if (await records.fired(schedule.name, firing.id)) return { already: true, firing: firing.id };
   const tasks = firingTasks(schedule, firing, ctx.client.config);
   const added = await ctx.client.addTasks(tasks);

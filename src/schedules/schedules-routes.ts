@@ -13,9 +13,10 @@ import { schedulesQueue } from './schedules.ts';
 export async function scheduleRoutes(app: FastifyInstance, ctx: RouteContext): Promise<void> {
   const queue = schedulesQueue(ctx.connection, ctx.config.prefix, ctx.log);
   app.addHook('onClose', () => queue.close());
-  const records = new FiringRecords(ctx.connection, ctx.client.keys);
+  const { keys, store } = ctx.components;
+  const records = new FiringRecords(ctx.connection, keys);
   app.get('/api/schedules', async () => ({
-    schedules: await scheduleStatus({ queue, records, store: ctx.client.store, configured: ctx.config.schedules }),
+    schedules: await scheduleStatus({ queue, records, store, configured: ctx.config.schedules }),
   }));
   refuseOtherMethods(app, '/api/schedules', ['GET']);
 }

@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import type { ScheduleConfig } from '../config/config-file.ts';
 import type { Config } from '../config/config.ts';
 import { ConfigError, InvalidTaskError } from '../errors.ts';
-import { SCHEDULE_QUEUE } from '../queue/keys.ts';
+import { keysFor, SCHEDULE_QUEUE, type Keys } from '../queue/keys.ts';
 import { OutageLog } from '../queue/outage-log.ts';
 import { canonicalJson } from '../tasks/identity.ts';
 import type { TaskClient } from '../tasks/task-client.ts';
@@ -53,13 +53,15 @@ export function schedulesQueue(connection: Redis, prefix: string, log: Logger): 
 export class Schedules {
   readonly queue: Queue<ScheduleConfig>;
   private readonly log: Logger;
+  private readonly keys: Keys;
   private readonly records: FiringRecords;
   private worker?: Worker<ScheduleConfig>;
 
   constructor(private readonly opts: { config: Config; connection: Redis; client: TaskClient; log: Logger }) {
     this.log = opts.log.child({ component: 'schedules' });
     this.queue = schedulesQueue(opts.connection, opts.config.prefix, this.log);
-    this.records = new FiringRecords(opts.connection, opts.client.keys);
+    this.keys = keysFor(opts.config.prefix);
+    this.records = new FiringRecords(opts.connection, this.keys);
   }
 
   /**
@@ -145,7 +147,8 @@ export class Schedules {
     // A firing that was due while no master ran fires now, once (see the class comment).
     if (lateMs > 60_000) this.log.info({ schedule: s.name, firing: firing.id, lateMs }, 'firing a missed run');
     try {
-      return await fireSchedule({ client: this.opts.client, redis: this.opts.connection, log: this.log }, s, firing);
+      const ctx = { client: this.opts.client, keys: this.keys, redis: this.opts.connection, log: this.log };
+      return await fireSchedule(ctx, s, firing);
     } catch (err) {
       const invalid = err instanceof InvalidTaskError;
       const final = invalid || job.attemptsMade + 1 >= (job.opts.attempts ?? 1);

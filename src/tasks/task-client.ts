@@ -1,12 +1,13 @@
-import { Queue, type FlowJobNode, type FlowJob, type JobsOptions } from 'bullmq';
+import type { FlowJobNode, FlowJob, JobsOptions, Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Config } from '../config/config.ts';
-import { keysFor, parseJobKey, GATE_QUEUE, type Keys } from '../queue/keys.ts';
+import { Components } from '../components.ts';
+import { parseJobKey, GATE_QUEUE, type Keys } from '../queue/keys.ts';
 import pino from 'pino';
-import { Cancellations, type CancelResult } from './cancellations.ts';
-import { GATE_NAME, GATE_SLEEP_MS, Gates, type GateData } from './gates.ts';
+import type { CancelResult } from './cancellations.ts';
+import { GATE_NAME, GATE_SLEEP_MS, type GateData } from './gates.ts';
 import { dependencyKey, dependencyRefKey, newTaskIds, taskKey } from './identity.ts';
-import { IdentityStore, type IdentityArchive } from './identity-store.ts';
+import type { IdentityArchive, IdentityStore } from './identity-store.ts';
 import { AtomicAdder } from './atomic-add.ts';
 import { toBullPriority } from './priority.ts';
 import { taskFromJob, toJobData, type JobTask, type Task } from './task.ts';
@@ -25,7 +26,15 @@ export interface AddedTask {
 }
 
 export interface TaskClientOptions {
-  /** Where identities that completed long ago are looked up when Redis no longer has them. */
+  /**
+   * The process's shared components (see components.ts), which their builder closes. A client
+   * given none builds its own on `connection`, and closes them.
+   */
+  components?: Components;
+  /**
+   * Where identities that completed long ago are looked up when Redis no longer has them; for a
+   * client that builds its own components (otherwise the components' builder gives it).
+   */
   identityArchive?: IdentityArchive;
   /**
    * How long an add waits for the archive to answer about its dependencies; past that, it fails
@@ -70,27 +79,33 @@ interface GateEdge {
  * to the same queues without it (they get no dedup and no dependencies).
  */
 export class TaskClient {
-  readonly keys: Keys;
-  readonly store: IdentityStore;
+  private readonly parts: Components;
+  /** Whether the components are this client's own, closed with it. */
+  private readonly ownsParts: boolean;
   private readonly adder: AtomicAdder;
-  private readonly queues = new Map<string, Queue>();
-  private cancellations?: Cancellations;
-  /** Opens gates whose dependency settled while their batch was written (see openGates). */
-  private gateOpener?: Gates;
   private readonly archiveLookupLimitMs: number;
-  private readonly closers: (() => Promise<void>)[] = [];
 
   constructor(
     readonly config: ClientConfig,
     private readonly connection: Redis,
     opts: TaskClientOptions = {},
   ) {
-    this.keys = keysFor(config.prefix);
-    this.store = new IdentityStore(connection, this.keys);
-    this.store.archive = opts.identityArchive;
+    this.ownsParts = !opts.components;
+    this.parts =
+      opts.components ?? new Components({ config, connection, log: silentLog, identityArchive: opts.identityArchive });
     this.archiveLookupLimitMs = opts.archiveLookupLimitMs ?? ARCHIVE_LOOKUP_LIMIT_MS;
-    const queue = (name: string) => this.queue(name);
+    const queue = (name: string) => this.parts.queues.get(name);
     this.adder = new AtomicAdder(connection, this.keys, config.prefix, queue, config.dedupWindowMs);
+  }
+
+  /** The keys of the client's prefix (for library users; Taskmaster's own code is given the components). */
+  get keys(): Keys {
+    return this.parts.keys;
+  }
+
+  /** The identity store the client adds through (for library users; see `keys`). */
+  get store(): IdentityStore {
+    return this.parts.store;
   }
 
   /** Validates `input` (a task, an array, or a JSON string of either) and adds it atomically. */
@@ -98,15 +113,9 @@ export class TaskClient {
     return this.addTasks(validateTasks(input, this.config));
   }
 
-  /** BullMQ queue object for a queue name, created once. */
+  /** BullMQ queue object for a queue name, created once (for library users; see `keys`). */
   queue(name = this.config.queue): Queue {
-    let q = this.queues.get(name);
-    if (!q) {
-      q = new Queue(name, { connection: this.connection, prefix: this.config.prefix });
-      q.on('error', () => {});
-      this.queues.set(name, q);
-    }
-    return q;
+    return this.parts.queues.get(name);
   }
 
   /**
@@ -322,14 +331,7 @@ export class TaskClient {
 
   /** Opens the gates waiting on dependencies that settled (an add script put them in `opening`). */
   private async openGates(dependencyKeys: string[]): Promise<void> {
-    if (!dependencyKeys.length) return;
-    if (!this.gateOpener) {
-      const { connection, store } = this;
-      const gates = new Gates({ connection, prefix: this.config.prefix, store, log: silentLog });
-      this.closers.push(() => gates.close());
-      this.gateOpener = gates;
-    }
-    const gates = this.gateOpener;
+    const { gates } = this.parts;
     await Promise.all(dependencyKeys.map((dk) => gates.open(dk)));
   }
 
@@ -340,23 +342,12 @@ export class TaskClient {
    * decided in the same step as what is done (see Cancellations).
    */
   async cancel(id: string, queue = this.config.queue): Promise<CancelResult> {
-    if (!this.cancellations) {
-      const gates = new Gates({
-        connection: this.connection,
-        prefix: this.config.prefix,
-        store: this.store,
-        log: silentLog,
-      });
-      this.closers.push(() => gates.close());
-      this.cancellations = new Cancellations(this.connection, this.config.prefix, gates);
-    }
-    return this.cancellations.request(this.queue(queue), id);
+    return this.parts.cancellations.request(this.parts.queues.get(queue), id);
   }
 
   async close(): Promise<void> {
-    for (const close of this.closers.splice(0)) await close();
     await this.adder.close();
-    await Promise.all([...this.queues.values()].map((q) => q.close()));
+    if (this.ownsParts) await this.parts.close();
   }
 }
 

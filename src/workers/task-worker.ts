@@ -7,14 +7,14 @@ import type { Config } from '../config/config.ts';
 import { DependencyFailedError, UnknownModuleError } from '../errors.ts';
 import { assertDependenciesSucceeded } from '../tasks/dependency-check.ts';
 import { listenForAnnouncements } from '../tasks/announcements.ts';
-import { Gates } from '../tasks/gates.ts';
-import { CANCELLED_REASON, Cancellations, TaskCancelledError } from '../tasks/cancellations.ts';
-import { IdentityStore } from '../tasks/identity-store.ts';
-import { Outcomes } from '../tasks/outcomes.ts';
+import { Components } from '../components.ts';
+import type { Gates } from '../tasks/gates.ts';
+import { CANCELLED_REASON, type Cancellations, TaskCancelledError } from '../tasks/cancellations.ts';
+import type { Outcomes } from '../tasks/outcomes.ts';
 import type { TaskClient } from '../tasks/task-client.ts';
 import { taskFromJob, type JobTask } from '../tasks/task.ts';
 import { ModuleLoader } from './module-loader.ts';
-import { ConsumerRegistry } from './registry.ts';
+import type { ConsumerRegistry } from './registry.ts';
 import { RunContext } from './run-context.ts';
 import { ResultNotSerialisableError, RunAbort, runTask, type TaskContext } from './run-task.ts';
 import { Finishing, isFinalAttempt } from '../queue/finishing.ts';
@@ -25,6 +25,11 @@ export interface TaskWorkerOptions {
   /** Shared connection for commands; BullMQ adds its own blocking one. */
   connection: Redis;
   client: TaskClient;
+  /**
+   * The process's shared components (see components.ts) on `connection`, which their builder
+   * closes. @defaultValue components of the worker's own on `connection`, closed with it
+   */
+  components?: Components;
   log: Logger;
   /** Queue to serve. @defaultValue config.queue */
   queue?: string;
@@ -78,21 +83,28 @@ export class TaskWorker {
   readonly registry: ConsumerRegistry;
   readonly consumerId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
   private stopHeartbeat?: () => Promise<void>;
+  private readonly openingChannel: string;
   /** Finishes this worker's jobs with their outcomes recorded (see finishing.ts). */
   readonly finishing: Finishing;
   /** Grace and handler for aborted runs that keep going; one for all runs. */
   private readonly linger: { ms: number; onLinger(ctx: TaskContext): void };
+  /** Components built here when none were given, closed with the worker. */
+  private readonly own?: Components;
 
   constructor(private readonly opts: TaskWorkerOptions) {
     const { config, connection } = opts;
     this.log = opts.log.child({ component: 'worker' });
     this.linger = { ms: opts.lingerMs ?? 2000, onLinger: (ctx) => this.lingered(ctx) };
     this.loader = new ModuleLoader(config.tasksDir);
-    this.gates = new Gates({ connection, prefix: config.prefix, store: opts.client.store, log: this.log });
-    this.outcomes = new Outcomes(new IdentityStore(connection, opts.client.store.keys), this.gates, this.log);
+    // Given none, the worker builds its own components on its connection (with the client's archive for gates).
+    const identityArchive = opts.client.store.archive;
+    const parts =
+      opts.components ?? (this.own = new Components({ config, connection, log: this.log, identityArchive }));
+    this.gates = parts.gates;
+    this.outcomes = parts.outcomes;
     // Outcomes are written on the connection the BullMQ Worker finishes jobs on: sent ahead is enough.
     this.finishing = new Finishing({ connection, outcomes: this.outcomes, log: this.log, ahead: true });
-    this.cancellations = new Cancellations(connection, config.prefix, this.gates, this.outcomes);
+    this.cancellations = parts.cancellations;
     this.worker = new Worker(
       opts.queue ?? config.queue,
       (job, token) => this.process(job, token!) as Promise<unknown>,
@@ -108,7 +120,8 @@ export class TaskWorker {
     );
     this.finishing.prepare(this.worker);
     this.worker.on('error', OutageLog.listener(this.log, 'worker error'));
-    this.registry = new ConsumerRegistry(connection, config.prefix);
+    this.registry = parts.registry;
+    this.openingChannel = parts.keys.openingChannel;
   }
 
   private get queueName(): string {
@@ -138,11 +151,10 @@ export class TaskWorker {
   /** Stops taking jobs and waits for the runs in flight (all of them, unless `force`). */
   async close(force = false): Promise<void> {
     await this.worker.close(force);
-    await this.outcomes.close();
     await this.stopHeartbeat?.();
-    await this.gates.close();
     this.stopListening?.();
     this.loader.close();
+    await this.own?.close();
   }
 
   /** Aborts a run in this process, if it is here. */
@@ -174,7 +186,7 @@ export class TaskWorker {
       connection: this.opts.connection,
       cancellations: this.cancellations,
       gates: this.gates,
-      openingChannel: this.opts.client.store.keys.openingChannel,
+      openingChannel: this.openingChannel,
       held: () => [...this.runs.keys()],
       // A cancel may arrive just before its run registers here (the job is already active in
       // Redis): remember it briefly, and process() checks before starting.

@@ -1,13 +1,12 @@
 import cluster, { type Worker as ClusterWorker } from 'node:cluster';
 import { fileURLToPath } from 'node:url';
-import { Job, UnrecoverableError } from 'bullmq';
+import { UnrecoverableError, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.ts';
 import { TaskTimeoutError } from '../errors.ts';
-import { Cancellations, CANCELLED_REASON } from '../tasks/cancellations.ts';
-import { Gates } from '../tasks/gates.ts';
-import { Outcomes } from '../tasks/outcomes.ts';
+import { Components } from '../components.ts';
+import { CANCELLED_REASON } from '../tasks/cancellations.ts';
 import type { TaskClient } from '../tasks/task-client.ts';
 import { isConnectionError } from '../queue/outage-log.ts';
 import { HeldRuns, type HeldRun } from './held-runs.ts';
@@ -19,12 +18,17 @@ export interface WorkerPoolOptions {
   config: Config;
   connection: Redis;
   client: TaskClient;
+  /**
+   * The process's shared components (see components.ts), which their builder closes.
+   * @defaultValue components of the pool's own on `connection`, closed when it stops
+   */
+  components?: Components;
   log: Logger;
   /** @defaultValue config.workers */
   processes?: number;
   /** How long a stopping pool lets runs finish. @defaultValue 30000 */
   graceMs?: number;
-  /** How long after its timeout (or a cancel) a run may take to stop before its process is killed. @defaultValue 2000 */
+  /** How long a run may take to stop after its timeout or a cancel before its process is killed. @defaultValue 2000 */
   killGraceMs?: number;
   /**
    * How long a run's lock lasts without renewal. A process's own BullMQ worker renews its locks;
@@ -85,21 +89,12 @@ export class WorkerPool {
   /** Jobs whose attempt is being failed here, so that their process's exit does not fail them again. */
   private readonly failing = new Set<string>();
   private readonly held: HeldRuns;
-  private readonly outcomes: Outcomes;
-  private readonly gates: Gates;
-  private readonly cancellations: Cancellations;
+  private readonly parts: Components;
   private subscriber?: Redis;
 
   constructor(private readonly opts: WorkerPoolOptions) {
     this.log = opts.log.child({ component: 'worker-pool' });
-    this.gates = new Gates({
-      connection: opts.connection,
-      prefix: opts.config.prefix,
-      store: opts.client.store,
-      log: this.log,
-    });
-    this.outcomes = new Outcomes(opts.client.store, this.gates);
-    this.cancellations = new Cancellations(opts.connection, opts.config.prefix, this.gates, this.outcomes);
+    this.parts = opts.components ?? new Components({ config: opts.config, connection: opts.connection, log: this.log });
     this.held = new HeldRuns(opts.connection, opts.config.prefix, opts.config.queue, opts.config.defaults.timeout);
   }
 
@@ -224,7 +219,7 @@ export class WorkerPool {
   }
 
   private job(run: RunInfo): Job {
-    return new Job(this.opts.client.queue(run.queue), '', {}, {}, run.jobId);
+    return placeholderJob(this.opts.client.queue(run.queue), run.jobId);
   }
 
   /** A run that did not stop in time: kill its process, then fail its attempt. */
@@ -245,17 +240,17 @@ export class WorkerPool {
     } finally {
       this.failing.delete(run.jobId);
     }
-    if (why === 'cancel') await this.cancellations.done(run.jobId);
+    if (why === 'cancel') await this.parts.cancellations.done(run.jobId);
   }
 
   /** Fails one attempt of a run whose process is gone; BullMQ retries it per its policy. */
   private async failRun(run: RunInfo, err: Error): Promise<void> {
     try {
-      const job = await Job.fromId(this.opts.client.queue(run.queue), run.jobId);
+      const job = await Job.fromId(this.parts.queues.get(run.queue), run.jobId);
       if (!job) return;
       await job.moveToFailed(err, run.token, false);
       if ((await job.getState()) === 'failed') {
-        await this.outcomes.record(
+        await this.parts.outcomes.record(
           'failed',
           job as Job & { id: string },
           err instanceof UnrecoverableError ? err.message : err.message,
@@ -309,7 +304,7 @@ export class WorkerPool {
   private listenForCancels(): void {
     const sub = (this.subscriber = this.opts.connection.duplicate());
     void sub
-      .subscribe(this.cancellations.channel)
+      .subscribe(this.parts.cancellations.channel)
       .catch((err) => this.log.warn({ err }, 'could not subscribe to cancel requests'));
     sub.on(
       'message',
@@ -351,6 +346,7 @@ export class WorkerPool {
           }),
       );
     await Promise.all(exits);
+    if (!this.opts.components) await this.parts.close();
     this.log.info('worker pool stopped');
   }
 

@@ -1,8 +1,8 @@
-import { Job } from 'bullmq';
 import { loadConfig, type Config } from '../config/config.ts';
 import { createLogger } from '../logger.ts';
 import { abandonRedis, createRedis } from '../queue/connection.ts';
 import { processOutageLog } from '../queue/outage-log.ts';
+import { Components } from '../components.ts';
 import { TaskClient } from '../tasks/task-client.ts';
 import { TaskWorker, type RunInfo } from './task-worker.ts';
 
@@ -43,11 +43,14 @@ export async function runWorkerProcess(): Promise<void> {
   const outages = processOutageLog().logTo(rootLog);
   const send = (msg: ToPrimary) => process.connected && process.send?.(msg);
   const connection = createRedis(config.redisUrl, { name: `worker-${slot}` });
-  const client = new TaskClient(config, connection);
+  // Built once for the process, on the connection its BullMQ worker finishes jobs on.
+  const components = new Components({ config, connection, log });
+  const client = new TaskClient(config, connection, { components });
   const worker = new TaskWorker({
     config,
     connection,
     client,
+    components,
     log,
     // The primary's lock length: it renews these locks while this event loop is blocked.
     lockDurationMs: Number(process.env.TASKMASTER_LOCK_MS ?? 10_000),
@@ -85,10 +88,13 @@ export async function runWorkerProcess(): Promise<void> {
     log.info({ running: worker.running().length, graceMs }, 'stopping: no new jobs, waiting for runs in flight');
     watchEnds();
     let closed = false;
-    const closing = worker.close().then(
-      () => (closed = true),
-      (err) => log.warn({ err }, 'error while closing the worker'),
-    );
+    const closing = worker
+      .close()
+      .then(() => components.close())
+      .then(
+        () => (closed = true),
+        (err) => log.warn({ err }, 'error while closing the worker'),
+      );
     // BullMQ's close also waits for Redis, without end while it is away: what a stop waits for is
     // the runs in flight, for the grace period at most.
     const deadline = Date.now() + graceMs;
@@ -127,7 +133,7 @@ export async function runWorkerProcess(): Promise<void> {
     if (outages.unreachable) return runs.map((r) => r.jobId);
     const given = await Promise.all(
       runs.map((run) =>
-        new Job(client.queue(run.queue), '', {}, {}, run.jobId).moveToWait(run.token).then(
+        placeholderJob(client.queue(run.queue), run.jobId).moveToWait(run.token).then(
           () => true,
           () => false,
         ),
