@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import { Worker, type Job, type JobJson } from 'bullmq';
+import type { Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
+import { ManualWorker } from '../queue/bullmq/manual-worker.ts';
 import { OutageLog } from '../queue/outage-log.ts';
 import type { Peer } from './presence.ts';
 import type { OutcomeKeys, RunnerFinishing } from './runner-finishing.ts';
@@ -26,15 +27,6 @@ export interface QueueFetcherOptions {
   stalledIntervalMs: number;
   /** Fetches without blocking run this many at once while slots wait and jobs are there. */
   parallel: number;
-}
-
-/** A Worker for manual processing that can also turn the next job moveToCompleted fetched into a Job. */
-class ManualWorker extends Worker {
-  /** `raw` is what `job.moveToCompleted(value, token, true)` returned: [jobData, jobId, …]. */
-  jobFrom(raw: unknown[], token: string): Promise<Job | undefined> {
-    const [data, id] = raw as [JobJson | undefined, string | undefined];
-    return this.nextJobFromJobData(data, id, token);
-  }
 }
 
 /**

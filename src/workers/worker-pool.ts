@@ -8,6 +8,7 @@ import { TaskTimeoutError } from '../errors.ts';
 import { Components } from '../components.ts';
 import { CANCELLED_REASON } from '../tasks/cancellations.ts';
 import type { TaskClient } from '../tasks/task-client.ts';
+import { placeholderJob } from '../queue/bullmq/placeholder-job.ts';
 import { isConnectionError } from '../queue/outage-log.ts';
 import { HeldRuns, type HeldRun } from './held-runs.ts';
 import { COMPILED } from './typescript-tasks.ts';

@@ -1,6 +1,7 @@
 import { loadConfig, type Config } from '../config/config.ts';
 import { createLogger } from '../logger.ts';
 import { abandonRedis, createRedis } from '../queue/connection.ts';
+import { placeholderJob } from '../queue/bullmq/placeholder-job.ts';
 import { processOutageLog } from '../queue/outage-log.ts';
 import { Components } from '../components.ts';
 import { TaskClient } from '../tasks/task-client.ts';
@@ -133,10 +134,12 @@ export async function runWorkerProcess(): Promise<void> {
     if (outages.unreachable) return runs.map((r) => r.jobId);
     const given = await Promise.all(
       runs.map((run) =>
-        placeholderJob(client.queue(run.queue), run.jobId).moveToWait(run.token).then(
-          () => true,
-          () => false,
-        ),
+        placeholderJob(client.queue(run.queue), run.jobId)
+          .moveToWait(run.token)
+          .then(
+            () => true,
+            () => false,
+          ),
       ),
     );
     return runs.filter((_, i) => !given[i]).map((r) => r.jobId);
