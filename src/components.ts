@@ -1,12 +1,14 @@
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Config } from './config/config.ts';
+import { newInstanceId } from './instance-id.ts';
 import { keysFor, type Keys } from './queue/keys.ts';
 import { Queues } from './queue/queues.ts';
 import { Cancellations } from './tasks/cancellations.ts';
 import { Gates } from './tasks/gates.ts';
 import { IdentityStore, type IdentityArchive } from './tasks/identity-store.ts';
 import { Outcomes } from './tasks/outcomes.ts';
+import { RecentCancels } from './tasks/recent-cancels.ts';
 import { ConsumerRegistry } from './workers/registry.ts';
 
 export interface ComponentsOptions {
@@ -24,7 +26,8 @@ export interface ComponentsOptions {
 /**
  * What a process root (app.ts for the master and the workers' primary, workers/worker-process.ts,
  * cli/context.ts) builds once and passes to whatever needs it: the keys, the identity store,
- * the gates, the outcome recorder, cancellations, the consumer registry and the queues.
+ * the gates, the outcome recorder, cancellations and the cancels heard for jobs not held yet,
+ * the consumer registry and the queues, and the root's instance id.
  * Whoever builds it closes it, after everything that uses it.
  */
 export class Components {
@@ -35,6 +38,10 @@ export class Components {
   readonly cancellations: Cancellations;
   readonly registry: ConsumerRegistry;
   readonly queues: Queues;
+  /** Cancels heard for jobs this root's consumers (a task worker, the bridge's runners) do not hold yet. */
+  readonly recentCancels = new RecentCancels();
+  /** The root's id: its consumer entry, its bridge (see instance-id.ts). */
+  readonly instanceId = newInstanceId();
 
   constructor(opts: ComponentsOptions) {
     const { config, connection, log } = opts;

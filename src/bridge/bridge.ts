@@ -1,7 +1,5 @@
 import { createServer, type Server as HttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { hostname } from 'node:os';
-import { randomBytes } from 'node:crypto';
 import { Server } from 'socket.io';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
@@ -82,7 +80,6 @@ const TRANSPORT_HEADROOM = 64 * 1024;
 export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
   const { config, connection, client } = opts;
   const log = opts.log.child({ component: 'bridge' });
-  const id = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
   // The bridge does not own the connection: whoever does decides what a release does while Redis is away.
   const releasers = new Releasers(log);
   return releasers.guard(async () => {
@@ -91,7 +88,7 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
       const own = (components = new Components({ config, connection, log }));
       releasers.add(() => own.close());
     }
-    const { gates, outcomes, cancellations, registry, keys } = components;
+    const { gates, outcomes, cancellations, registry, keys, instanceId: id } = components;
     const slots = new RunnerSlots();
     const presence = new Presence(registry, id, slots, log, opts.presenceEveryMs);
     presence.start();

@@ -4,7 +4,7 @@ import type { Redis } from 'ioredis';
 import type { Env } from './context.ts';
 import type { ArchiveLag } from '../archive/archiver.ts';
 import { FinishedJobs } from '../archive/finished-jobs.ts';
-import { keysFor } from '../queue/keys.ts';
+import { keysFor, QUEUE_NAME, QUEUE_NAME_RULE } from '../queue/keys.ts';
 
 /** The states reported, in the order shown, with the Redis structure BullMQ keeps each in. */
 export const STATES = [
@@ -122,8 +122,7 @@ export function registerStatus(program: Command, env: Env): void {
         'and the completed and failed jobs still kept in Redis), and the same per module.',
     )
     .option('--queue <name>', 'queue to report on (default: TASKMASTER_QUEUE)', (v: string) => {
-      if (!/^[A-Za-z0-9_.-]{1,64}$/.test(v))
-        throw new InvalidArgumentError('letters, digits, "_", "." or "-" (1-64 characters)');
+      if (!QUEUE_NAME.test(v)) throw new InvalidArgumentError(QUEUE_NAME_RULE);
       return v;
     })
     .option('--json', 'print the counts as JSON')

@@ -5,19 +5,18 @@ import { NotRetriableError } from '../archive/history.ts';
 import { FINISHED_STATUSES, InvalidQueryError } from '../archive/query.ts';
 import type { RouteContext } from '../http/context.ts';
 import { ConflictError, NotFoundError, refuseOtherMethods } from '../http/server.ts';
+import { QUEUE_NAME, QUEUE_NAME_RULE } from '../queue/keys.ts';
 import { CANCELLED_REASON } from '../tasks/cancellations.ts';
 
 /** Failed jobs of a queue read at most for one retry of a module's failures. */
 const RETRY_FAILED_MAX = 10_000;
 const MODULE_NAME = /^[A-Za-z0-9_][A-Za-z0-9_.\-/]{0,199}$/;
-const QUEUE_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
 
 /** A queue named in the path that the system knows (the configured one, or one a consumer serves). */
 async function knownQueue(ctx: RouteContext, req: FastifyRequest): Promise<string> {
   for (const name of Object.keys(queryOf(req))) throw new InvalidQueryError(name, 'unknown parameter; allowed: none');
   const name = (req.params as { name: string }).name;
-  if (!QUEUE_NAME.test(name))
-    throw new InvalidQueryError('name', 'must be letters, digits, "_", "." or "-" (1-64 characters)');
+  if (!QUEUE_NAME.test(name)) throw new InvalidQueryError('name', `must be ${QUEUE_NAME_RULE}`);
   if (!(await ctx.queues()).includes(name))
     throw new NotFoundError(`no queue ${name}: known are ${(await ctx.queues()).join(', ')}`);
   return name;

@@ -1,5 +1,4 @@
 import { hostname } from 'node:os';
-import { randomBytes } from 'node:crypto';
 import { DelayedError, UnrecoverableError, Worker, type Job as BullJob } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
@@ -8,12 +7,14 @@ import { DependencyFailedError, UnknownModuleError } from '../errors.ts';
 import { assertDependenciesSucceeded } from '../tasks/dependency-check.ts';
 import { listenForAnnouncements } from '../tasks/announcements.ts';
 import { Components } from '../components.ts';
+import { processName } from '../instance-id.ts';
 import type { Gates } from '../tasks/gates.ts';
 import { CANCELLED_REASON, type Cancellations, TaskCancelledError } from '../tasks/cancellations.ts';
 import type { Outcomes } from '../tasks/outcomes.ts';
 import type { TaskClient } from '../tasks/task-client.ts';
 import { taskFromJob, type JobTask } from '../tasks/task.ts';
 import { ModuleLoader } from './module-loader.ts';
+import type { RecentCancels } from '../tasks/recent-cancels.ts';
 import type { ConsumerRegistry } from './registry.ts';
 import { RunContext } from './run-context.ts';
 import { ResultNotSerialisableError, RunAbort, runTask, type TaskContext } from './run-task.ts';
@@ -78,10 +79,10 @@ export class TaskWorker {
   /** Runs in flight in this process, by job id, so a cancel can reach them. */
   private readonly runs = new Map<string, Begun>();
   private stopListening?: () => void;
-  /** Cancel announcements for runs not (yet) here, by job id → when heard. */
-  private readonly recentCancels = new Map<string, number>();
+  /** Cancel announcements for runs not (yet) here. */
+  private readonly recentCancels: RecentCancels;
   readonly registry: ConsumerRegistry;
-  readonly consumerId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
+  readonly consumerId: string;
   private stopHeartbeat?: () => Promise<void>;
   private readonly openingChannel: string;
   /** Finishes this worker's jobs with their outcomes recorded (see finishing.ts). */
@@ -112,7 +113,7 @@ export class TaskWorker {
         connection,
         prefix: config.prefix,
         concurrency: opts.concurrency ?? config.concurrency,
-        name: `${hostname()}:${process.pid}`,
+        name: processName(),
         autorun: false,
         lockDuration: opts.lockDurationMs ?? 10_000,
         stalledInterval: opts.stalledIntervalMs ?? 5_000,
@@ -122,6 +123,8 @@ export class TaskWorker {
     this.worker.on('error', OutageLog.listener(this.log, 'worker error'));
     this.registry = parts.registry;
     this.openingChannel = parts.keys.openingChannel;
+    this.consumerId = parts.instanceId;
+    this.recentCancels = parts.recentCancels;
   }
 
   private get queueName(): string {
@@ -170,9 +173,7 @@ export class TaskWorker {
   }
 
   private takeRecentCancel(jobId: string, abort: RunAbort): void {
-    const now = Date.now();
-    for (const [id, at] of this.recentCancels) if (now - at > 60_000) this.recentCancels.delete(id);
-    if (this.recentCancels.delete(jobId)) abort.abort(new TaskCancelledError(`task ${jobId} was cancelled`));
+    if (this.recentCancels.take(jobId)) abort.abort(new TaskCancelledError(`task ${jobId} was cancelled`));
   }
 
   /** What runTask does with a run that was aborted and shows no sign of stopping. */
@@ -191,7 +192,7 @@ export class TaskWorker {
       // A cancel may arrive just before its run registers here (the job is already active in
       // Redis): remember it briefly, and process() checks before starting.
       cancel: (id) => {
-        if (!this.abort(id, new TaskCancelledError(`task ${id} was cancelled`))) this.recentCancels.set(id, Date.now());
+        if (!this.abort(id, new TaskCancelledError(`task ${id} was cancelled`))) this.recentCancels.remember(id);
       },
       log: this.log,
     });
