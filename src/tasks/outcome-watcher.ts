@@ -2,6 +2,7 @@ import { QueueEvents, type Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { OutageLog } from '../queue/outage-log.ts';
+import { decodeClaim, decodeOutcome } from './identity-records.ts';
 import type { Outcomes } from './outcomes.ts';
 import type { TaskClient } from './task-client.ts';
 import { taskFromJob, type JobTask } from './task.ts';
@@ -210,20 +211,10 @@ export class OutcomeWatcher {
  * a newer run of its identity holds it now, whose dependents an old failure must not fail.
  */
 function recorded(it: Finished, jobKey: string, own: string | null, live: string | null): boolean {
-  if (jobIdOf(own) === it.jobId) return true;
-  if (it.outcome === 'completed') return live?.startsWith('{') === true && jobIdOf(live) === it.jobId;
-  const sep = live && !live.startsWith('{') ? live.indexOf('|') : -1;
-  return sep >= 0 && live!.slice(sep + 1) !== jobKey;
-}
-
-function jobIdOf(record: string | null): string | undefined {
-  if (!record?.startsWith('{')) return undefined;
-  try {
-    return (JSON.parse(record) as { jobId?: string }).jobId;
-  } catch {
-    // Not a record this module knows: treated as none, and the outcome recorded (idempotent).
-    return undefined;
-  }
+  if (decodeOutcome(own)?.jobId === it.jobId) return true;
+  if (it.outcome === 'completed') return decodeOutcome(live)?.jobId === it.jobId;
+  const claim = decodeClaim(live);
+  return claim !== undefined && claim.jobKey !== jobKey;
 }
 
 /** Orders two stream ids (`<ms>-<seq>`). */
