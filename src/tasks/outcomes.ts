@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import type { Gates } from './gates.ts';
+import { outcomeRecord } from './identity-records.ts';
 import type { IdentityStore } from './identity-store.ts';
 import { moduleKey } from './identity.ts';
 import { taskFromJob, type JobLike, type JobTask } from './task.ts';
@@ -89,9 +90,7 @@ export class Outcomes {
         jobKey: this.store.keys.job(job.queueName, job.id),
         moduleKey: moduleKey(job.name),
       },
-      outcome === 'completed'
-        ? { jobId: job.id, at: Date.now(), queue: job.queueName }
-        : { jobId: job.id, at: Date.now(), reason },
+      outcomeRecord(job.id, Date.now(), outcome === 'completed' ? { queue: job.queueName } : { reason }),
     );
   }
 
