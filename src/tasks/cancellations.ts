@@ -5,7 +5,7 @@ import { GATE_QUEUE, keysFor, type Keys } from '../queue/keys.ts';
 import type { CancelledSnapshot } from '../archive/document.ts';
 import { cancelScript, sweepCancelsScript } from './cancel-script.ts';
 import type { Gates } from './gates.ts';
-import type { Outcome } from './identity-store.ts';
+import { encodeOutcome, outcomeRecord } from './identity-records.ts';
 import type { Outcomes } from './outcomes.ts';
 import { taskFromJob } from './task.ts';
 
@@ -99,7 +99,6 @@ export class Cancellations {
       attemptsMade: job.attemptsMade,
       cancelledAt: now,
     };
-    const record: Outcome = { jobId: id, at: now, reason: CANCELLED_REASON };
     const request: CancelRequest = { at: now, queue: queue.name };
     const jobKey = this.keys.job(queue.name, id);
     const out = await this.redis.tmCancel(
@@ -119,7 +118,7 @@ export class Cancellations {
       JSON.stringify(snapshot),
       task.taskKey,
       task.dependencyKey,
-      JSON.stringify(record),
+      encodeOutcome(outcomeRecord(id, now, { reason: CANCELLED_REASON })),
       CANCELLED_REASON,
       this.keys.queue(GATE_QUEUE, ''),
     );
