@@ -1,7 +1,7 @@
 import { UnrecoverableError, type Job, type Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import type { Outcome } from '../tasks/identity-store.ts';
+import { encodeOutcome, outcomeRecord } from '../tasks/identity-records.ts';
 import { moduleKey } from '../tasks/identity.ts';
 import type { Outcomes } from '../tasks/outcomes.ts';
 import { storedKeys, type JobTask } from '../tasks/task.ts';
@@ -158,14 +158,13 @@ export function passIdentityKeys(worker: Worker): void {
     // None (a plain BullMQ producer's job) is said too, so the script does not look for them.
     if (!ids) return NONE_HANDED;
     // The record as Outcomes writes it; `at` is the finishing time BullMQ hands the script.
-    const record: Outcome = { jobId, at, queue };
     const mk = moduleKey(job.name);
     return [
       ids.task,
       ids.dependency,
       keys.live,
       keys.waiters(ids.dependency),
-      JSON.stringify(record),
+      encodeOutcome(outcomeRecord(jobId, at, { queue })),
       mk,
       keys.waiters(mk),
       keys.done,
