@@ -7,7 +7,7 @@
   KEYS: BullMQ's own.
   ARGV[1..9] BullMQ's own; used here: ARGV[1] job id, ARGV[2] finishing time (ms), ARGV[4] the
     failed reason, ARGV[5] 'completed' | 'failed', ARGV[7] the queue's key prefix `<prefix>:<queue>:`
-  ARGV[10..17] handed by the worker (see workers/finish-script.ts), all empty for a job without
+  ARGV[10..17] handed by the worker (see queue/finishing.ts), all empty for a job without
     identity keys: task key, dependency key, live hash, the identity's waiters set, the
     completion record (JSON), module key, the module's waiters set, done hash.
     Without them (a plain BullMQ worker on a connection with this script) they are read from the
