@@ -1,9 +1,9 @@
-import { readFileSync } from 'node:fs';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Keys } from '../queue/keys.ts';
+import { lua } from '../queue/scripts.ts';
 
-const SWEEP = readFileSync(new URL('./sweep-identities.lua', import.meta.url), 'utf8');
+const SWEEP = lua('sweep-identities');
 
 type Scripted = Redis & {
   tmSweepIdentities(hash: string, cursor: string, cutoff: number, count: number): Promise<[string, number]>;
