@@ -1,6 +1,5 @@
 import type { Logger } from 'pino';
 import type { Config } from './config/config.ts';
-import { assertRedisReachable, createRedis } from './queue/connection.ts';
 import { processOutageLog } from './queue/outage-log.ts';
 import { ensureLocalRedis, type LocalRedisOptions } from './queue/local-redis.ts';
 import { Releasers } from './releasers.ts';
@@ -8,7 +7,8 @@ import { Components } from './components.ts';
 import { TaskClient } from './tasks/task-client.ts';
 import { OutcomeWatcher } from './tasks/outcome-watcher.ts';
 import { IdentityRetention } from './tasks/identity-retention.ts';
-import { WorkerPool } from './workers/worker-pool.ts';
+import { startWorkers } from './workers/start-workers.ts';
+import { connectService, type Running } from './service.ts';
 import { Schedules } from './schedules/schedules.ts';
 import { startBridge } from './bridge/bridge.ts';
 import { closeHttpApp, listen } from './http/server.ts';
@@ -19,24 +19,9 @@ import { documentId } from './archive/document.ts';
 import { Archiver } from './archive/archiver.ts';
 import { History } from './archive/history.ts';
 
-/** Something running that can be shut down gracefully. */
-export interface Running {
-  close(): Promise<void>;
-}
-
-/** How long a long-lived component waits for Redis at start-up before giving up. */
-const STARTUP_REDIS_TIMEOUT_MS = 5000;
-
-async function connect(config: Config, name: string, releasers: Releasers) {
-  const connection = createRedis(config.redisUrl, { name });
-  releasers.useRedis(connection);
-  // QUIT would wait forever for a Redis that never answered (this connection retries forever).
-  releasers.add(() =>
-    connection.status === 'ready' ? connection.quit().catch(() => connection.disconnect()) : connection.disconnect(),
-  );
-  await assertRedisReachable(connection, config.redisUrl, STARTUP_REDIS_TIMEOUT_MS);
-  return connection;
-}
+// The workers' root is its own module, so that `taskmaster workers` loads nothing of the master's.
+export { startWorkers } from './workers/start-workers.ts';
+export { runUntilSignal, type Running } from './service.ts';
 
 /** The master: what it runs, and the port its HTTP server (Socket.IO, API) listens on. */
 export interface Master extends Running {
@@ -54,7 +39,7 @@ export async function startMaster(config: Config, rootLog: Logger): Promise<Mast
   const log = rootLog.child({ component: 'master' });
   const releasers = new Releasers(log);
   const port = await releasers.guard(async () => {
-    const connection = await connect(config, 'master', releasers);
+    const connection = await connectService(config, 'master', releasers);
     processOutageLog().logTo(rootLog);
     // Without MongoDB at start the master still starts: the archiver retries until it answers.
     const store = config.mongoUrl ? new ArchiveStore(config.mongoUrl, log) : undefined;
@@ -148,42 +133,6 @@ export async function startMaster(config: Config, rootLog: Logger): Promise<Mast
 }
 
 /**
- * The workers: a node:cluster primary with `config.workers` processes, each running
- * `config.concurrency` tasks at a time (see workers/worker-pool.ts).
- */
-export async function startWorkers(config: Config, rootLog: Logger): Promise<Running> {
-  const log = rootLog.child({ component: 'workers' });
-  const releasers = new Releasers(log);
-  await releasers.guard(async () => {
-    const connection = await connect(config, 'workers', releasers);
-    processOutageLog().logTo(rootLog);
-    const components = new Components({ config, connection, log });
-    releasers.add(() => components.close());
-    const client = new TaskClient(config, connection, { components });
-    releasers.add(() => client.close());
-    const pool = new WorkerPool({ config, connection, client, components, log: rootLog });
-    pool.start();
-    releasers.add(() => pool.stop());
-  });
-  log.info(
-    {
-      queue: config.queue,
-      prefix: config.prefix,
-      tasksDir: config.tasksDir,
-      processes: config.workers,
-      concurrency: config.concurrency,
-    },
-    'workers started',
-  );
-  return {
-    close: async () => {
-      log.info('workers stopping');
-      await releasers.release();
-    },
-  };
-}
-
-/**
  * `taskmaster start`: a private Redis when needed, then the master and the workers. Resolves
  * with the Redis URL in use (the private server's when one was started).
  */
@@ -204,24 +153,4 @@ export async function start(
     releasers.add(() => workers.close());
     return { redisUrl: resolved.redisUrl, port: master.port, close: () => releasers.release() };
   });
-}
-
-/**
- * Runs until SIGINT or SIGTERM, then closes gracefully and resolves; a second signal while
- * closing exits at once (code 130).
- */
-export async function runUntilSignal(running: Running, log: Logger): Promise<void> {
-  const signal = await new Promise<NodeJS.Signals>((resolve) => {
-    process.once('SIGINT', () => resolve('SIGINT'));
-    process.once('SIGTERM', () => resolve('SIGTERM'));
-  });
-  const again = (sig: NodeJS.Signals) => {
-    log.warn({ signal: sig }, 'second signal: exiting without waiting');
-    process.exit(130);
-  };
-  process.once('SIGINT', again);
-  process.once('SIGTERM', again);
-  log.info({ signal }, 'shutting down');
-  await running.close();
-  log.info('stopped');
 }

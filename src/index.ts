@@ -14,6 +14,7 @@ export {
 export { createLogger, type Logger } from './logger.ts';
 export { createRedis } from './queue/connection.ts';
 export { TaskClient, type AddedTask } from './tasks/task-client.ts';
+export { Components, type ComponentsOptions } from './components.ts';
 export { validateTasks, type ValidateOptions } from './tasks/validate.ts';
 export {
   ENVELOPE_KEY,

@@ -1,19 +1,33 @@
 import type { Command } from 'commander';
+import type { Logger } from 'pino';
+import type { Config } from '../config/config.ts';
+import type { Running } from '../service.ts';
 import type { Env } from './context.ts';
 
 type Service = 'start' | 'startMaster' | 'startWorkers';
+type Start = (config: Config, log: Logger) => Promise<Running>;
+
+/**
+ * Each service's root, loaded when it runs: --help and bad arguments answer without loading
+ * BullMQ, and `workers` without the master's MongoDB client, Socket.IO and HTTP server.
+ */
+const SERVICES: Record<Service, () => Promise<Start>> = {
+  start: async () => (await import('../app.ts')).start,
+  startMaster: async () => (await import('../app.ts')).startMaster,
+  startWorkers: async () => (await import('../workers/start-workers.ts')).startWorkers,
+};
 
 async function serve(env: Env, service: Service): Promise<void> {
-  // Loaded here so that --help and bad arguments answer without loading BullMQ.
-  const [app, { loadConfig }, { createLogger }] = await Promise.all([
-    import('../app.ts'),
+  const [startService, { runUntilSignal }, { loadConfig }, { createLogger }] = await Promise.all([
+    SERVICES[service](),
+    import('../service.ts'),
     import('../config/config.ts'),
     import('../logger.ts'),
   ]);
   const config = loadConfig(env);
   const log = createLogger({ level: config.logLevel });
-  const running = await app[service](config, log);
-  await app.runUntilSignal(running, log);
+  const running = await startService(config, log);
+  await runUntilSignal(running, log);
 }
 
 /** `start`, `master` and `workers`: long-running services that stop gracefully on SIGINT/SIGTERM. */

@@ -1,0 +1,46 @@
+import type { Logger } from 'pino';
+import { Components } from '../components.ts';
+import type { Config } from '../config/config.ts';
+import { processOutageLog } from '../queue/outage-log.ts';
+import { Releasers } from '../releasers.ts';
+import { connectService, type Running } from '../service.ts';
+import { TaskClient } from '../tasks/task-client.ts';
+import { WorkerPool } from './worker-pool.ts';
+
+/**
+ * The workers (`taskmaster workers`): a node:cluster primary with `config.workers` processes,
+ * each running `config.concurrency` tasks at a time (see worker-pool.ts). The root of the
+ * primary: it builds the components once and loads nothing of the master's (no MongoDB client,
+ * Socket.IO or HTTP server).
+ */
+export async function startWorkers(config: Config, rootLog: Logger): Promise<Running> {
+  const log = rootLog.child({ component: 'workers' });
+  const releasers = new Releasers(log);
+  await releasers.guard(async () => {
+    const connection = await connectService(config, 'workers', releasers);
+    processOutageLog().logTo(rootLog);
+    const components = new Components({ config, connection, log });
+    releasers.add(() => components.close());
+    const client = new TaskClient(config, connection, { components });
+    releasers.add(() => client.close());
+    const pool = new WorkerPool({ config, connection, client, components, log: rootLog });
+    pool.start();
+    releasers.add(() => pool.stop());
+  });
+  log.info(
+    {
+      queue: config.queue,
+      prefix: config.prefix,
+      tasksDir: config.tasksDir,
+      processes: config.workers,
+      concurrency: config.concurrency,
+    },
+    'workers started',
+  );
+  return {
+    close: async () => {
+      log.info('workers stopping');
+      await releasers.release();
+    },
+  };
+}
