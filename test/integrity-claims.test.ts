@@ -1,5 +1,6 @@
 import { FlowProducer, Job } from 'bullmq';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { GATE_QUEUE } from '../src/queue/keys.ts';
 import type { AtomicAdder } from '../src/tasks/atomic-add.ts';
 import { dependencyKey } from '../src/tasks/identity.ts';
 import type { IdentityArchive } from '../src/tasks/identity-store.ts';
@@ -94,6 +95,15 @@ describe('a batch that waits on dependencies outside it', () => {
     await slow.asked;
     // P2 adds a dependent of X while P1's re-add of X is on its way.
     const [d] = await h.client().add({ ...step('d'), dependencies: [X] });
+    // P1's write may take seconds (a big batch): D's gate settles what it does about X's outcome
+    // before it lands, either reading it (then a stale failure fails D) or waiting for the next.
+    const dk = dependencyKey(X.module, X.params);
+    const gateSettled = async () =>
+      (await h.redis.scard(c.keys.waiters(dk))) > 0 ||
+      (await c.queue(GATE_QUEUE).getJobs(['delayed', 'failed', 'completed'])).some(
+        (g) => g.data.dependencyKey === dk && g.processedOn !== undefined,
+      );
+    await waitFor(gateSettled, "D's gate to have read X's outcome or to wait for the next");
     slow.answer();
     const [again] = await readd;
     expect(again).toMatchObject({ duplicate: false });
