@@ -93,6 +93,7 @@ describe('status API without a token', () => {
       ['/api/modules/record/retry-failed?queue=a:b', 'queue', 'POST'],
       ['/api/queues/a:b/pause', 'name', 'POST'],
       ['/api/queues/tasks/resume?colour=red', 'colour', 'POST'],
+      ['/api/schedules?colour=red', 'colour'],
     ];
     for (const [path, param, method] of cases) {
       const r = await get(path, { method: method ?? 'GET' });
@@ -386,13 +387,18 @@ describe('actions and task detail', () => {
     await waitFor(async () => (await queue.getFailedCount()) === 3, 'the retried one failed again');
     const all = await post('/api/modules/fail/retry-failed');
     expect(all).toMatchObject({ status: 201, body: { queue: 'tasks', module: 'fail', retried: 3, skipped: [] } });
-    await waitFor(async () => (await queue.getFailedCount()) === 6, 'the three retried failed again');
+    // Two of the three failed jobs are one task (fail [1] and its retry): when the first one's
+    // new run has not failed yet as the second is retried, the second is its duplicate.
+    const fresh = (all.body.tasks as { duplicate: boolean }[]).filter((t) => !t.duplicate).length;
+    expect(fresh).toBeGreaterThanOrEqual(2);
+    const total = 3 + fresh;
+    await waitFor(async () => (await queue.getFailedCount()) === total, 'the retried ones failed again');
     const search = await call('/api/tasks?module=fail&status=failed&pageSize=4');
     expect(search.body).toMatchObject({ page: 1, pageSize: 4, hasMore: true });
     expect(search.body.tasks).toHaveLength(4);
     const next = await call('/api/tasks?module=fail&status=failed&pageSize=4&page=2');
     expect(next.body).toMatchObject({ page: 2, hasMore: false });
-    expect(next.body.tasks).toHaveLength(2);
+    expect(next.body.tasks).toHaveLength(total - 4);
     const byError = await call(`/api/tasks?error=${encodeURIComponent('fail fixture: 2')}`);
     // The failure of params [2] and its retry; the four of params [1] do not match.
     expect(byError.body.tasks.map((t: { params: unknown[] }) => t.params)).toEqual([[2], [2]]);
