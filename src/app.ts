@@ -66,6 +66,7 @@ export async function startMaster(config: Config, rootLog: Logger): Promise<Mast
     const archiver = new Archiver({
       connection,
       prefix: config.prefix,
+      owner: components.instanceId,
       queues: [queues.get()],
       store,
       keep: config.keep,

@@ -9,6 +9,7 @@ import { History } from '../src/archive/history.ts';
 import { FinishedJobRemover, removeFinishedScript } from '../src/archive/remove-finished.ts';
 import { MAX_DEPTH } from '../src/archive/storable.ts';
 import { formatStatus, queueStatus } from '../src/cli/status.ts';
+import { newInstanceId } from '../src/instance-id.ts';
 import { GATE_QUEUE } from '../src/queue/keys.ts';
 import { dependencyKey } from '../src/tasks/identity.ts';
 import type { TaskClient } from '../src/tasks/task-client.ts';
@@ -23,6 +24,7 @@ function archiver(h: Harness, store?: ArchiveStore): Archiver {
   const a = new Archiver({
     connection: h.connection('archiver'),
     prefix: h.prefix,
+    owner: newInstanceId(),
     queues: [h.client().queue()],
     store,
     keep: { completed: 0, failed: 0 },

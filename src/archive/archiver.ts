@@ -1,5 +1,3 @@
-import { randomBytes } from 'node:crypto';
-import { hostname } from 'node:os';
 import { Job, type Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
@@ -19,6 +17,8 @@ import type { ArchiveStore } from './store.ts';
 export interface ArchiverOptions {
   connection: Redis;
   prefix: string;
+  /** Who holds the archiving role while this archiver has it: the process root's instance id. */
+  owner: string;
   queues: Queue[];
   /** Unset: no archive; finished jobs are only trimmed to `keep`. */
   store?: ArchiveStore;
@@ -78,7 +78,7 @@ export class Archiver {
   private readonly lockKey: string;
   private readonly keys: Keys;
   private readonly cancelledKey: string;
-  private readonly owner = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
+  private readonly owner: string;
   private readonly log: Logger;
   private running = false;
   private loop?: Promise<void>;
@@ -88,6 +88,7 @@ export class Archiver {
 
   constructor(private readonly opts: ArchiverOptions) {
     this.log = opts.log.child({ component: 'archiver' });
+    this.owner = opts.owner;
     this.sets = opts.queues.map((q) => new FinishedJobs(opts.connection, opts.prefix, q));
     this.keys = keysFor(opts.prefix);
     this.lockKey = this.keys.archiverLock;
