@@ -288,6 +288,28 @@ describe('overview and the live feed', () => {
     expect(sum(metrics.body.failed)).toBe(5);
     expect(metrics.body.start).toBeLessThanOrEqual(Date.now() - 3_600_000);
   });
+
+  it('flags tasks waiting for a dependency that has not completed, until it does', async () => {
+    const { base } = await startOn(h);
+    const live = await statusClient(h, base);
+    const now = () => live.last()!;
+    h.worker({ concurrency: 2 });
+    const c = h.client();
+    // Params that are only a part of a task's name another task, which nobody has added.
+    const partial = { module: 'record', params: [{ ticker: 'AAPL' }] };
+    await c.add({ module: 'record', params: [{ ticker: 'AAPL', day: 1 }] });
+    const [dependent] = await c.add({ module: 'record', params: ['after AAPL'], dependencies: [partial] });
+    const flagged = () => now()?.alerts.find((a) => a.kind === 'dependency-wait');
+    await waitFor(() => flagged() !== undefined, 'the dependency-wait alert');
+    expect(flagged()).toMatchObject({ queue: 'tasks', module: 'record', threshold: 1 });
+    expect(flagged()!.message).toMatch(
+      /^1 task\(s\) in queue tasks have waited longer than 0 s for record\(\[\{"ticker":"AAPL"\}\]\), which has not completed: it names the task with exactly these params$/,
+    );
+    // Once that task is added and completes, the dependent runs and the alert goes.
+    await c.add(partial);
+    await waitFor(async () => (await c.queue().getJobState(dependent!.id)) === 'completed', 'the dependent to run');
+    await waitFor(() => !now().alerts.some((a) => a.kind === 'dependency-wait'), 'the alert gone');
+  });
 });
 
 describe('actions and task detail', () => {

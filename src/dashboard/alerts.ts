@@ -1,5 +1,7 @@
 import type { RouteContext } from '../http/context.ts';
+import { GATE_QUEUE, parseJobKey } from '../queue/keys.ts';
 import { CANCELLED_REASON } from '../tasks/cancellations.ts';
+import { describeDependency, type GateData } from '../tasks/gates.ts';
 import type { ConsumerInfo } from '../workers/registry.ts';
 import type { QueueOverview } from './overview.ts';
 
@@ -8,10 +10,13 @@ import type { QueueOverview } from './overview.ts';
  * - `unrunnable-module`: tasks of a module wait and no live worker process or runner serving
  *   their queue announces it (a runner that announces no modules, as 2016 runners, may run any);
  * - `failure-rate`: of a module's runs that finished within the window, this share failed;
- * - `waiting-age`: the oldest of the next tasks in line has waited longer than the threshold.
+ * - `waiting-age`: the oldest of the next tasks in line has waited longer than the threshold;
+ * - `dependency-wait`: tasks have waited longer than that threshold for a dependency that has not
+ *   completed (one that names params no task has, which waits until such a task is added, shows
+ *   here rather than nowhere).
  */
 export interface Alert {
-  kind: 'unrunnable-module' | 'failure-rate' | 'waiting-age';
+  kind: 'unrunnable-module' | 'failure-rate' | 'waiting-age' | 'dependency-wait';
   queue: string;
   module?: string;
   message: string;
@@ -23,6 +28,8 @@ export interface Alert {
 const FINISHED_READ_MAX = 5000;
 /** A module needs this many finished runs in the window before its failure rate is judged. */
 export const FAILURE_RATE_MIN_RUNS = 5;
+/** Sleeping gates read per overview for dependency waits (those asleep longest first). */
+const GATES_READ_MAX = 100;
 /** The failure rates are read again at most this often (they cost more than the counts). */
 const FAILURE_RATE_EVERY_MS = 5000;
 
@@ -67,6 +74,49 @@ async function finishedPerModule(
   }
   cache.set(queueName, { at: now, rates });
   return rates;
+}
+
+/**
+ * Per dependency that tasks have waited for longer than the threshold, and has not completed: the
+ * dependents' queue, how many wait, and how long the first has. Read from the sleeping gates.
+ */
+async function dependencyWaits(ctx: RouteContext, now: number): Promise<Alert[]> {
+  const { waitingAgeMs } = ctx.config.alerts;
+  const gates = ctx.components.queues.get(GATE_QUEUE);
+  const ids = await ctx.connection.zrange(gates.keys.delayed!, 0, GATES_READ_MAX - 1);
+  if (!ids.length) return [];
+  const pipe = ctx.connection.pipeline();
+  for (const id of ids) pipe.hmget(gates.toKey(id), 'data', 'timestamp', 'parentKey');
+  const waits = new Map<string, { gate: GateData; queue: string; count: number; since: number }>();
+  for (const [, row] of (await pipe.exec()) ?? []) {
+    const [data, timestamp, parentKey] = (row ?? []) as (string | null)[];
+    const since = Number(timestamp);
+    const queue = parentKey ? parseJobKey(ctx.config.prefix, parentKey)?.queue : undefined;
+    if (!data || !queue || !(now - since > waitingAgeMs)) continue;
+    const gate = JSON.parse(data) as GateData;
+    const key = `${queue}\n${gate.dependencyKey}`;
+    const w = waits.get(key);
+    if (w) {
+      w.count++;
+      w.since = Math.min(w.since, since);
+    } else waits.set(key, { gate, queue, count: 1, since });
+  }
+  const list = [...waits.values()];
+  // A dependency settled since its gates went to sleep is being opened, not waited for.
+  const outcomes = await ctx.components.store.outcomes(list.map((w) => w.gate.dependencyKey));
+  return list
+    .filter((_, i) => !outcomes[i])
+    .map(({ gate, queue, count, since }) => ({
+      kind: 'dependency-wait' as const,
+      queue,
+      module: gate.dependency.module,
+      message:
+        `${count} task(s) in queue ${queue} have waited longer than ${minutes(waitingAgeMs)} for ` +
+        `${describeDependency(gate.dependency)}, which has not completed` +
+        (gate.dependency.params === undefined ? '' : ': it names the task with exactly these params'),
+      value: now - since,
+      threshold: waitingAgeMs,
+    }));
 }
 
 /** The alerts of an overview being built. */
@@ -114,5 +164,6 @@ export async function alertsOf(
       });
     }
   }
+  alerts.push(...(await dependencyWaits(ctx, o.now)));
   return alerts;
 }
