@@ -1,4 +1,5 @@
 import { TaskmasterError } from '../errors.ts';
+import { QUEUE_NAME, QUEUE_NAME_RULE } from '../queue/keys.ts';
 
 /** A history query parameter that is not allowed; the HTTP API answers it with 400. */
 export class InvalidQueryError extends TaskmasterError {
@@ -34,7 +35,6 @@ export interface HistoryQuery {
   limit: number;
 }
 
-const QUEUE_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
 const MODULE_NAME = /^[A-Za-z0-9_][A-Za-z0-9_.\-/]{0,199}$/;
 export const HISTORY_LIMIT_MAX = 1000;
 const KNOWN = ['queue', 'module', 'status', 'since', 'until', 'limit'];
@@ -78,8 +78,7 @@ export function parseHistoryQuery(
     return v === undefined || v === '' ? undefined : v;
   };
   const q: HistoryQuery = { queue: one('queue') ?? defaultQueue, limit: 100 };
-  if (!QUEUE_NAME.test(q.queue))
-    throw new InvalidQueryError('queue', 'must be letters, digits, "_", "." or "-" (1-64 characters)');
+  if (!QUEUE_NAME.test(q.queue)) throw new InvalidQueryError('queue', `must be ${QUEUE_NAME_RULE}`);
   const module = one('module');
   if (module !== undefined) {
     if (!MODULE_NAME.test(module) || module.includes('..'))

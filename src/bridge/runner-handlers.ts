@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import { QUEUE_NAME, QUEUE_NAME_RULE } from '../queue/keys.ts';
 import { errorMessage, parseTaskRef } from './legacy-shape.ts';
 import type { Peer } from './presence.ts';
 import type { RunnerLeases } from './runner-leases.ts';
@@ -11,7 +12,6 @@ export interface RunnerAnswer {
 
 /** Most tasks one runner connection may declare it runs at once (`slots`). */
 export const MAX_SLOTS = 1000;
-const QUEUE_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
 
 export interface RunnerRequest {
   name?: string;
@@ -44,7 +44,7 @@ export function parseRequest(arg: unknown, defaultQueue: string): RunnerRequest 
   }
   if (o.queue !== undefined && o.queue !== null) {
     if (typeof o.queue !== 'string' || !QUEUE_NAME.test(o.queue)) {
-      return 'task:request: queue must be a queue name of letters, digits, "_", "." or "-" (1-64 characters)';
+      return `task:request: queue must be a queue name of ${QUEUE_NAME_RULE}`;
     }
     out.queue = o.queue;
   }

@@ -7,6 +7,7 @@ import { legacyFromJob, type LegacyTask } from './legacy-shape.ts';
 import type { Peer } from './presence.ts';
 import type { TaskDocument } from '../archive/document.ts';
 import { OutageLog } from '../queue/outage-log.ts';
+import { QUEUE_NAME, QUEUE_NAME_RULE } from '../queue/keys.ts';
 
 /** What the watchers need of an archived task. */
 export type ArchivedTask = Pick<
@@ -38,7 +39,6 @@ interface Watched {
   peers: Set<Peer>;
 }
 
-const QUEUE_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
 /** Ids one client may watch at once. */
 export const MAX_WATCHED = 10_000;
 /** How long a queue's reader stays open once nothing on that queue is watched. */
@@ -321,7 +321,7 @@ export function parseWatch(input: unknown, defaultQueue: string): { id: string; 
       return `task:watch item ${i}: a task id must be ${allowed}`;
     }
     if (typeof queue !== 'string' || !QUEUE_NAME.test(queue)) {
-      return `task:watch item ${i}: queue must be a queue name of letters, digits, "_", "." or "-" (1-64 characters)`;
+      return `task:watch item ${i}: queue must be a queue name of ${QUEUE_NAME_RULE}`;
     }
     out.push({ id, queue });
   }

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { ConfigError } from '../errors.ts';
-import { hashTagOf } from '../queue/keys.ts';
+import { hashTagOf, QUEUE_NAME, QUEUE_NAME_RULE } from '../queue/keys.ts';
 import { CLUSTER_SCHEMES, CLUSTER_URL_FORM, isClusterUrl, parseClusterUrl } from '../queue/redis-url.ts';
 import { PRIORITY_MAX, PRIORITY_MIN } from '../tasks/priority.ts';
 import { parseConfigFile, type ConfigFile, type ScheduleConfig } from './config-file.ts';
@@ -91,9 +91,6 @@ export interface Config {
 type Env = Record<string, string | undefined>;
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
-
-/** Queue names become part of Redis keys; ':' would break BullMQ's key scheme. */
-const QUEUE_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
 
 function bad(name: string, allowed: string, got: string): never {
   throw new ConfigError(`${name} must be ${allowed}, got ${JSON.stringify(got)}`);
@@ -210,7 +207,7 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
   const fd = file.defaults ?? {};
 
   const queue = str(env, 'TASKMASTER_QUEUE') ?? 'tasks';
-  if (!QUEUE_NAME.test(queue)) bad('TASKMASTER_QUEUE', 'letters, digits, "_", "." or "-" (1-64 characters)', queue);
+  if (!QUEUE_NAME.test(queue)) bad('TASKMASTER_QUEUE', QUEUE_NAME_RULE, queue);
   const prefix = str(env, 'TASKMASTER_PREFIX') ?? 'taskmaster';
   if (!/^[A-Za-z0-9_{}.-]{1,64}$/.test(prefix)) {
     bad('TASKMASTER_PREFIX', 'letters, digits, "_", ".", "-", "{" or "}" (1-64 characters)', prefix);

@@ -1,5 +1,6 @@
 import { resolve, sep } from 'node:path';
 import { InvalidTaskError, type TaskProblem } from '../errors.ts';
+import { QUEUE_NAME, QUEUE_NAME_RULE } from '../queue/keys.ts';
 import { dependencyKey, dependencyRefKey } from './identity.ts';
 import { PRIORITY_MAX, PRIORITY_MIN } from './priority.ts';
 import type { DependencyRef, Task } from './task.ts';
@@ -234,11 +235,8 @@ function validateOne(
       fail('created', `must be unix seconds (a non-negative number) or a string of one, got ${typeName(t.created)}`);
     } else created = c;
   }
-  if (t.queue !== undefined && (typeof t.queue !== 'string' || !/^[A-Za-z0-9_.-]{1,64}$/.test(t.queue))) {
-    fail(
-      'queue',
-      `must be a queue name of letters, digits, "_", "." or "-" (1-64 characters), got ${typeName(t.queue)}`,
-    );
+  if (t.queue !== undefined && (typeof t.queue !== 'string' || !QUEUE_NAME.test(t.queue))) {
+    fail('queue', `must be a queue name of ${QUEUE_NAME_RULE}, got ${typeName(t.queue)}`);
   }
 
   if (t.scope !== undefined && !isScope(t.scope)) fail('scope', `must be ${SCOPE_RULE}, got ${typeName(t.scope)}`);
