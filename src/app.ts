@@ -93,7 +93,7 @@ export async function startMaster(config: Config, rootLog: Logger): Promise<Mast
     const schedules = await new Schedules({ config, connection, client, log: rootLog }).start();
     releasers.add(() => schedules.close());
 
-    const history = new History(client, store);
+    const history = new History(client, queues, store);
     const knownQueues = async () =>
       [...new Set([config.queue, ...(await registry.live()).flatMap((c) => c.queues)])].sort();
     const lag = () => archiver.lag();

@@ -233,7 +233,7 @@ describe('documents MongoDB cannot store as they are (#17 defect 8)', () => {
     });
     // Once only the archive has it, it cannot be retried: its params are not kept.
     await waitFor(async () => !(await c.queue().getJob(odd!.id)), 'the odd one trimmed from Redis', 30_000);
-    const retry = new History(c, store).retry(odd!.id, c.queue().name);
+    const retry = new History(c, { get: (q) => c.queue(q) }, store).retry(odd!.id, c.queue().name);
     const why = new RegExp(`^task ${odd!.id} was archived without its params and dependencies`);
     await expect(retry).rejects.toThrow(why);
   }, 120_000);

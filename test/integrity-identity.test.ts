@@ -258,7 +258,7 @@ describe('retry of BullMQ-native jobs', () => {
       await native.add('record', { n: 'legacy-70' }, { priority: toBullPriority(70) }),
     ];
     for (const j of jobs) await reached(c, j.id!, 'completed');
-    const history = new History(c);
+    const history = new History(c, { get: (q) => c.queue(q) });
     for (const j of jobs) {
       const { added } = await history.retry(j.id!, h.config.queue);
       expect(added.duplicate).toBe(false);

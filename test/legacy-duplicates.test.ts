@@ -67,7 +67,7 @@ describe('dedup window for completed tasks', () => {
     const [resent] = await c.add(task);
     expect(resent).toMatchObject({ id: rerun!.id, duplicate: true });
 
-    const { added: retried } = await new History(c).retry(rerun!.id, h.config.queue);
+    const { added: retried } = await new History(c, { get: (q) => c.queue(q) }).retry(rerun!.id, h.config.queue);
     expect(retried.duplicate).toBe(false);
     await completed(c, retried.id);
     expect(runs.sort()).toEqual([first!.id, dependent!.id, rerun!.id, retried.id].sort());

@@ -61,7 +61,6 @@ describe('task modules in the 2016 runner convention (this.emit)', () => {
     const pool = new WorkerPool({
       config: h.config,
       connection: h.connection('pool'),
-      client: h.client(),
       log: h.log,
       processes: 1,
       graceMs: 5_000,

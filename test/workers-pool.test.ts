@@ -92,7 +92,6 @@ describe('worker pool (forked processes)', () => {
     const pool = new WorkerPool({
       config: h.config,
       connection: h.connection('pool'),
-      client: h.client(),
       log: h.log,
       processes: 2,
       graceMs: 5_000,

@@ -87,9 +87,7 @@ export async function startPool(
   // The processes get this resolved config as it is (so the concurrency set here applies).
   const config: Config = { ...scope.config, concurrency };
   const connection = await scope.connection('pool');
-  const client = new TaskClient(config, connection);
-  scope.defer(() => client.close());
-  const pool = new WorkerPool({ config, connection, client, log, processes });
+  const pool = new WorkerPool({ config, connection, log, processes });
   pool.start();
   scope.defer(() => pool.stop());
   const registry = new ConsumerRegistry(connection, config.prefix);

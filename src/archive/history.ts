@@ -1,6 +1,7 @@
 import { Job, type Queue } from 'bullmq';
 import type { TaskClient, AddedTask } from '../tasks/task-client.ts';
 import { TaskmasterError } from '../errors.ts';
+import type { Queues } from '../queue/queues.ts';
 import { isJobPriority } from '../tasks/priority.ts';
 import { validateTasks } from '../tasks/validate.ts';
 import { documentFromJob, documentId, type FinishedJob, type TaskDocument } from './document.ts';
@@ -45,8 +46,14 @@ const REDIS_SCAN = 2000;
  * shown once, as Redis has it.
  */
 export class History {
+  /**
+   * @param client adds a retried task
+   * @param queues where a task still in Redis is read: the process's queues (its components')
+   * @param store the archive; unset: history is what Redis still has
+   */
   constructor(
     private readonly client: TaskClient,
+    private readonly queues: Pick<Queues, 'get'>,
     private readonly store?: ArchiveStore,
   ) {}
 
@@ -59,7 +66,7 @@ export class History {
     const wanted = new Set<TaskStatus>(q.statuses ?? (Object.values(REDIS_STATES) as TaskStatus[]).concat('cancelled'));
     const finished = FINISHED_STATUSES.filter((s) => wanted.has(s));
     const [live, archived] = await Promise.all([
-      this.fromRedis(this.client.queue(q.queue), q, wanted),
+      this.fromRedis(this.queues.get(q.queue), q, wanted),
       this.store && finished.length ? this.store.find({ ...q, statuses: finished }) : Promise.resolve([]),
     ]);
     const byId = new Map<string, TaskView>();
@@ -112,7 +119,7 @@ export class History {
 
   /** A task by id, whether still in Redis or only in the archive. */
   async get(id: string, queueName: string): Promise<TaskView | undefined> {
-    const queue = this.client.queue(queueName);
+    const queue = this.queues.get(queueName);
     const job = await Job.fromId(queue, id);
     if (job) {
       const state = await job.getState();

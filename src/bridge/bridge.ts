@@ -100,7 +100,7 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
     const watchers = new Watchers({
       config,
       connection,
-      client,
+      queues: components.queues,
       log,
       send: (peer, e) => emit(peer, e.event, e.payload),
       archived: opts.archived,

@@ -2,12 +2,12 @@ import { Job, QueueEvents } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.ts';
-import type { TaskClient } from '../tasks/task-client.ts';
 import { legacyFromJob, type LegacyTask } from './legacy-shape.ts';
 import type { Peer } from './presence.ts';
 import type { TaskDocument } from '../archive/document.ts';
 import { OutageLog } from '../queue/outage-log.ts';
 import { QUEUE_NAME, QUEUE_NAME_RULE } from '../queue/keys.ts';
+import type { Queues } from '../queue/queues.ts';
 
 /** What the watchers need of an archived task. */
 export type ArchivedTask = Pick<
@@ -66,7 +66,8 @@ export class Watchers {
     private readonly opts: {
       config: Pick<Config, 'queue' | 'prefix' | 'defaults'>;
       connection: Redis;
-      client: TaskClient;
+      /** The process's queues (its components'), where a watched job is read. */
+      queues: Queues;
       log: Logger;
       send(peer: Peer, e: WatchEvent): void;
       /** Where a task that left Redis is still found (the archive). */
@@ -161,7 +162,7 @@ export class Watchers {
     await Promise.all(
       refs.map(async ({ id, queue }) => {
         const key = this.key(queue, id);
-        const q = this.opts.client.queue(queue);
+        const q = this.opts.queues.get(queue);
         const job = await Job.fromId(q, id);
         const gone = job
           ? undefined

@@ -19,7 +19,7 @@ async function withHistory<T>(env: Env, fn: (history: History, ctx: OneShot) => 
         )
       : undefined;
     try {
-      return await fn(new History(ctx.client, store), ctx);
+      return await fn(new History(ctx.client, ctx.components.queues, store), ctx);
     } finally {
       await store?.close();
     }

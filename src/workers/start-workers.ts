@@ -4,7 +4,6 @@ import type { Config } from '../config/config.ts';
 import { processOutageLog } from '../queue/outage-log.ts';
 import { Releasers } from '../releasers.ts';
 import { connectService, type Running } from '../service.ts';
-import { TaskClient } from '../tasks/task-client.ts';
 import { WorkerPool } from './worker-pool.ts';
 
 /**
@@ -21,9 +20,7 @@ export async function startWorkers(config: Config, rootLog: Logger): Promise<Run
     processOutageLog().logTo(rootLog);
     const components = new Components({ config, connection, log });
     releasers.add(() => components.close());
-    const client = new TaskClient(config, connection, { components });
-    releasers.add(() => client.close());
-    const pool = new WorkerPool({ config, connection, client, components, log: rootLog });
+    const pool = new WorkerPool({ config, connection, components, log: rootLog });
     pool.start();
     releasers.add(() => pool.stop());
   });

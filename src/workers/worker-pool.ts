@@ -7,7 +7,6 @@ import type { Config } from '../config/config.ts';
 import { TaskTimeoutError } from '../errors.ts';
 import { Components } from '../components.ts';
 import { CANCELLED_REASON } from '../tasks/cancellations.ts';
-import type { TaskClient } from '../tasks/task-client.ts';
 import { placeholderJob } from '../queue/bullmq/placeholder-job.ts';
 import { isConnectionError } from '../queue/outage-log.ts';
 import { HeldRuns, type HeldRun } from './held-runs.ts';
@@ -18,7 +17,6 @@ import { BEAT_MS, RESOLVED_CONFIG_ENV, type ToPrimary, type ToWorker } from './w
 export interface WorkerPoolOptions {
   config: Config;
   connection: Redis;
-  client: TaskClient;
   /**
    * The process's shared components (see components.ts), which their builder closes.
    * @defaultValue components of the pool's own on `connection`, closed when it stops
@@ -220,7 +218,7 @@ export class WorkerPool {
   }
 
   private job(run: RunInfo): Job {
-    return placeholderJob(this.opts.client.queue(run.queue), run.jobId);
+    return placeholderJob(this.parts.queues.get(run.queue), run.jobId);
   }
 
   /** A run that did not stop in time: kill its process, then fail its attempt. */

@@ -134,7 +134,7 @@ export async function runWorkerProcess(): Promise<void> {
     if (outages.unreachable) return runs.map((r) => r.jobId);
     const given = await Promise.all(
       runs.map((run) =>
-        placeholderJob(client.queue(run.queue), run.jobId)
+        placeholderJob(components.queues.get(run.queue), run.jobId)
           .moveToWait(run.token)
           .then(
             () => true,
