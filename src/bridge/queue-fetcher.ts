@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import { ManualWorker } from '../queue/bullmq/manual-worker.ts';
 import { OutageLog } from '../queue/outage-log.ts';
 import type { Peer } from './presence.ts';
-import type { OutcomeKeys, RunnerFinishing } from './runner-finishing.ts';
+import type { Finishing, OutcomeKeys } from '../queue/finishing.ts';
 import type { RunnerSlots } from './runner-slots.ts';
 
 /** A fetched job, held under `token`, for the waiting slot of `peer` it was taken for. */
@@ -22,7 +22,7 @@ export interface QueueFetcherOptions {
   log: Logger;
   /** Whose waiting slots jobs are fetched for. */
   slots: RunnerSlots;
-  finishing: RunnerFinishing;
+  finishing: Finishing;
   lockDurationMs: number;
   stalledIntervalMs: number;
   /** Fetches without blocking run this many at once while slots wait and jobs are there. */

@@ -16,7 +16,7 @@ export interface Keys {
   readding: string;
   /** set of dependencyKeys whose gates are being opened (re-run by the reconciler after a crash). */
   opening: string;
-  /** pub/sub channel: a dependencyKey whose gates are to be opened (see workers/finish-script.ts). */
+  /** pub/sub channel: a dependencyKey whose gates are to be opened (see queue/finishing.ts). */
   openingChannel: string;
   /** set of gate job ids waiting on one dependencyKey. */
   waiters(dependencyKey: string): string;

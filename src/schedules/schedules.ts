@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import type { ScheduleConfig } from '../config/config-file.ts';
 import type { Config } from '../config/config.ts';
 import { ConfigError, InvalidTaskError } from '../errors.ts';
+import { isFinalAttempt } from '../queue/finishing.ts';
 import { keysFor, SCHEDULE_QUEUE, type Keys } from '../queue/keys.ts';
 import { OutageLog } from '../queue/outage-log.ts';
 import { canonicalJson } from '../tasks/identity.ts';
@@ -151,7 +152,7 @@ export class Schedules {
       return await fireSchedule(ctx, s, firing);
     } catch (err) {
       const invalid = err instanceof InvalidTaskError;
-      const final = invalid || job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
+      const final = invalid || isFinalAttempt(job, err);
       this.log.error({ err, schedule: s.name, firing: firing.id, final }, 'a firing failed');
       if (final) {
         const record = {

@@ -115,7 +115,7 @@ export interface JobTask {
   taskKey: string;
   /**
    * Whether the job data carries both identity keys, as TaskClient writes them; the worker's
-   * finishing script records the outcome of such jobs itself (workers/finish-script.ts applies
+   * finishing script records the outcome of such jobs itself (queue/finishing.ts applies
    * the same test).
    */
   keysStored: boolean;
