@@ -1,7 +1,7 @@
 import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { bullmqVersion } from '../queue/bullmq/versions.ts';
-import { GATE_QUEUE } from '../queue/keys.ts';
+import { GATE_QUEUE, keysFor } from '../queue/keys.ts';
 import { removeFinishedScript } from '../queue/scripts.ts';
 
 export { removeFinishedScript };
@@ -15,12 +15,15 @@ type WithCommand = Redis & { [name: string]: (...args: (string | number)[]) => P
  */
 export class FinishedJobRemover {
   private readonly command?: string;
+  /** The gate queue's jobs' prefix, which remove-finished.lua checks a parent's key against. */
+  private readonly gates: string;
 
   constructor(
     private readonly redis: Redis,
     private readonly queue: Queue,
-    private readonly prefix: string,
+    prefix: string,
   ) {
+    this.gates = keysFor(prefix).queue(GATE_QUEUE, '');
     const lua = removeFinishedScript();
     if (!lua) return;
     this.command = `tmRemoveFinished:${bullmqVersion}`;
@@ -38,8 +41,7 @@ export class FinishedJobRemover {
     }
     const q = this.queue;
     const r = this.redis as WithCommand;
-    const gates = `${this.prefix}:${GATE_QUEUE}:`;
     const keys = [q.toKey(id), q.toKey('repeat'), finishedSet, archivedSet ?? finishedSet];
-    return (await r[this.command]!(...keys, id, '0', q.toKey(''), gates)) === 1;
+    return (await r[this.command]!(...keys, id, '0', q.toKey(''), this.gates)) === 1;
   }
 }

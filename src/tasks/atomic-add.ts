@@ -20,10 +20,10 @@ type Scripted = Redis & { tmAdd(numberOfKeysKeysAndArgs: Arg[]): Promise<[string
  * numbers nothing (a parent is numbered when its children complete); then every other job in
  * the batch's order; gates, in the internal queue, after them.
  */
-function inBatchOrder(entries: FlowJobEntry[], order: Map<string, number>): void {
+function inBatchOrder(entries: FlowJobEntry[], order: Map<string, number>, keys: Keys): void {
   const place = (e: FlowJobEntry) => {
     if (e.parentKeyOpts.addToWaitingChildren) return -1;
-    return order.get(`${e.prefix}:${e.queueName}:${e.jobId}`) ?? order.size;
+    return order.get(keys.job(e.queueName, e.jobId)) ?? order.size;
   };
   const places = new Map(entries.map((e) => [e, place(e)]));
   // Array.prototype.sort is stable: parents keep BullMQ's order, each above its children.
@@ -86,7 +86,7 @@ export class AtomicAdder {
     now = Date.now(),
   ): Promise<{ held?: string[]; toOpen: string[] }> {
     const order = new Map(claims.map((c, i) => [c.jobKey, i]));
-    const commands = await this.flows.commands(flows, this.queue, (entries) => inBatchOrder(entries, order));
+    const commands = await this.flows.commands(flows, this.queue, (entries) => inBatchOrder(entries, order, this.keys));
     const waiters = new Map<string, number>();
     for (const g of gates) if (!waiters.has(g.dependencyKey)) waiters.set(g.dependencyKey, waiters.size + 1);
     const { live, failed, done, readding, opening } = this.keys;
