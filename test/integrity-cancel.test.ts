@@ -1,6 +1,6 @@
 import { Job, Worker } from 'bullmq';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { cancelScript } from '../src/tasks/cancel-script.ts';
+import { cancelScript } from '../src/queue/scripts.ts';
 import type { CancelResult } from '../src/tasks/cancellations.ts';
 import { dependencyKey } from '../src/tasks/identity.ts';
 import type { TaskClient } from '../src/tasks/task-client.ts';

@@ -2,8 +2,8 @@ import { Job, type Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { TaskmasterError } from '../errors.ts';
 import { GATE_QUEUE, keysFor, type Keys } from '../queue/keys.ts';
+import { cancelScript, lua } from '../queue/scripts.ts';
 import type { CancelledSnapshot } from '../archive/document.ts';
-import { cancelScript, sweepCancelsScript } from './cancel-script.ts';
 import type { Gates } from './gates.ts';
 import { encodeOutcome, outcomeRecord } from './identity-records.ts';
 import type { Outcomes } from './outcomes.ts';
@@ -40,7 +40,7 @@ function scripted(redis: Redis): Scripted {
   const r = redis as Scripted;
   if (typeof r.tmCancel !== 'function') {
     redis.defineCommand('tmCancel', { numberOfKeys: 8, lua: cancelScript() });
-    redis.defineCommand('tmSweepCancels', { numberOfKeys: 1, lua: sweepCancelsScript() });
+    redis.defineCommand('tmSweepCancels', { numberOfKeys: 1, lua: lua('sweep-cancels') });
   }
   return r;
 }
