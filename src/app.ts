@@ -49,14 +49,13 @@ export async function startMaster(config: Config, rootLog: Logger): Promise<Mast
     releasers.add(() => components.close());
     const client = new TaskClient(config, connection, { components });
     releasers.add(() => client.close());
-    const { gates, outcomes, queues, keys, registry } = components;
+    const { gates, queues, keys, registry } = components;
     gates.start(connection);
     const watcher = new OutcomeWatcher({
       queue: config.queue,
       prefix: config.prefix,
       connection,
-      client,
-      outcomes,
+      components,
       log,
     });
     releasers.add(() => watcher.close());

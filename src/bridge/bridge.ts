@@ -110,7 +110,7 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
     const leases = new RunnerLeases({
       config,
       connection,
-      client,
+      components,
       slots,
       finishing: new Finishing({ connection, outcomes, log }),
       cancellations,

@@ -1,8 +1,7 @@
 import type { Job } from 'bullmq';
 import { DependencyFailedError } from '../errors.ts';
 import { CANCELLED_REASON } from '../tasks/cancellations.ts';
-import { assertDependenciesSucceeded } from '../tasks/dependency-check.ts';
-import type { TaskClient } from '../tasks/task-client.ts';
+import { assertDependenciesSucceeded, type DependencyReader } from '../tasks/dependency-check.ts';
 import type { JobTask } from '../tasks/task.ts';
 
 /** Why a fetched job must fail for good instead of going to a runner. */
@@ -22,7 +21,7 @@ export interface Refusal {
 export async function refusalBeforeHandOut(
   job: Job,
   task: JobTask,
-  opts: { announced: Map<string, number>; maxStarts: number; client: TaskClient },
+  opts: { announced: Map<string, number>; maxStarts: number; components: DependencyReader },
 ): Promise<Refusal | undefined> {
   if (opts.announced.delete(job.id!)) return { reason: CANCELLED_REASON, cancelled: true };
   if (job.attemptsStarted > opts.maxStarts) {
@@ -34,7 +33,7 @@ export async function refusalBeforeHandOut(
   }
   if (task.dependencies.length) {
     try {
-      await assertDependenciesSucceeded(job, opts.client);
+      await assertDependenciesSucceeded(job, opts.components);
     } catch (err) {
       if (!(err instanceof DependencyFailedError)) throw err;
       return { reason: err.message };

@@ -2,11 +2,11 @@ import { randomBytes } from 'node:crypto';
 import { UnrecoverableError, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
+import type { Components } from '../components.ts';
 import type { Config } from '../config/config.ts';
 import type { Finishing, OutcomeKeys } from '../queue/finishing.ts';
 import { TaskTimeoutError } from '../errors.ts';
 import { CANCELLED_REASON, type Cancellations } from '../tasks/cancellations.ts';
-import type { TaskClient } from '../tasks/task-client.ts';
 import { taskFromJob, type JobTask } from '../tasks/task.ts';
 import { refusalBeforeHandOut } from './hand-out-checks.ts';
 import { legacyFromJob, type LegacyTask, type TaskRef } from './legacy-shape.ts';
@@ -18,7 +18,8 @@ import type { RunnerSlots } from './runner-slots.ts';
 export interface RunnerLeasesOptions {
   config: Pick<Config, 'queue' | 'prefix' | 'defaults'>;
   connection: Redis;
-  client: TaskClient;
+  /** The bridge's components: the keys, and what the checks before a hand-out read. */
+  components: Pick<Components, 'keys' | 'queues' | 'store'>;
   slots: RunnerSlots;
   finishing: Finishing;
   cancellations: Cancellations;
@@ -194,7 +195,7 @@ export class RunnerLeases {
       const refusal = await refusalBeforeHandOut(job, jt, {
         announced: this.announced,
         maxStarts: this.opts.maxStarts ?? 20,
-        client: this.opts.client,
+        components: this.opts.components,
       });
       if (refusal) {
         const { reason } = refusal;
@@ -231,7 +232,7 @@ export class RunnerLeases {
     this.leases.set(job.id!, lease);
     this.opts.slots.take(peer, job.id!);
     // Who ran it, where BullMQ keeps a worker's name (the archive records it).
-    const jobKey = this.opts.client.keys.job(job.queueName, job.id!);
+    const jobKey = this.opts.components.keys.job(job.queueName, job.id!);
     // Only the archive's note of who ran it: a failed write loses nothing else.
     void this.opts.connection.hset(jobKey, 'pb', `runner:${runnerLabel(peer)}`).catch(() => undefined);
     this.opts.presence.touch(peer);

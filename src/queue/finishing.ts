@@ -43,9 +43,9 @@ export interface FinishingOptions {
  * Where a task's job is finished and its outcome recorded — completed, or failed with no attempt
  * left — so that dedup releases its identity and the tasks waiting on it move on (or fail).
  * Local workers (TaskWorker: BullMQ's Worker finishes the job once the processor returns) and the
- * bridge for remote runners (it finishes the jobs runners held) use one each. Jobs finished by
- * anyone else are recorded with Outcomes.record: by the master's OutcomeWatcher, and by the
- * worker pool for a run whose process it killed (WorkerPool.failRun).
+ * bridge for remote runners (it finishes the jobs runners held) use one each, and so does the
+ * worker pool for a run whose process it killed (WorkerPool.failRun). Jobs finished by anyone
+ * else (plain BullMQ workers) are recorded by the master's OutcomeWatcher.
  *
  * A job that carries its identity keys has its outcome recorded by the script that finishes it
  * (finish-record.lua spliced into BullMQ's moveToFinished), in the same step: a job cannot finish

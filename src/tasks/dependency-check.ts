@@ -1,10 +1,13 @@
 import { Job } from 'bullmq';
+import type { Components } from '../components.ts';
 import { DependencyFailedError } from '../errors.ts';
 import { GATE_QUEUE } from '../queue/keys.ts';
 import { describeDependency } from './gates.ts';
 import { dependencyRefKey } from './identity.ts';
-import type { TaskClient } from './task-client.ts';
 import { taskFromJob, type DependencyRef } from './task.ts';
+
+/** What the check reads: a child job from its queue, and the identities' outcome records. */
+export type DependencyReader = Pick<Components, 'queues' | 'store'>;
 
 /**
  * A dependent job reaches a consumer when all its dependencies settled, or as soon as one
@@ -13,7 +16,7 @@ import { taskFromJob, type DependencyRef } from './task.ts';
  * remote runner — calls this first: it throws a DependencyFailedError naming the failed
  * dependency, and the dependent fails for good.
  */
-export async function assertDependenciesSucceeded(job: Job, client: TaskClient): Promise<void> {
+export async function assertDependenciesSucceeded(job: Job, reader: DependencyReader): Promise<void> {
   const failures = Object.entries(await job.getIgnoredChildrenFailures());
   if (!failures.length) return;
   const [childKey, reason] = failures[0]!;
@@ -24,8 +27,8 @@ export async function assertDependenciesSucceeded(job: Job, client: TaskClient):
   // which may be about the child's own dependency, so the child is named in front of it.
   if (childQueue === GATE_QUEUE) throw new DependencyFailedError(reason);
   // A child that cannot be read is looked for as gone: the dependent fails either way, only less precisely named.
-  const child = await Job.fromId(client.queue(childQueue), childId).catch(() => undefined);
-  const dep = child ? taskFromJob(child) : await gone(job, childId, client);
+  const child = await Job.fromId(reader.queues.get(childQueue), childId).catch(() => undefined);
+  const dep = child ? taskFromJob(child) : await gone(job, childId, reader);
   const name = dep ? `${describeDependency(dep)} (job ${childId})` : childKey;
   throw new DependencyFailedError(`dependency ${name} failed for good: ${reason}`);
 }
@@ -34,9 +37,9 @@ export async function assertDependenciesSucceeded(job: Job, client: TaskClient):
  * Which of the dependent's dependencies a child job that is gone stood for (removed by a cancel,
  * or trimmed after it failed): the one whose identity's record names that job.
  */
-async function gone(job: Job, childId: string, client: TaskClient): Promise<DependencyRef | undefined> {
+async function gone(job: Job, childId: string, reader: DependencyReader): Promise<DependencyRef | undefined> {
   const deps = taskFromJob(job).dependencies;
   // Unread records leave the child unnamed: the dependent fails all the same, with the child's key.
-  const outcomes = await client.store.outcomes(deps.map(dependencyRefKey)).catch(() => []);
+  const outcomes = await reader.store.outcomes(deps.map(dependencyRefKey)).catch(() => []);
   return deps.find((_, i) => outcomes[i]?.jobId === childId);
 }

@@ -1,10 +1,10 @@
 import { QueueEvents, type Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
+import type { Components } from '../components.ts';
 import { OutageLog } from '../queue/outage-log.ts';
 import { decodeClaim, decodeOutcome } from './identity-records.ts';
 import type { Outcomes } from './outcomes.ts';
-import type { TaskClient } from './task-client.ts';
 import { taskFromJob, type JobTask } from './task.ts';
 
 type Outcome = 'completed' | 'failed';
@@ -15,8 +15,8 @@ export interface OutcomeWatcherOptions {
   prefix: string;
   /** Duplicated for the blocking reads of the event stream; used as it is for the rest. */
   connection: Redis;
-  client: TaskClient;
-  outcomes: Outcomes;
+  /** The process root's: where jobs are read and outcomes recorded. */
+  components: Pick<Components, 'keys' | 'queues' | 'outcomes'>;
   log: Logger;
 }
 
@@ -67,14 +67,14 @@ export class OutcomeWatcher {
 
   constructor(private readonly opts: OutcomeWatcherOptions) {
     this.log = opts.log.child({ component: 'outcome-watcher', queue: opts.queue });
-    this.queue = opts.client.queue(opts.queue);
+    this.queue = opts.components.queues.get(opts.queue);
     // QueueEvents blocks on XREAD, so it needs a connection of its own.
     this.connection = opts.connection.duplicate();
     this.caughtUp = this.start();
   }
 
   private get seenKey(): string {
-    return this.opts.client.keys.eventsSeen(this.opts.queue);
+    return this.opts.components.keys.eventsSeen(this.opts.queue);
   }
 
   private async start(): Promise<void> {
@@ -149,7 +149,7 @@ export class OutcomeWatcher {
   /** Records the outcome of each finished job that nothing recorded yet; returns how many. */
   private async record(items: Finished[]): Promise<number> {
     const redis = this.opts.connection;
-    const { keys } = this.opts.client;
+    const { keys } = this.opts.components;
     const read = redis.pipeline();
     for (const it of items) {
       read.hmget(keys.job(this.opts.queue, it.jobId), 'name', 'data', 'timestamp', 'failedReason');
@@ -192,7 +192,7 @@ export class OutcomeWatcher {
     });
     const jobKey = (f: (typeof found)[number]) => keys.job(this.opts.queue, f.it.jobId);
     const todo = found.filter((f, i) => !recorded(f.it, jobKey(f), answers[2 * i]!, answers[2 * i + 1]!));
-    await Promise.all(todo.map((f) => this.opts.outcomes.record(f.it.outcome, f.job, f.reason, f.task)));
+    await Promise.all(todo.map((f) => this.opts.components.outcomes.record(f.it.outcome, f.job, f.reason, f.task)));
     return todo.length;
   }
 

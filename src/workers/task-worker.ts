@@ -91,6 +91,7 @@ export class TaskWorker {
   private readonly linger: { ms: number; onLinger(ctx: TaskContext): void };
   /** Components built here when none were given, closed with the worker. */
   private readonly own?: Components;
+  private readonly parts: Components;
 
   constructor(private readonly opts: TaskWorkerOptions) {
     const { config, connection } = opts;
@@ -99,8 +100,8 @@ export class TaskWorker {
     this.loader = new ModuleLoader(config.tasksDir);
     // Given none, the worker builds its own components on its connection (with the client's archive for gates).
     const identityArchive = opts.client.store.archive;
-    const parts =
-      opts.components ?? (this.own = new Components({ config, connection, log: this.log, identityArchive }));
+    const parts = (this.parts =
+      opts.components ?? (this.own = new Components({ config, connection, log: this.log, identityArchive })));
     this.gates = parts.gates;
     this.outcomes = parts.outcomes;
     // Outcomes are written on the connection the BullMQ Worker finishes jobs on: sent ahead is enough.
@@ -207,7 +208,7 @@ export class TaskWorker {
     const r = this.begin(job, token, task);
     let result: unknown;
     try {
-      if (task.dependencies.length) await assertDependenciesSucceeded(job, this.opts.client);
+      if (task.dependencies.length) await assertDependenciesSucceeded(job, this.parts);
       let fn;
       try {
         fn = this.loader.loaded(task.module) ?? (await this.loader.load(task.module));

@@ -8,7 +8,9 @@ import { TaskTimeoutError } from '../errors.ts';
 import { Components } from '../components.ts';
 import { CANCELLED_REASON } from '../tasks/cancellations.ts';
 import { placeholderJob } from '../queue/bullmq/placeholder-job.ts';
+import { Finishing } from '../queue/finishing.ts';
 import { isConnectionError } from '../queue/outage-log.ts';
+import { taskFromJob } from '../tasks/task.ts';
 import { HeldRuns, type HeldRun } from './held-runs.ts';
 import { COMPILED } from './typescript-tasks.ts';
 import type { RunInfo } from './task-worker.ts';
@@ -89,11 +91,14 @@ export class WorkerPool {
   private readonly failing = new Set<string>();
   private readonly held: HeldRuns;
   private readonly parts: Components;
+  /** Fails the attempts of runs whose process is gone, as their worker would have. */
+  private readonly finishing: Finishing;
   private subscriber?: Redis;
 
   constructor(private readonly opts: WorkerPoolOptions) {
     this.log = opts.log.child({ component: 'worker-pool' });
     this.parts = opts.components ?? new Components({ config: opts.config, connection: opts.connection, log: this.log });
+    this.finishing = new Finishing({ connection: opts.connection, outcomes: this.parts.outcomes, log: this.log });
     this.held = new HeldRuns(opts.connection, opts.config.prefix, opts.config.queue, opts.config.defaults.timeout);
   }
 
@@ -247,14 +252,7 @@ export class WorkerPool {
     try {
       const job = await Job.fromId(this.parts.queues.get(run.queue), run.jobId);
       if (!job) return;
-      await job.moveToFailed(err, run.token, false);
-      if ((await job.getState()) === 'failed') {
-        await this.parts.outcomes.record(
-          'failed',
-          job as Job & { id: string },
-          err instanceof UnrecoverableError ? err.message : err.message,
-        );
-      }
+      await this.finishing.fail(job, run.token, err, taskFromJob(job));
     } catch (e) {
       // The lock was lost meanwhile (another process took the job): nothing left to fail.
       this.log.warn({ err: e, jobId: run.jobId }, 'could not fail the attempt of a killed run');
