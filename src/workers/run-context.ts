@@ -5,23 +5,23 @@ import type { RunAbort, TaskContext } from './run-task.ts';
 import type { RunInfo } from './task-worker.ts';
 
 /**
- * The `ctx` of one run. `progress` and `add` come as functions of their own, so
+ * The `ctx` of one run. What costs something — the child logger, the AbortController, the
+ * functions — is made when the task first asks for it: a run that uses none of it (most
+ * legacy tasks) pays for none of it. `progress` and `add` come as functions of their own, so
  * `const { progress } = ctx` works.
  */
 export class RunContext implements TaskContext {
-  readonly #log: Logger;
+  private child?: Logger;
   /** The run's details (private, so that a task serialising its context does not show them). */
   #run?: RunInfo;
 
   constructor(
     private readonly job: BullJob,
     readonly module: string,
-    parentLog: Logger,
+    private readonly parentLog: Logger,
     readonly abort: RunAbort,
     private readonly client: TaskClient,
-  ) {
-    this.#log = parentLog.child({ jobId: job.id, module });
-  }
+  ) {}
 
   get run(): RunInfo | undefined {
     return this.#run;
@@ -44,7 +44,7 @@ export class RunContext implements TaskContext {
   }
 
   get log(): Logger {
-    return this.#log;
+    return (this.child ??= this.parentLog.child({ jobId: this.job.id, module: this.module }));
   }
 
   get progress(): TaskContext['progress'] {

@@ -23,7 +23,10 @@ export class ResultNotSerialisableError extends TaskmasterError {
   override readonly code = 'RESULT_NOT_SERIALISABLE';
 }
 
-/** Aborts one run: `ctx.signal` is its controller's signal. */
+/**
+ * Aborts one run. Its AbortController (and so `ctx.signal`) is made only when the task asks
+ * for the signal: most runs never do, and a controller and its listener cost on every run.
+ */
 export class RunAbort {
   aborted = false;
   reason: unknown;
@@ -32,9 +35,13 @@ export class RunAbort {
    * that a task serialising its context does not walk into the run.
    */
   #onAbort?: { aborted(reason: unknown): void };
-  private readonly controller = new AbortController();
+  private controller?: AbortController;
 
   get signal(): AbortSignal {
+    if (!this.controller) {
+      this.controller = new AbortController();
+      if (this.aborted) this.controller.abort(this.reason);
+    }
     return this.controller.signal;
   }
 
@@ -48,7 +55,7 @@ export class RunAbort {
     this.aborted = true;
     this.reason = reason;
     this.#onAbort?.aborted(reason);
-    this.controller.abort(reason);
+    this.controller?.abort(reason);
   }
 }
 
