@@ -1,7 +1,7 @@
-import { statSync } from 'node:fs';
+import { statSync, watch, type FSWatcher } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { createRequire } from 'node:module';
-import { join, relative, resolve, sep } from 'node:path';
+import { dirname, join, relative, resolve, sep } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { TaskmasterError, UnknownModuleError } from '../errors.ts';
 import { moduleNameProblem } from '../tasks/validate.ts';
@@ -12,6 +12,11 @@ export type TaskFunction = (...args: unknown[]) => unknown;
 
 /** Module names whose candidate paths are remembered; beyond this the memory starts over. */
 const MAX_REMEMBERED_PATHS = 10_000;
+/**
+ * Longest a loaded module goes without a stat while its folder is watched and quiet: the bound
+ * on how late an edit applies where the file system does not report changes (network mounts).
+ */
+const RECHECK_MS = 1000;
 
 /** The module exists but could not be loaded (syntax error, missing import, no function). */
 export class ModuleLoadError extends TaskmasterError {
@@ -28,17 +33,31 @@ interface Loaded {
   fn: Promise<TaskFunction>;
   /** The function, once `fn` has resolved. */
   ready?: TaskFunction;
+  /** The folder generation when the file was last seen unchanged (NaN: folder not watched). */
+  gen: number;
+  /** When it was last seen unchanged (performance.now()). */
+  checkedAt: number;
 }
 
 /**
  * Loads task modules from the tasks folder. A new file runs without a restart and an edited one
  * applies to runs that start after the edit; an unchanged module comes from the cache.
- * Whether a loaded module changed is told by its modification time, read at each run.
+ *
+ * Whether a loaded module changed is told by its modification time, read again only when its
+ * folder reported a change (fs.watch) or RECHECK_MS has passed: a stat per run was a
+ * noticeable part of a short task's cost. Where a folder cannot be watched, every turn of the
+ * event loop that starts runs stats the module again.
  */
 export class ModuleLoader {
   private readonly cache = new Map<string, Loaded>();
   /** The files a module name may be, by name (joined once, not per run). */
   private readonly paths = new Map<string, string[]>();
+  /** What find() saw in this turn of the event loop, by name. */
+  private readonly seenThisTurn = new Map<string, { file: string; mtimeMs: number } | undefined>();
+  /** A watcher per folder holding loaded modules; null where watching failed. */
+  private readonly watchers = new Map<string, FSWatcher | null>();
+  /** Goes up whenever a watched folder reports a change. */
+  private generation = 0;
   readonly dir: string;
 
   constructor(tasksDir: string) {
@@ -52,14 +71,26 @@ export class ModuleLoader {
   loaded(name: string): TaskFunction | undefined {
     const cached = this.cache.get(name);
     if (!cached?.ready) return undefined;
-    return unchanged(cached, this.stat(name)) ? cached.ready : undefined;
+    const now = performance.now();
+    if (cached.gen === this.generation && now - cached.checkedAt < RECHECK_MS) return cached.ready;
+    const gen = this.generation;
+    if (!unchanged(cached, this.find(name))) return undefined;
+    if (!Number.isNaN(cached.gen)) {
+      cached.gen = gen;
+      cached.checkedAt = now;
+    }
+    return cached.ready;
   }
 
   async load(name: string): Promise<TaskFunction> {
     // A name in the cache was checked when it was first loaded.
     const problem = this.cache.has(name) ? undefined : moduleNameProblem(name, this.dir);
     if (problem) throw new UnknownModuleError(`module ${problem}`);
-    const found = this.stat(name);
+    // Watching starts before the look, so a change after it is heard.
+    const watched = this.watch(dirname(join(this.dir, name)));
+    const gen = this.generation;
+    const checkedAt = performance.now();
+    const found = this.find(name);
     if (!found) {
       const known = await this.list();
       throw new UnknownModuleError(
@@ -70,7 +101,7 @@ export class ModuleLoader {
     if (unchanged(cached, found)) return cached!.fn;
     // Cache the load in flight, so that runs starting together import a module once.
     const fn = this.import(name, found.file, found.mtimeMs);
-    const entry: Loaded = { ...found, fn };
+    const entry: Loaded = { ...found, fn, gen: watched ? gen : NaN, checkedAt };
     this.cache.set(name, entry);
     fn.then(
       (ready) => void (entry.ready = ready),
@@ -79,7 +110,20 @@ export class ModuleLoader {
     return fn;
   }
 
-  /** A synchronous stat of a file the OS has cached costs microseconds, far less than a trip through libuv. */
+  /**
+   * One stat per module and turn of the event loop: runs that start in the same turn (a burst
+   * of jobs fetched together) see the same file, and a run in any later turn sees an edit that
+   * landed before it. A synchronous stat of a file the OS has cached costs microseconds, far
+   * less than a round trip through libuv's thread pool.
+   */
+  private find(name: string): { file: string; mtimeMs: number } | undefined {
+    if (this.seenThisTurn.has(name)) return this.seenThisTurn.get(name);
+    const found = this.stat(name);
+    if (this.seenThisTurn.size === 0) setImmediate(() => this.seenThisTurn.clear());
+    this.seenThisTurn.set(name, found);
+    return found;
+  }
+
   private stat(name: string): { file: string; mtimeMs: number } | undefined {
     const cached = this.cache.get(name);
     let paths = this.paths.get(name);
@@ -93,6 +137,33 @@ export class ModuleLoader {
       if (s?.isFile()) return { file, mtimeMs: s.mtimeMs };
     }
     return undefined;
+  }
+
+  /** Watches `dir` (once) for changes; false where it cannot be watched. */
+  private watch(dir: string): boolean {
+    let w = this.watchers.get(dir);
+    if (w === undefined) {
+      try {
+        w = watch(dir, { persistent: false }, () => this.generation++);
+        w.on('error', () => {
+          // The folder went away or the watch broke: its modules are looked at every turn again.
+          w!.close();
+          this.watchers.set(dir, null);
+          for (const entry of this.cache.values()) if (dirname(entry.file) === dir) entry.gen = NaN;
+        });
+      } catch {
+        w = null;
+      }
+      this.watchers.set(dir, w);
+    }
+    return w !== null;
+  }
+
+  /** Stops watching folders; loaded modules are looked at every turn from now on. */
+  close(): void {
+    for (const w of this.watchers.values()) w?.close();
+    this.watchers.clear();
+    for (const entry of this.cache.values()) entry.gen = NaN;
   }
 
   private async import(name: string, file: string, mtimeMs: number): Promise<TaskFunction> {

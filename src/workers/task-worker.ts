@@ -157,6 +157,7 @@ export class TaskWorker {
     await this.worker.close(force);
     await this.stopHeartbeat?.();
     this.stopListening?.();
+    this.loader.close();
     await this.own?.close();
   }
 
