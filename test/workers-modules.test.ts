@@ -8,6 +8,7 @@ import pino from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
 import { TaskCancelledError } from '../src/tasks/cancellations.ts';
 import type { TaskClient } from '../src/tasks/task-client.ts';
+import { TaskTimeoutError } from '../src/errors.ts';
 import { ResultNotSerialisableError, RunAbort, runTask, type TaskContext } from '../src/workers/run-task.ts';
 import { TaskWorker } from '../src/workers/task-worker.ts';
 import { FIXTURE_TASKS, useHarness, waitFor } from './support/harness.ts';
@@ -261,6 +262,47 @@ describe('task modules', () => {
       expect(job.attemptsMade).toBe(3);
       // The last attempt ran for its whole timeout, not less.
       expect(job.finishedOn! - job.processedOn!).toBeGreaterThanOrEqual(290);
+    });
+
+    it('a timeout above 5 s (checked by a sweep, not a timer per run) fires too, not before its time', async () => {
+      const abort = new RunAbort();
+      const ctx = { module: 'never', log: pino({ level: 'silent' }) } as unknown as TaskContext;
+      // Runs that finish meanwhile leave the sweep's list from its head, middle and tail.
+      const finishers: { done(v: unknown): void }[] = [];
+      const others = [0, 1, 2].map(() =>
+        runTask(
+          function (this: { done(v: unknown): void }) {
+            finishers.push(this);
+          },
+          [],
+          ctx,
+          5_100,
+          new RunAbort(),
+        ),
+      );
+      const started = Date.now();
+      const outcome = runTask(function () {}, [], ctx, 5_100, abort).catch((err: unknown) => err);
+      const later = runTask(
+        function (this: { done(v: unknown): void }) {
+          finishers.push(this);
+        },
+        [],
+        ctx,
+        5_100,
+        new RunAbort(),
+      );
+      finishers[1]!.done('middle');
+      finishers[3]!.done('head');
+      finishers[0]!.done('tail');
+      finishers[2]!.done('last');
+      expect(await Promise.all([...others, later])).toEqual(['tail', 'middle', 'last', 'head']);
+      const err = await outcome;
+      const took = Date.now() - started;
+      expect(err).toBeInstanceOf(TaskTimeoutError);
+      expect((err as Error).message).toBe('task never exceeded its timeout of 5100 ms');
+      expect(abort.aborted).toBe(true);
+      // Measured from before the run started, so a slow machine can only add to it.
+      expect(took).toBeGreaterThanOrEqual(5_100);
     });
 
     it('settles with the result or error of a run that settles while it starts, as with any other', async () => {

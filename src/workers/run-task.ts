@@ -84,6 +84,55 @@ export function runTask(
   return run.done;
 }
 
+/** Timeouts up to this long get a timer of their own; longer ones are swept (see Sweep). */
+const OWN_TIMER_MAX_MS = 5_000;
+/** How often the sweep looks for runs past their timeout: the most a long timeout fires late. */
+const SWEEP_MS = 100;
+
+/**
+ * Runs with a long timeout (the default is five minutes), checked together every SWEEP_MS
+ * instead of each setting and clearing a timer of its own: most runs end long before their
+ * timeout. The runs form a list through their own `prev`/`next` fields, so joining and leaving
+ * it allocates nothing. The interval stops once a check finds no runs.
+ */
+class Sweep {
+  private head?: Run;
+  private timer?: NodeJS.Timeout;
+
+  add(run: Run): void {
+    run.next = this.head;
+    if (this.head) this.head.prev = run;
+    this.head = run;
+    this.timer ??= setInterval(() => this.check(), SWEEP_MS);
+  }
+
+  delete(run: Run): void {
+    if (run.prev) run.prev.next = run.next;
+    else if (this.head === run) this.head = run.next;
+    if (run.next) run.next.prev = run.prev;
+    run.prev = run.next = undefined;
+  }
+
+  private check(): void {
+    if (!this.head) {
+      clearInterval(this.timer);
+      this.timer = undefined;
+      return;
+    }
+    const now = Date.now();
+    for (let run: Run | undefined = this.head; run;) {
+      const next: Run | undefined = run.next;
+      if (now >= run.deadline) {
+        this.delete(run);
+        run.timedOut();
+      }
+      run = next;
+    }
+  }
+}
+
+const sweep = new Sweep();
+
 /**
  * One run's state. A class rather than closures: a run is made for every job, and its methods
  * are made once.
@@ -93,6 +142,11 @@ class Run {
   private stoppedByAbort = false;
   private reacted = false;
   private timer?: NodeJS.Timeout;
+  /** When a swept run times out (Date.now() ms); 0 for a run with a timer of its own. */
+  deadline = 0;
+  /** Its neighbours in the sweep's list. */
+  prev?: Run = undefined;
+  next?: Run = undefined;
   private timeoutMs = 0;
   /** Settles with the run: its result, or its error. */
   readonly done: Promise<unknown>;
@@ -115,7 +169,11 @@ class Run {
     // Aborted (cancelled) before it began, e.g. while its module was loading: do not start it.
     if (abort.aborted) return this.settle(abort.reason ?? new Error('aborted'), undefined, 'not-started');
     this.timeoutMs = timeoutMs;
-    this.timer = setTimeout(() => this.timedOut(), timeoutMs);
+    if (timeoutMs <= OWN_TIMER_MAX_MS) this.timer = setTimeout(() => this.timedOut(), timeoutMs);
+    else {
+      this.deadline = Date.now() + timeoutMs;
+      sweep.add(this);
+    }
     abort.tell(this);
     let returned: unknown;
     try {
@@ -143,7 +201,7 @@ class Run {
     this.settle(reason ?? new Error('aborted'), undefined, 'abort');
   }
 
-  private timedOut(): void {
+  timedOut(): void {
     this.abort.abort(new TaskTimeoutError(`task ${this.ctx.module} exceeded its timeout of ${this.timeoutMs} ms`));
   }
 
@@ -165,7 +223,8 @@ class Run {
       const linger = this.linger;
       if (linger) setTimeout(() => !this.reacted && linger.onLinger(this.ctx), linger.ms).unref();
     }
-    clearTimeout(this.timer);
+    if (this.deadline) sweep.delete(this);
+    else clearTimeout(this.timer);
     let failed = err !== undefined;
     let result: unknown;
     if (failed) result = toError(err);
