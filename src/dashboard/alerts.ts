@@ -30,7 +30,7 @@ const FINISHED_READ_MAX = 5000;
 export const FAILURE_RATE_MIN_RUNS = 5;
 /** Sleeping gates read per overview for dependency waits (those asleep longest first). */
 const GATES_READ_MAX = 100;
-/** The failure rates are read again at most this often (they cost more than the counts). */
+/** Failure rates and dependency waits are read again at most this often (they cost more than the counts). */
 const FAILURE_RATE_EVERY_MS = 5000;
 
 function minutes(ms: number): string {
@@ -81,6 +81,17 @@ async function finishedPerModule(
  * dependents' queue, how many wait, and how long the first has. Read from the sleeping gates.
  */
 async function dependencyWaits(ctx: RouteContext, now: number): Promise<Alert[]> {
+  // Waits are judged in minutes: reading the gates with every overview (about once a second) is not needed.
+  const hit = waitCache.get(ctx);
+  if (hit && now - hit.at < FAILURE_RATE_EVERY_MS) return hit.alerts;
+  const alerts = await readDependencyWaits(ctx, now);
+  waitCache.set(ctx, { at: now, alerts });
+  return alerts;
+}
+
+const waitCache = new WeakMap<RouteContext, { at: number; alerts: Alert[] }>();
+
+async function readDependencyWaits(ctx: RouteContext, now: number): Promise<Alert[]> {
   const { waitingAgeMs } = ctx.config.alerts;
   const gates = ctx.components.queues.get(GATE_QUEUE);
   const ids = await ctx.connection.zrange(gates.keys.delayed!, 0, GATES_READ_MAX - 1);
