@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { hash as digest, randomBytes } from 'node:crypto';
 import { types } from 'node:util';
 
 /**
@@ -70,7 +70,7 @@ function paramsJson(params: readonly unknown[]): string {
 }
 
 function hash(text: string): string {
-  return createHash('sha256').update(text).digest('base64url');
+  return digest('sha256', text, 'base64url');
 }
 
 /**
@@ -93,7 +93,7 @@ export function moduleKey(module: string): string {
   let key = moduleKeys.get(module);
   if (key === undefined) {
     if (moduleKeys.size >= MODULE_KEYS_MAX) moduleKeys.clear();
-    moduleKeys.set(module, (key = `m:${createHash('sha1').update(module).digest('hex')}`));
+    moduleKeys.set(module, (key = `m:${digest('sha1', module, 'hex')}`));
   }
   return key;
 }

@@ -127,6 +127,7 @@ export function taskFromJob(job: JobLike): JobTask {
   const dependencies = env?.dependencies ?? [];
   const scope = typeof env?.scope === 'string' ? env.scope : undefined;
   const keys = env?.keys;
+  const depKey = keys?.dependency ?? dependencyKey(job.name, params, scope);
   const task: JobTask = {
     module: job.name,
     params,
@@ -134,8 +135,8 @@ export function taskFromJob(job: JobLike): JobTask {
     timeout: env?.timeout,
     dependencies,
     created: env?.created ?? Math.floor((job.timestamp ?? Date.now()) / 1000),
-    dependencyKey: keys?.dependency ?? dependencyKey(job.name, params, scope),
-    taskKey: keys?.task ?? taskKey(job.name, params, dependencies.map(dependencyRefKey), scope, keys?.dependency),
+    dependencyKey: depKey,
+    taskKey: keys?.task ?? taskKey(job.name, params, dependencies.map(dependencyRefKey), scope, depKey),
     keysStored: whole(keys) !== undefined,
   };
   if (scope !== undefined) task.scope = scope;
