@@ -95,20 +95,30 @@ describe("outcomes recorded by the worker's finishing script", () => {
     expect((await c.store.outcomes([dk]))[0]).toMatchObject({ state: 'completed', jobId: a!.id });
   });
 
-  it('leaves tasks from plain BullMQ producers to a command of their own', async () => {
+  it('records tasks from plain BullMQ producers in the finishing step too, with no command of their own', async () => {
     const settle = vi.spyOn(IdentityStore.prototype, 'settle');
     const c = h.client();
     h.worker();
     const native = new Queue(h.config.queue, { connection: h.connection('native'), prefix: h.prefix });
     h.defer(() => native.close());
-    const job = await native.add('record', { n: 1 });
+    const ok = await native.add('record', { n: 1 });
+    const bad = await native.add('fail', { n: 2 });
+    const [okKey, badKey] = [dependencyKey('record', [{ n: 1 }]), dependencyKey('fail', [{ n: 2 }])];
     await waitFor(
-      async () => (await h.redis.hexists(c.keys.done, dependencyKey('record', [{ n: 1 }]))) === 1,
-      'the native task to be recorded',
+      async () => (await h.redis.hexists(c.keys.done, okKey)) + (await h.redis.hexists(c.keys.failed, badKey)) === 2,
+      'both native tasks to be recorded',
     );
-    expect(settle).toHaveBeenCalledTimes(1);
-    expect(JSON.parse((await h.redis.hget(c.keys.done, dependencyKey('record', [{ n: 1 }])))!)).toMatchObject({
-      jobId: job.id,
+    expect(settle).not.toHaveBeenCalled();
+    const done = await native.getJob(ok.id!);
+    expect(JSON.parse((await h.redis.hget(c.keys.done, okKey))!)).toEqual({
+      jobId: ok.id,
+      at: done!.finishedOn,
+      queue: h.config.queue,
+    });
+    expect(JSON.parse((await h.redis.hget(c.keys.done, moduleKey('record')))!)).toMatchObject({ jobId: ok.id });
+    expect(JSON.parse((await h.redis.hget(c.keys.failed, badKey))!)).toMatchObject({
+      jobId: bad.id,
+      reason: (await native.getJob(bad.id!))!.failedReason,
     });
   });
 

@@ -5,7 +5,7 @@ import { encodeOutcome, outcomeRecord } from '../tasks/identity-records.ts';
 import { moduleKey } from '../tasks/identity.ts';
 import type { Outcomes } from '../tasks/outcomes.ts';
 import { storedKeys, type JobTask } from '../tasks/task.ts';
-import { appendFinishArgs } from './bullmq/finish-args.ts';
+import { appendFinishArgs, finishingBackend, type FinishingJob } from './bullmq/finish-args.ts';
 import { moveToFinishedCommand } from './bullmq/move-to-finished.ts';
 import { encodeScriptCommands } from './command-encoding.ts';
 import { keysFor } from './keys.ts';
@@ -47,19 +47,25 @@ export interface FinishingOptions {
  * worker pool for a run whose process it killed (WorkerPool.failRun). Jobs finished by anyone
  * else (plain BullMQ workers) are recorded by the master's OutcomeWatcher.
  *
- * A job that carries its identity keys has its outcome recorded by the script that finishes it
- * (finish-record.lua spliced into BullMQ's moveToFinished), in the same step: a job cannot finish
- * without its record, and a completion costs no command of ours. Any other job — from a plain
- * BullMQ producer, or every job where BullMQ's script has changed shape — has its outcome recorded
- * by a command of its own, sent first: if this process dies before the job is finished, the job
- * runs again (recording twice is harmless), whereas the reverse order could leave dependents
- * waiting on a completion nobody recorded.
+ * A job finished by a worker prepare() was given — whoever produced it — has its outcome recorded
+ * by the script that finishes it (finish-record.lua spliced into BullMQ's moveToFinished), under
+ * the keys recordCompletion or recordFailure was given: a job cannot finish without its record,
+ * and a completion costs no command of ours. Elsewhere on `connection` the script reads the keys
+ * from the job's data, where TaskClient stored them. Any other job — one without stored keys
+ * finished elsewhere, or every job where BullMQ's script has changed shape — has its outcome
+ * recorded by a command of its own, sent first: if this process dies before the job is finished,
+ * the job runs again (recording twice is harmless), whereas the reverse order could leave
+ * dependents waiting on a completion nobody recorded.
  */
 export class Finishing {
   /** Whether `connection` finishes jobs with the script that records their outcomes. */
   readonly inScript: boolean;
   private readonly outcomes: Outcomes;
   private readonly ahead: boolean;
+  /** What finishes the jobs of the workers prepare() was given (see finishingBackend). */
+  private readonly handing = new WeakSet<object>();
+  /** The keys to hand the finishing script for jobs about to finish through those workers. */
+  private readonly toHand = new WeakMap<Job, OutcomeKeys>();
 
   constructor(opts: FinishingOptions) {
     this.outcomes = opts.outcomes;
@@ -74,12 +80,14 @@ export class Finishing {
 
   /** Makes `worker` (on `connection`) hand the finishing script the identity keys it records outcomes with. */
   prepare(worker: Worker): void {
-    if (this.inScript) passIdentityKeys(worker);
+    if (!this.inScript) return;
+    passIdentityKeys(worker, (job) => this.toHand.get(job as Job));
+    this.handing.add(finishingBackend(worker));
   }
 
   /** Records a completion where the finishing script will not; call it before the job is moved to completed. */
   async recordCompletion(job: Job, keys: OutcomeKeys): Promise<void> {
-    if (!this.recordsInScript(keys)) await this.record('completed', job as Finished, keys);
+    if (!this.recordsInScript(job, keys)) await this.record('completed', job as Finished, keys);
   }
 
   /**
@@ -88,7 +96,7 @@ export class Finishing {
    * BullMQ keeps it in failedReason.
    */
   async recordFailure(job: Job, keys: OutcomeKeys, err: Error): Promise<void> {
-    if (!this.recordsInScript(keys)) await this.record('failed', job as Finished, keys, err.message);
+    if (!this.recordsInScript(job, keys)) await this.record('failed', job as Finished, keys, err.message);
   }
 
   /** Completes a held job; with `fetchNext`, BullMQ's answer carries the next job under the same token. */
@@ -105,8 +113,12 @@ export class Finishing {
     await job.moveToFailed(err, token, false);
   }
 
-  private recordsInScript(keys: OutcomeKeys): boolean {
-    return this.inScript && keys.keysStored;
+  /** Whether the script that finishes `job` records its outcome; leaves it the keys where they are handed. */
+  private recordsInScript(job: Job, keys: OutcomeKeys): boolean {
+    if (!this.inScript) return false;
+    if (!this.handing.has(finishingBackend(job))) return keys.keysStored;
+    this.toHand.set(job, keys);
+    return true;
   }
 
   private record(outcome: 'completed' | 'failed', job: Finished, keys: OutcomeKeys, reason?: string): Promise<void> {
@@ -147,15 +159,16 @@ export function installFinishScript(connection: Redis): boolean {
  * identity keys, our keys for them and the completion record, built here rather than in the
  * script (see finish-record.lua), so that the script need not read and decode the job's data
  * nor make strings in Redis, where every job's finishing step is spent and which a busy queue
- * waits on. The identity keys come from the job data the worker has already parsed, by the
- * same test as JobTask.keysStored.
+ * waits on. The identity keys are those `given` has for the job, else those its data carries
+ * (by the same test as JobTask.keysStored).
  */
-export function passIdentityKeys(worker: Worker): void {
+export function passIdentityKeys(worker: Worker, given?: (job: FinishingJob) => OutcomeKeys | undefined): void {
   const keys = keysFor(worker.opts.prefix ?? 'bull');
   const queue = worker.name;
   appendFinishArgs(worker, (job, jobId, at) => {
-    const ids = storedKeys(job.data);
-    // None (a plain BullMQ producer's job) is said too, so the script does not look for them.
+    const own = given?.(job);
+    const ids = own ? { task: own.taskKey, dependency: own.dependencyKey } : storedKeys(job.data);
+    // None is said too, so the script does not look for them.
     if (!ids) return NONE_HANDED;
     // The record as Outcomes writes it; `at` is the finishing time BullMQ hands the script.
     const mk = moduleKey(job.name);

@@ -1,4 +1,4 @@
-import type { Worker } from 'bullmq';
+import type { Job, Worker } from 'bullmq';
 import { MOVE_TO_FINISHED_ARGS } from './move-to-finished.ts';
 
 /** The job as BullMQ hands it to moveToFinishedArgs. */
@@ -51,4 +51,12 @@ export function appendFinishArgs(
     out.push(...extra(job, out[n] as string, out[n + 1] as number));
     return out;
   };
+}
+
+/**
+ * What finishes jobs for `of` (a worker, or a job it fetched: a job is finished by its worker's
+ * backend), to tell whether a job's finishing goes through a worker appendFinishArgs changed.
+ */
+export function finishingBackend(of: Worker | Job): object {
+  return (of as unknown as { backend: object }).backend;
 }

@@ -46,23 +46,22 @@ do
     end
   end
   if live then
-    -- This path runs for most jobs, so it reads the claim (`<claimed at>|<job key>`) by its
-    -- end, making no new string, and defines no functions.
+    -- This path runs for most jobs, so it reads the claim (`<claimed at>|<job key>`) once and by
+    -- its end, making no new string, and defines no functions.
+    local cur = rcall("HGET", live, tk)
+    local n = #jobIdKey
     local kept = false
-    if tk == dk and ARGV[5] == "completed" and rcall("EXISTS", waitersKey) == 0 then
-      local cur = rcall("HGET", live, tk)
-      local n = #jobIdKey
-      if cur and string.byte(cur, -n - 1) == 124 and string.find(cur, jobIdKey, -n, true) then
-        rcall("HSET", live, tk, record)
-        kept = true
-      end
+    if tk == dk and ARGV[5] == "completed" and cur and string.byte(cur, -n - 1) == 124
+      and string.find(cur, jobIdKey, -n, true) and rcall("EXISTS", waitersKey) == 0 then
+      rcall("HSET", live, tk, record)
+      kept = true
     end
     local pfx = not kept and string.match(ARGV[7], "^(.*):[^:]*:$")
     if pfx then
       --@include "settle-one.lua"
       if ARGV[5] ~= "completed" then record = string.sub(record, 1, -2) .. ',"reason":' .. cjson.encode(ARGV[4]) .. "}" end
-      local waiters = settleOne(live, pfx .. ":tm:done", pfx .. ":tm:failed", pfx .. ":tm:opening", waitersKey,
-        ARGV[5], tk, dk, jobIdKey, record)
+      local waiters = settleOne(live, doneKey, pfx .. ":tm:failed", pfx .. ":tm:opening", waitersKey,
+        ARGV[5], tk, dk, jobIdKey, record, cur)
       if #waiters > 0 then rcall("PUBLISH", pfx .. ":tm:opening:announce", dk) end
     end
     -- Its module completed: what dependencies on any task of the module wait for.
