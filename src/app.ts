@@ -3,7 +3,7 @@ import type { Config } from './config/config.ts';
 import { processOutageLog } from './queue/outage-log.ts';
 import { ensureLocalRedis, type LocalRedisOptions } from './queue/local-redis.ts';
 import { Releasers } from './releasers.ts';
-import { Components } from './components.ts';
+import { Components, type ProcessRoot } from './components.ts';
 import { TaskClient } from './tasks/task-client.ts';
 import { OutcomeWatcher } from './tasks/outcome-watcher.ts';
 import { IdentityRetention } from './tasks/identity-retention.ts';
@@ -26,6 +26,8 @@ export { runUntilSignal, type Running } from './service.ts';
 /** The master: what it runs, and the port its HTTP server (Socket.IO, API) listens on. */
 export interface Master extends Running {
   readonly port: number;
+  /** Its connection and components, which `start` hands the workers' primary in the same process. */
+  readonly root: ProcessRoot;
 }
 
 /**
@@ -38,6 +40,7 @@ export interface Master extends Running {
 export async function startMaster(config: Config, rootLog: Logger): Promise<Master> {
   const log = rootLog.child({ component: 'master' });
   const releasers = new Releasers(log);
+  let root!: ProcessRoot;
   const port = await releasers.guard(async () => {
     const connection = await connectService(config, 'master', releasers);
     processOutageLog().logTo(rootLog);
@@ -47,6 +50,7 @@ export async function startMaster(config: Config, rootLog: Logger): Promise<Mast
     // Built once here and passed down; closed after everything that uses them.
     const components = new Components({ config, connection, log, identityArchive: store });
     releasers.add(() => components.close());
+    root = { connection, components };
     const client = new TaskClient(config, connection, { components });
     releasers.add(() => client.close());
     const { gates, queues, keys, registry } = components;
@@ -125,6 +129,7 @@ export async function startMaster(config: Config, rootLog: Logger): Promise<Mast
   );
   return {
     port,
+    root,
     close: async () => {
       log.info('master stopping');
       await releasers.release();
@@ -149,7 +154,8 @@ export async function start(
     const resolved: Config = redis ? Object.freeze({ ...config, redisUrl: redis.url }) : config;
     const master = await startMaster(resolved, log);
     releasers.add(() => master.close());
-    const workers = await startWorkers(resolved, log);
+    // One root for the process: the workers' primary uses the master's connection and components.
+    const workers = await startWorkers(resolved, log, master.root);
     releasers.add(() => workers.close());
     return { redisUrl: resolved.redisUrl, port: master.port, close: () => releasers.release() };
   });

@@ -62,3 +62,9 @@ export class Components {
     await this.queues.close();
   }
 }
+
+/** A process root's command connection and the components built on it, for a second service in the same process. */
+export interface ProcessRoot {
+  connection: Redis;
+  components: Components;
+}
