@@ -503,7 +503,7 @@ describe('local redis for start', () => {
           120_000,
         );
         // One root in the process: the workers' primary uses the master's connection, not one of its own.
-        const names = [...(await connection.client('LIST')).toString().matchAll(/ name=(\S*)/g)].map((m) => m[1]);
+        const names = [...String(await connection.client('LIST')).matchAll(/ name=(\S*)/g)].map((m) => m[1]);
         expect(names).toContain('taskmaster:master');
         expect(names.filter((n) => n === 'taskmaster:workers')).toEqual([]);
         // The master's port speaks the legacy protocol: a feeder adds, a worker runs it.

@@ -3,7 +3,7 @@ import type { Redis } from 'ioredis';
 import type { Config } from '../config/config.ts';
 import { Components } from '../components.ts';
 import { parseJobKey, GATE_QUEUE, type Keys } from '../queue/keys.ts';
-import pino from 'pino';
+import pino, { type Logger } from 'pino';
 import type { CancelResult } from './cancellations.ts';
 import { GATE_NAME, GATE_SLEEP_MS, type GateData } from './gates.ts';
 import { dependencyKey, dependencyRefKey, newTaskIds, taskKey } from './identity.ts';
@@ -36,6 +36,11 @@ export interface TaskClientOptions {
    * client that builds its own components (otherwise the components' builder gives it).
    */
   identityArchive?: IdentityArchive;
+  /**
+   * Where the components a client builds for itself log (a cancel's gate opening that failed, and
+   * the like). @defaultValue a logger that says nothing
+   */
+  log?: Logger;
   /**
    * How long an add waits for the archive to answer about its dependencies; past that, it fails
    * with ArchiveLookupTimeoutError and adds nothing. @defaultValue 10000
@@ -92,7 +97,8 @@ export class TaskClient {
   ) {
     this.ownsParts = !opts.components;
     this.parts =
-      opts.components ?? new Components({ config, connection, log: silentLog, identityArchive: opts.identityArchive });
+      opts.components ??
+      new Components({ config, connection, log: opts.log ?? silentLog, identityArchive: opts.identityArchive });
     this.archiveLookupLimitMs = opts.archiveLookupLimitMs ?? ARCHIVE_LOOKUP_LIMIT_MS;
     const queue = (name: string) => this.parts.queues.get(name);
     this.adder = new AtomicAdder(connection, this.keys, config.prefix, queue, config.dedupWindowMs);
