@@ -3,7 +3,9 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { dependencyKey, moduleKey } from '../src/tasks/identity.ts';
 import { IdentityStore } from '../src/tasks/identity-store.ts';
 import type { TaskClient } from '../src/tasks/task-client.ts';
-import { installFinishScript, passIdentityKeys } from '../src/queue/finishing.ts';
+import { Finishing, installFinishScript, passIdentityKeys } from '../src/queue/finishing.ts';
+import { Components } from '../src/components.ts';
+import { taskFromJob } from '../src/tasks/task.ts';
 import { finishScript } from '../src/queue/scripts.ts';
 import { useHarness, waitFor } from './support/harness.ts';
 
@@ -120,6 +122,36 @@ describe("outcomes recorded by the worker's finishing script", () => {
       jobId: bad.id,
       reason: (await native.getJob(bad.id!))!.failedReason,
     });
+  });
+
+  it('records jobs from plain producers by a command of their own where the worker cannot hand their keys', async () => {
+    const settle = vi.spyOn(IdentityStore.prototype, 'settle');
+    const connection = h.connection('changed');
+    const parts = new Components({ config: h.config, connection, log: h.log });
+    h.defer(() => parts.close());
+    const finishing = new Finishing({ connection, outcomes: parts.outcomes, log: h.log });
+    const worker = new Worker(
+      h.config.queue,
+      async (job) => {
+        await finishing.recordCompletion(job, taskFromJob(job));
+        return 'done';
+      },
+      { connection, prefix: h.prefix, autorun: false },
+    );
+    h.defer(() => worker.close());
+    // As if BullMQ's finishing arguments had changed shape: one fewer than the script expects.
+    const backend = worker.backend as unknown as { moveToFinishedArgs(...args: unknown[]): unknown[] };
+    const own = backend.moveToFinishedArgs.bind(backend);
+    backend.moveToFinishedArgs = (...args) => own(...args).slice(0, -1);
+    finishing.prepare(worker);
+    void worker.run();
+    const native = new Queue(h.config.queue, { connection: h.connection('native'), prefix: h.prefix });
+    h.defer(() => native.close());
+    const job = await native.add('record', { n: 3 });
+    const dk = dependencyKey('record', [{ n: 3 }]);
+    await waitFor(async () => (await h.redis.hexists(parts.keys.done, dk)) === 1, 'the native task to be recorded');
+    expect(settle).toHaveBeenCalledTimes(1);
+    expect(JSON.parse((await h.redis.hget(parts.keys.done, dk))!)).toMatchObject({ jobId: job.id });
   });
 
   it('is handed the identity keys by the task worker, and reads them from the job where a caller does not', async () => {

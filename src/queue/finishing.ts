@@ -81,8 +81,8 @@ export class Finishing {
   /** Makes `worker` (on `connection`) hand the finishing script the identity keys it records outcomes with. */
   prepare(worker: Worker): void {
     if (!this.inScript) return;
-    passIdentityKeys(worker, (job) => this.toHand.get(job as Job));
-    this.handing.add(finishingBackend(worker));
+    // Where the worker cannot hand the keys, jobs without stored keys keep a command of their own.
+    if (passIdentityKeys(worker, (job) => this.toHand.get(job as Job))) this.handing.add(finishingBackend(worker));
   }
 
   /** Records a completion where the finishing script will not; call it before the job is moved to completed. */
@@ -160,12 +160,13 @@ export function installFinishScript(connection: Redis): boolean {
  * script (see finish-record.lua), so that the script need not read and decode the job's data
  * nor make strings in Redis, where every job's finishing step is spent and which a busy queue
  * waits on. The identity keys are those `given` has for the job, else those its data carries
- * (by the same test as JobTask.keysStored).
+ * (by the same test as JobTask.keysStored). Returns false where the worker's finishing arguments
+ * are not BullMQ's as expected, and nothing is handed (see appendFinishArgs).
  */
-export function passIdentityKeys(worker: Worker, given?: (job: FinishingJob) => OutcomeKeys | undefined): void {
+export function passIdentityKeys(worker: Worker, given?: (job: FinishingJob) => OutcomeKeys | undefined): boolean {
   const keys = keysFor(worker.opts.prefix ?? 'bull');
   const queue = worker.name;
-  appendFinishArgs(worker, (job, jobId, at) => {
+  return appendFinishArgs(worker, (job, jobId, at) => {
     const own = given?.(job);
     const ids = own ? { task: own.taskKey, dependency: own.dependencyKey } : storedKeys(job.data);
     // None is said too, so the script does not look for them.

@@ -26,14 +26,20 @@ type Backend = { moveToFinishedArgs: FinishArgs; moveToFinishedKeys: unknown[] }
  * Makes `worker` hand its finishing script (see spliceIntoMoveToFinished) the strings `extra`
  * gives after BullMQ's own arguments. `extra` gets the job, its id and the finishing time BullMQ
  * hands the script; it is not asked where BullMQ's arguments are not the count expected, and
- * then the script is sent BullMQ's arguments alone.
+ * then the script is sent BullMQ's arguments alone. Returns false, changing nothing, where the
+ * worker's arguments for a placeholder job are not that count: nothing would be handed.
  */
 export function appendFinishArgs(
   worker: Worker,
   extra: (job: FinishingJob, jobId: string, finishedAt: number) => string[],
-): void {
+): boolean {
   const backend = worker.backend as unknown as Backend;
+  if (typeof backend.moveToFinishedArgs !== 'function' || !Array.isArray(backend.moveToFinishedKeys)) return false;
   const args: FinishArgs = backend.moveToFinishedArgs.bind(backend);
+  // Its keys array is BullMQ's own, set afresh for each job: a placeholder leaves nothing behind.
+  const placeholder = { id: '', name: '', data: null, opts: {} };
+  const probe = args(placeholder, undefined, 'returnvalue', false, 'completed', '', 0, false);
+  if (probe.length !== backend.moveToFinishedKeys.length + MOVE_TO_FINISHED_ARGS) return false;
   backend.moveToFinishedArgs = (
     job,
     val,
@@ -51,6 +57,7 @@ export function appendFinishArgs(
     out.push(...extra(job, out[n] as string, out[n + 1] as number));
     return out;
   };
+  return true;
 }
 
 /**
