@@ -30,25 +30,39 @@ const FINISHED_READ_MAX = 5000;
 export const FAILURE_RATE_MIN_RUNS = 5;
 /** Sleeping gates read per overview for dependency waits (those asleep longest first). */
 const GATES_READ_MAX = 100;
-/** Failure rates and dependency waits are read again at most this often (they cost more than the counts). */
-const FAILURE_RATE_EVERY_MS = 5000;
+/**
+ * Failure rates and dependency waits are read again at most this often: they cost more than the
+ * counts, and are judged in minutes while an overview is built about once a second.
+ */
+const COSTLY_READ_EVERY_MS = 5000;
 
 function minutes(ms: number): string {
   return ms % 60_000 === 0 ? `${ms / 60_000} min` : `${Math.round(ms / 1000)} s`;
 }
 
-const rateCache = new WeakMap<RouteContext, Map<string, { at: number; rates: Map<string, [number, number]> }>>();
+const lastReads = new WeakMap<RouteContext, Map<string, { at: number; value: unknown }>>();
+
+/** What `read` gave for `what` within the last COSTLY_READ_EVERY_MS, or what it gives now. */
+async function readAtMostEvery<T>(ctx: RouteContext, what: string, now: number, read: () => Promise<T>): Promise<T> {
+  let reads = lastReads.get(ctx);
+  if (!reads) lastReads.set(ctx, (reads = new Map()));
+  const hit = reads.get(what);
+  if (hit && now - hit.at < COSTLY_READ_EVERY_MS) return hit.value as T;
+  const value = await read();
+  reads.set(what, { at: now, value });
+  return value;
+}
 
 /** Per module: runs that failed and runs that finished within the window, from BullMQ's finished sets. */
-async function finishedPerModule(
+function finishedPerModule(ctx: RouteContext, queueName: string, now: number): Promise<Map<string, [number, number]>> {
+  return readAtMostEvery(ctx, `failure-rate\n${queueName}`, now, () => readFinishedPerModule(ctx, queueName, now));
+}
+
+async function readFinishedPerModule(
   ctx: RouteContext,
   queueName: string,
   now: number,
 ): Promise<Map<string, [number, number]>> {
-  let cache = rateCache.get(ctx);
-  if (!cache) rateCache.set(ctx, (cache = new Map()));
-  const hit = cache.get(queueName);
-  if (hit && now - hit.at < FAILURE_RATE_EVERY_MS) return hit.rates;
   const queue = ctx.components.queues.get(queueName);
   const redis = ctx.connection;
   const since = now - ctx.config.alerts.failureWindowMs;
@@ -72,7 +86,6 @@ async function finishedPerModule(
     // A cancelled run is what someone asked for, not a failure of the module.
     if (reason !== CANCELLED_REASON) count(name, true);
   }
-  cache.set(queueName, { at: now, rates });
   return rates;
 }
 
@@ -80,16 +93,9 @@ async function finishedPerModule(
  * Per dependency that tasks have waited for longer than the threshold, and has not completed: the
  * dependents' queue, how many wait, and how long the first has. Read from the sleeping gates.
  */
-async function dependencyWaits(ctx: RouteContext, now: number): Promise<Alert[]> {
-  // Waits are judged in minutes: reading the gates with every overview (about once a second) is not needed.
-  const hit = waitCache.get(ctx);
-  if (hit && now - hit.at < FAILURE_RATE_EVERY_MS) return hit.alerts;
-  const alerts = await readDependencyWaits(ctx, now);
-  waitCache.set(ctx, { at: now, alerts });
-  return alerts;
+function dependencyWaits(ctx: RouteContext, now: number): Promise<Alert[]> {
+  return readAtMostEvery(ctx, 'dependency-wait', now, () => readDependencyWaits(ctx, now));
 }
-
-const waitCache = new WeakMap<RouteContext, { at: number; alerts: Alert[] }>();
 
 async function readDependencyWaits(ctx: RouteContext, now: number): Promise<Alert[]> {
   const { waitingAgeMs } = ctx.config.alerts;

@@ -87,7 +87,7 @@ export class Finishing {
 
   /** Records a completion where the finishing script will not; call it before the job is moved to completed. */
   async recordCompletion(job: Job, keys: OutcomeKeys): Promise<void> {
-    if (!this.recordsInScript(job, keys)) await this.record('completed', job as Finished, keys);
+    if (!this.leftToScript(job, keys)) await this.record('completed', job as Finished, keys);
   }
 
   /**
@@ -96,7 +96,7 @@ export class Finishing {
    * BullMQ keeps it in failedReason.
    */
   async recordFailure(job: Job, keys: OutcomeKeys, err: Error): Promise<void> {
-    if (!this.recordsInScript(job, keys)) await this.record('failed', job as Finished, keys, err.message);
+    if (!this.leftToScript(job, keys)) await this.record('failed', job as Finished, keys, err.message);
   }
 
   /** Completes a held job; with `fetchNext`, BullMQ's answer carries the next job under the same token. */
@@ -113,8 +113,11 @@ export class Finishing {
     await job.moveToFailed(err, token, false);
   }
 
-  /** Whether the script that finishes `job` records its outcome; leaves it the keys where they are handed. */
-  private recordsInScript(job: Job, keys: OutcomeKeys): boolean {
+  /**
+   * Leaves the record of `job` to the script that finishes it, noting `keys` for it where this
+   * Finishing's workers hand them; false where that script will not record it.
+   */
+  private leftToScript(job: Job, keys: OutcomeKeys): boolean {
     if (!this.inScript) return false;
     if (!this.handing.has(finishingBackend(job))) return keys.keysStored;
     this.toHand.set(job, keys);
